@@ -1,0 +1,366 @@
+//! Stream tokens: HS256 JWT verification and minting (one implementation for `media-ws` and
+//! `media-lambda`), and constant-time static tokens. Owns claims and their validation, not
+//! where a token is found in a request (see `server::handshake`).
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use crate::config::AuthMode;
+use crate::secret::Secret;
+
+/// The audience every stream token must carry.
+pub const AUDIENCE: &str = "media";
+
+/// Claims of a stream token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Audience; always [`AUDIENCE`].
+    pub aud: String,
+    /// Expiry, seconds since the Unix epoch.
+    pub exp: u64,
+    /// Issued at, seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<u64>,
+    /// Not before, seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// The Twilio CallSid the token is bound to; `start.callSid` must match it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// Unique token id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+}
+
+/// Claims as they arrive: optional, so a missing one is reported as such rather than as a
+/// malformed token. `aud` is checked by jsonwebtoken (string or array form).
+#[derive(Deserialize)]
+struct RawClaims {
+    exp: Option<u64>,
+    iat: Option<u64>,
+    nbf: Option<u64>,
+    sub: Option<String>,
+    jti: Option<String>,
+}
+
+/// Why a token was refused. The variant is for metrics and logs; clients only see 401.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No token in the path, query or header.
+    #[error("token missing")]
+    Missing,
+    /// Not a well-formed JWT.
+    #[error("token malformed")]
+    Malformed,
+    /// Signed with another algorithm (including `none`).
+    #[error("token algorithm not allowed")]
+    Algorithm,
+    /// No configured secret verifies the signature.
+    #[error("token signature invalid")]
+    Signature,
+    /// `aud` is not `media`.
+    #[error("token audience invalid")]
+    Audience,
+    /// `exp` (or `aud`) missing.
+    #[error("token claim missing")]
+    MissingClaim,
+    /// `exp` is in the past.
+    #[error("token expired")]
+    Expired,
+    /// `nbf` or `iat` is in the future beyond the leeway.
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// The static token does not match.
+    #[error("static token mismatch")]
+    StaticMismatch,
+}
+
+impl AuthError {
+    /// A stable label for metrics.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Missing => "token_missing",
+            Self::Malformed => "token_malformed",
+            Self::Algorithm => "token_algorithm",
+            Self::Signature => "token_signature",
+            Self::Audience => "token_audience",
+            Self::MissingClaim => "token_claim_missing",
+            Self::Expired => "token_expired",
+            Self::NotYetValid => "token_not_yet_valid",
+            Self::StaticMismatch => "token_static_mismatch",
+        }
+    }
+}
+
+/// Seconds since the Unix epoch; injectable so tests can fix time.
+#[derive(Debug, Clone, Copy, Default)]
+pub enum Clock {
+    /// The system clock.
+    #[default]
+    System,
+    /// A fixed instant (tests).
+    Fixed(u64),
+}
+
+impl Clock {
+    /// Now, in whole seconds since the Unix epoch.
+    pub fn now(self) -> u64 {
+        match self {
+            Self::System => SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            Self::Fixed(t) => t,
+        }
+    }
+}
+
+/// Verifies HS256 stream tokens against one or more secrets (rotation: any verifies).
+pub struct JwtVerifier {
+    keys: Vec<DecodingKey>,
+    validation: Validation,
+    leeway_s: u64,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for JwtVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JwtVerifier")
+            .field("keys", &self.keys.len())
+            .field("leeway_s", &self.leeway_s)
+            .finish()
+    }
+}
+
+impl JwtVerifier {
+    /// A verifier accepting tokens signed by any of `secrets`.
+    pub fn new(secrets: &[Secret<String>], leeway: Duration, clock: Clock) -> Self {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "aud"]);
+        // Times are checked below against the injected clock.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        Self {
+            keys: secrets
+                .iter()
+                .map(|s| DecodingKey::from_secret(s.expose().as_bytes()))
+                .collect(),
+            validation,
+            leeway_s: leeway.as_secs(),
+            clock,
+        }
+    }
+
+    /// Verifies `token` and returns its claims.
+    ///
+    /// # Errors
+    /// The [`AuthError`] naming the first check that failed.
+    pub fn verify(&self, token: &str) -> Result<Claims, AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| classify_header(token))?;
+        if header.alg != Algorithm::HS256 {
+            return Err(AuthError::Algorithm);
+        }
+        let mut last = AuthError::Signature;
+        let mut claims = None;
+        for key in &self.keys {
+            match jsonwebtoken::decode::<RawClaims>(token, key, &self.validation) {
+                Ok(data) => {
+                    claims = Some(data.claims);
+                    break;
+                }
+                Err(e) => {
+                    last = map_jwt_error(e.kind());
+                    if last != AuthError::Signature {
+                        // Signature verified with this key but a claim is wrong.
+                        return Err(last);
+                    }
+                }
+            }
+        }
+        let raw = claims.ok_or(last)?;
+        let claims = Claims {
+            aud: AUDIENCE.to_string(),
+            exp: raw.exp.ok_or(AuthError::MissingClaim)?,
+            iat: raw.iat,
+            nbf: raw.nbf,
+            sub: raw.sub,
+            jti: raw.jti,
+        };
+        let now = self.clock.now();
+        if claims.exp.saturating_add(self.leeway_s) <= now {
+            return Err(AuthError::Expired);
+        }
+        let future = |t: Option<u64>| t.is_some_and(|t| t > now.saturating_add(self.leeway_s));
+        if future(claims.nbf) || future(claims.iat) {
+            return Err(AuthError::NotYetValid);
+        }
+        Ok(claims)
+    }
+}
+
+/// A header that jsonwebtoken cannot parse: an unknown `alg` (such as `none`) is an algorithm
+/// refusal, anything else is malformed.
+fn classify_header(token: &str) -> AuthError {
+    #[derive(Deserialize)]
+    struct RawHeader {
+        alg: Option<String>,
+    }
+    let Some(segment) = token.split('.').next() else {
+        return AuthError::Malformed;
+    };
+    let Ok(bytes) = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(segment) else {
+        return AuthError::Malformed;
+    };
+    match serde_json::from_slice::<RawHeader>(&bytes) {
+        Ok(RawHeader { alg: Some(alg) }) if alg != "HS256" => AuthError::Algorithm,
+        _ => AuthError::Malformed,
+    }
+}
+
+fn map_jwt_error(kind: &jsonwebtoken::errors::ErrorKind) -> AuthError {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match kind {
+        K::InvalidSignature => AuthError::Signature,
+        K::InvalidAlgorithm | K::InvalidAlgorithmName => AuthError::Algorithm,
+        K::InvalidAudience => AuthError::Audience,
+        K::MissingRequiredClaim(_) => AuthError::MissingClaim,
+        K::ExpiredSignature => AuthError::Expired,
+        K::ImmatureSignature => AuthError::NotYetValid,
+        _ => AuthError::Malformed,
+    }
+}
+
+/// Mints stream tokens with the first configured secret: HS256, `aud=media`, `iat`, `exp`, a
+/// random `jti`, and `sub` when bound to a CallSid.
+pub struct TokenIssuer {
+    key: EncodingKey,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for TokenIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TokenIssuer([redacted])")
+    }
+}
+
+/// A freshly minted token.
+#[derive(Debug, Clone)]
+pub struct MintedToken {
+    /// The compact JWT.
+    pub token: Secret<String>,
+    /// Expiry, seconds since the Unix epoch.
+    pub expires_at: u64,
+}
+
+/// Errors minting a token.
+#[derive(Debug, thiserror::Error)]
+pub enum MintError {
+    /// The JWT library failed to sign.
+    #[error("token signing failed")]
+    Sign(#[source] jsonwebtoken::errors::Error),
+}
+
+impl TokenIssuer {
+    /// An issuer signing with `secret`.
+    pub fn new(secret: &Secret<String>, clock: Clock) -> Self {
+        Self {
+            key: EncodingKey::from_secret(secret.expose().as_bytes()),
+            clock,
+        }
+    }
+
+    /// Mints a token valid for `ttl`, bound to `call_sid` when given.
+    ///
+    /// # Errors
+    /// [`MintError::Sign`] if signing fails.
+    pub fn mint(&self, call_sid: Option<&str>, ttl: Duration) -> Result<MintedToken, MintError> {
+        let now = self.clock.now();
+        let exp = now.saturating_add(ttl.as_secs().max(1));
+        let claims = Claims {
+            aud: AUDIENCE.to_string(),
+            exp,
+            iat: Some(now),
+            nbf: None,
+            sub: call_sid.map(str::to_string),
+            jti: Some(uuid::Uuid::new_v4().simple().to_string()),
+        };
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.key)
+            .map_err(MintError::Sign)?;
+        Ok(MintedToken {
+            token: Secret::new(token),
+            expires_at: exp,
+        })
+    }
+}
+
+/// What a handshake's token is checked against.
+#[derive(Debug)]
+pub enum Authenticator {
+    /// No authentication configured.
+    Open,
+    /// A static token.
+    Static(Secret<String>),
+    /// HS256 JWTs.
+    Jwt(JwtVerifier),
+}
+
+/// A successful authentication.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Grant {
+    /// The CallSid the token is bound to, if any.
+    pub call_sid: Option<String>,
+}
+
+impl Authenticator {
+    /// Builds the authenticator for `mode`.
+    pub fn new(mode: &AuthMode, leeway: Duration, clock: Clock) -> Self {
+        match mode {
+            AuthMode::Open => Self::Open,
+            AuthMode::StaticToken(t) => Self::Static(t.clone()),
+            AuthMode::Jwt(secrets) => Self::Jwt(JwtVerifier::new(secrets, leeway, clock)),
+        }
+    }
+
+    /// Whether a token is required at all.
+    pub fn required(&self) -> bool {
+        !matches!(self, Self::Open)
+    }
+
+    /// Checks the token found in the request (if any).
+    ///
+    /// # Errors
+    /// The [`AuthError`] naming why the token was refused.
+    pub fn check(&self, token: Option<&str>) -> Result<Grant, AuthError> {
+        match self {
+            Self::Open => Ok(Grant::default()),
+            Self::Static(expected) => {
+                let token = token.ok_or(AuthError::Missing)?;
+                if constant_time_eq(token.as_bytes(), expected.expose().as_bytes()) {
+                    Ok(Grant::default())
+                } else {
+                    Err(AuthError::StaticMismatch)
+                }
+            }
+            Self::Jwt(verifier) => {
+                let claims = verifier.verify(token.ok_or(AuthError::Missing)?)?;
+                Ok(Grant {
+                    call_sid: claims.sub,
+                })
+            }
+        }
+    }
+}
+
+/// Compares two byte strings in time independent of their contents and of the expected
+/// length (both sides are hashed first, so only equal digests compare equal).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    use sha2::{Digest, Sha256};
+    bool::from(Sha256::digest(a).ct_eq(&Sha256::digest(b)))
+}
+
+#[cfg(test)]
+mod tests;

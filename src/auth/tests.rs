@@ -1,0 +1,109 @@
+use std::time::Duration;
+
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::json;
+
+use super::*;
+
+const NOW: u64 = 1_800_000_000;
+
+fn secrets(list: &[&str]) -> Vec<Secret<String>> {
+    list.iter().map(|s| Secret::new((*s).to_string())).collect()
+}
+
+fn verifier(list: &[&str]) -> JwtVerifier {
+    JwtVerifier::new(&secrets(list), Duration::from_secs(30), Clock::Fixed(NOW))
+}
+
+fn sign(secret: &str, claims: serde_json::Value) -> String {
+    jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
+
+#[test]
+fn good_token_verifies_and_carries_sub() {
+    let t = sign("s1", json!({"aud":"media","exp":NOW+60,"iat":NOW,"sub":"CA1"}));
+    let c = verifier(&["s1"]).verify(&t).unwrap();
+    assert_eq!(c.sub.as_deref(), Some("CA1"));
+}
+
+#[test]
+fn each_failure_has_its_reason() {
+    let v = verifier(&["s1"]);
+    let cases = [
+        (sign("s1", json!({"aud":"media","exp":NOW-31})), AuthError::Expired),
+        (sign("s1", json!({"aud":"other","exp":NOW+60})), AuthError::Audience),
+        (sign("s2", json!({"aud":"media","exp":NOW+60})), AuthError::Signature),
+        (sign("s1", json!({"aud":"media"})), AuthError::MissingClaim),
+        (sign("s1", json!({"exp":NOW+60})), AuthError::MissingClaim),
+        (sign("s1", json!({"aud":"media","exp":NOW+600,"iat":NOW+120})), AuthError::NotYetValid),
+        (sign("s1", json!({"aud":"media","exp":NOW+600,"nbf":NOW+120})), AuthError::NotYetValid),
+        ("not-a-jwt".to_string(), AuthError::Malformed),
+        ("a.b.c".to_string(), AuthError::Malformed),
+    ];
+    for (token, want) in cases {
+        assert_eq!(v.verify(&token), Err(want), "{want:?}");
+    }
+}
+
+#[test]
+fn leeway_applies_to_exp_and_iat() {
+    let v = verifier(&["s1"]);
+    assert!(v.verify(&sign("s1", json!({"aud":"media","exp":NOW-10}))).is_ok());
+    assert!(v.verify(&sign("s1", json!({"aud":"media","exp":NOW+60,"iat":NOW+20}))).is_ok());
+}
+
+#[test]
+fn alg_none_and_other_algorithms_are_refused() {
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let header = b64.encode(br#"{"alg":"none","typ":"JWT"}"#);
+    let body = b64.encode(json!({"aud":"media","exp":NOW+60}).to_string());
+    let none = format!("{header}.{body}.");
+    assert_eq!(verifier(&["s1"]).verify(&none), Err(AuthError::Algorithm));
+
+    let hs512 = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS512),
+        &json!({"aud":"media","exp":NOW+60}),
+        &EncodingKey::from_secret(b"s1"),
+    )
+    .unwrap();
+    assert_eq!(verifier(&["s1"]).verify(&hs512), Err(AuthError::Algorithm));
+}
+
+#[test]
+fn rotation_any_secret_verifies_and_issuer_round_trips() {
+    let old = sign("old", json!({"aud":"media","exp":NOW+60}));
+    let v = verifier(&["new", "old"]);
+    assert!(v.verify(&old).is_ok());
+    assert_eq!(verifier(&["new"]).verify(&old), Err(AuthError::Signature));
+
+    let issuer = TokenIssuer::new(&Secret::new("new".into()), Clock::Fixed(NOW));
+    let minted = issuer.mint(Some("CA9"), Duration::from_secs(120)).unwrap();
+    assert_eq!(minted.expires_at, NOW + 120);
+    let claims = v.verify(minted.token.expose()).unwrap();
+    assert_eq!(claims.sub.as_deref(), Some("CA9"));
+    assert_eq!(claims.iat, Some(NOW));
+    assert!(claims.jti.is_some_and(|j| j.len() == 32));
+}
+
+#[test]
+fn authenticator_modes() {
+    let open = Authenticator::new(&AuthMode::Open, Duration::ZERO, Clock::System);
+    assert!(!open.required());
+    assert_eq!(open.check(None), Ok(Grant::default()));
+
+    let st = Authenticator::new(
+        &AuthMode::StaticToken(Secret::new("tok".into())),
+        Duration::ZERO,
+        Clock::System,
+    );
+    assert_eq!(st.check(Some("tok")), Ok(Grant::default()));
+    assert_eq!(st.check(Some("tok2")), Err(AuthError::StaticMismatch));
+    assert_eq!(st.check(Some("")), Err(AuthError::StaticMismatch));
+    assert_eq!(st.check(None), Err(AuthError::Missing));
+}

@@ -1,0 +1,73 @@
+//! `media-ws`: the Twilio Media Streams WebSocket server. Reads config, sets up logging,
+//! binds, serves until SIGTERM/SIGINT, drains, exits 0. `media-ws healthcheck` probes
+//! `/health` on loopback for container health checks.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use media_orchestrator::config::Config;
+use media_orchestrator::server::{self, AppState};
+use media_orchestrator::{shutdown, telemetry};
+
+const USAGE: &str = "usage: media-ws [healthcheck]\n\
+    Configuration comes from the environment; see README.md.";
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match std::env::args().nth(1).as_deref() {
+        None => serve().await,
+        Some("healthcheck") => healthcheck().await,
+        Some("-h" | "--help") => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Some(_) => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn serve() -> ExitCode {
+    let config = match Config::from_env() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("media-ws: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    telemetry::init(config.log_format);
+    let listener = match tokio::net::TcpListener::bind(("0.0.0.0", config.port)).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("media-ws: cannot bind port {}: {e}", config.port);
+            return ExitCode::from(1);
+        }
+    };
+    let state = Arc::new(AppState::new(config));
+    match server::run(listener, state, shutdown::signal()).await {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "server failed");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn healthcheck() -> ExitCode {
+    let port = match Config::from_env() {
+        Ok(c) => c.port,
+        Err(e) => {
+            eprintln!("media-ws: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match server::probe::health(port, Duration::from_secs(3)).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("media-ws healthcheck: {e}");
+            ExitCode::from(1)
+        }
+    }
+}

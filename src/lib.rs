@@ -1,0 +1,25 @@
+//! Media Orchestrator: terminates Twilio Media Streams and relays each call's audio to a
+//! conversational agent, with the guards a phone-call service needs (auth, idle, size,
+//! backpressure, keepalive, drain) and logs that never carry call content.
+//!
+//! # Layout
+//! - [`config`]: typed configuration from the environment ([`config::Config::from_env`]).
+//! - [`secret`]: [`secret::Secret`], a value whose `Debug`/`Display` are redacted.
+//! - [`auth`]: stream tokens: HS256 JWT verification and minting, static tokens.
+//! - [`twilio`]: Media Streams message types and parsing.
+//! - [`audio`]: G.711 μ-law codec and resampling (pure, synchronous).
+//! - [`metrics`]: the Prometheus registry behind `GET /metrics`.
+//! - [`server`]: the HTTP + WebSocket server: routing, handshake, per-call tasks, drain.
+//! - [`telemetry`]: one `tracing` setup for every binary.
+//! - [`shutdown`]: SIGTERM / SIGINT as a future.
+
+// pub mod audio;
+pub mod auth;
+pub mod config;
+pub mod metrics;
+pub mod secret;
+pub mod server;
+pub mod shutdown;
+pub mod telemetry;
+pub mod twilio;
+pub mod twiml;

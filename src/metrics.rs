@@ -1,0 +1,223 @@
+//! The Prometheus metrics of one server instance (`GET /metrics`). Owns names, labels and
+//! rendering; callers only increment. One registry per [`Metrics`], no global state.
+
+use std::sync::atomic::AtomicI64;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+/// How a call ended.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Outcome {
+    /// Twilio sent `stop` (or the server ended the call on purpose).
+    normal,
+    /// The peer closed or vanished without `stop`.
+    disconnected,
+    /// No message for the idle timeout.
+    idle,
+    /// No pong for a whole keepalive interval.
+    keepalive,
+    /// The token's `sub` did not match `start.callSid`, or the call was refused by policy.
+    auth,
+    /// A payload over the size limit or not base64.
+    payload,
+    /// The peer read too slowly.
+    backpressure,
+    /// Malformed JSON, media before start, and other protocol violations.
+    protocol_error,
+    /// Closed by the server's drain on shutdown.
+    drained,
+    /// The agent failed (connect, mid-call close).
+    agent_error,
+    /// A bug panicked inside the call's task.
+    panic,
+}
+
+/// Direction of audio and messages.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Direction {
+    /// From Twilio (the caller).
+    inbound,
+    /// To Twilio (played to the caller).
+    outbound,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: Outcome,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DirectionLabels {
+    direction: Direction,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    event: &'static str,
+}
+
+/// All counters and gauges of one server.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    active_calls: Gauge<i64, AtomicI64>,
+    calls: Family<OutcomeLabels, Counter>,
+    frames: Family<DirectionLabels, Counter>,
+    audio_bytes: Family<DirectionLabels, Counter>,
+    drops: Family<ReasonLabels, Counter>,
+    handshake_rejections: Family<ReasonLabels, Counter>,
+    events: Family<EventLabels, Counter>,
+    call_duration: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("media");
+        let active_calls = Gauge::<i64, AtomicI64>::default();
+        let calls = Family::<OutcomeLabels, Counter>::default();
+        let frames = Family::<DirectionLabels, Counter>::default();
+        let audio_bytes = Family::<DirectionLabels, Counter>::default();
+        let drops = Family::<ReasonLabels, Counter>::default();
+        let handshake_rejections = Family::<ReasonLabels, Counter>::default();
+        let events = Family::<EventLabels, Counter>::default();
+        let call_duration = Histogram::new(
+            [1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0].into_iter(),
+        );
+        registry.register("active_calls", "Calls in progress", active_calls.clone());
+        registry.register("calls", "Calls ended, by outcome", calls.clone());
+        registry.register(
+            "frames",
+            "Audio frames (media messages), by direction",
+            frames.clone(),
+        );
+        registry.register(
+            "audio_bytes",
+            "Decoded mu-law audio bytes, by direction",
+            audio_bytes.clone(),
+        );
+        registry.register(
+            "dropped_frames",
+            "Audio frames dropped, by reason",
+            drops.clone(),
+        );
+        registry.register(
+            "handshake_rejections",
+            "WebSocket upgrades refused, by reason",
+            handshake_rejections.clone(),
+        );
+        registry.register(
+            "events",
+            "Twilio events received, by event name",
+            events.clone(),
+        );
+        registry.register(
+            "call_duration_seconds",
+            "Duration of ended calls",
+            call_duration.clone(),
+        );
+        Self {
+            registry,
+            active_calls,
+            calls,
+            frames,
+            audio_bytes,
+            drops,
+            handshake_rejections,
+            events,
+            call_duration,
+        }
+    }
+
+    /// A call started; returns the number of calls now active.
+    pub fn call_started(&self) -> i64 {
+        self.active_calls.inc() + 1
+    }
+
+    /// A call ended with `outcome` after `seconds`; returns the number still active.
+    pub fn call_ended(&self, outcome: Outcome, seconds: f64) -> i64 {
+        self.calls.get_or_create(&OutcomeLabels { outcome }).inc();
+        self.call_duration.observe(seconds);
+        self.active_calls.dec() - 1
+    }
+
+    /// Calls in progress.
+    pub fn active_calls(&self) -> i64 {
+        self.active_calls.get()
+    }
+
+    /// Counts one audio frame of `bytes` decoded bytes.
+    pub fn frame(&self, direction: Direction, bytes: usize) {
+        self.frames.get_or_create(&DirectionLabels { direction }).inc();
+        self.audio_bytes
+            .get_or_create(&DirectionLabels { direction })
+            .inc_by(bytes as u64);
+    }
+
+    /// Counts `n` dropped frames.
+    pub fn dropped(&self, reason: &'static str, n: u64) {
+        self.drops.get_or_create(&ReasonLabels { reason }).inc_by(n);
+    }
+
+    /// Counts a refused handshake.
+    pub fn handshake_rejected(&self, reason: &'static str) {
+        self.handshake_rejections
+            .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Counts a Twilio event by name (`unknown` for unknown events).
+    pub fn event(&self, event: &'static str) {
+        self.events.get_or_create(&EventLabels { event }).inc();
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        // Writing into a String cannot fail.
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_with_labels() {
+        let m = Metrics::new();
+        assert_eq!(m.call_started(), 1);
+        m.frame(Direction::inbound, 160);
+        m.frame(Direction::inbound, 160);
+        m.handshake_rejected("token_expired");
+        assert_eq!(m.call_ended(Outcome::idle, 3.0), 0);
+        let text = m.render();
+        assert!(text.contains("media_frames_total{direction=\"inbound\"} 2"), "{text}");
+        assert!(text.contains("media_audio_bytes_total{direction=\"inbound\"} 320"));
+        assert!(text.contains("media_calls_total{outcome=\"idle\"} 1"));
+        assert!(text.contains("media_handshake_rejections_total{reason=\"token_expired\"} 1"));
+        assert!(text.contains("media_active_calls 0"));
+        assert!(text.ends_with("# EOF\n"));
+    }
+}

@@ -1,0 +1,290 @@
+//! One call's life after the 101: the read loop with its guards (idle, keepalive,
+//! backpressure, drain), the writer task, panic containment and the one summary log line.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{FutureExt as _, StreamExt as _};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::task::JoinSet;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+use tracing::Instrument as _;
+
+use super::outbox;
+use super::session::{CallError, Event, Session};
+use super::AppState;
+use crate::auth::Grant;
+use crate::metrics::{Direction, Outcome};
+use crate::twilio::message::ProtocolError;
+
+/// How long the peer may stay above the outbound byte limit before the call is closed.
+pub const BACKPRESSURE_CLOSE_AFTER: Duration = Duration::from_secs(5);
+/// Interval of the backpressure check.
+const GUARD_TICK: Duration = Duration::from_millis(250);
+/// How long closing (our close frame out, the peer's back) may take.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// How a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// Counted outcome.
+    pub outcome: Outcome,
+    /// Close code we sent, if we closed.
+    pub close_code: Option<u16>,
+    /// Constant reason for the log.
+    pub reason: &'static str,
+    /// Media frames received.
+    pub frames_in: u64,
+    /// Media frames sent.
+    pub frames_out: u64,
+    /// Outbound frames dropped by backpressure.
+    pub dropped: u64,
+}
+
+impl Summary {
+    fn new(outcome: Outcome, close_code: Option<u16>, reason: &'static str) -> Self {
+        Self {
+            outcome,
+            close_code,
+            reason,
+            frames_in: 0,
+            frames_out: 0,
+            dropped: 0,
+        }
+    }
+}
+
+/// Completes the upgrade and runs the call; the permit is held until the call ends.
+pub(crate) async fn accept(
+    on_upgrade: OnUpgrade,
+    state: Arc<AppState>,
+    grant: Grant,
+    permit: OwnedSemaphorePermit,
+    peer: SocketAddr,
+) {
+    let conn_id = uuid::Uuid::new_v4().simple().to_string();
+    let span = tracing::info_span!(
+        "call",
+        conn_id = %conn_id,
+        %peer,
+        stream_sid = tracing::field::Empty,
+        call_sid = tracing::field::Empty,
+    );
+    async move {
+        let upgraded = match tokio::time::timeout(state.config.handshake_timeout, on_upgrade).await
+        {
+            Ok(Ok(upgraded)) => upgraded,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "upgrade failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!("upgrade timed out");
+                return;
+            }
+        };
+        let ws = WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            Some(state.websocket_config()),
+        )
+        .await;
+        supervise(&state, run(ws, &state, grant)).await;
+        drop(permit);
+    }
+    .instrument(span)
+    .await;
+}
+
+/// Runs one call's future with accounting: active gauge, outcome, duration, the summary log
+/// line — and a panic inside it ends only this call (counted as `panic`).
+pub async fn supervise<F>(state: &AppState, call: F) -> Summary
+where
+    F: Future<Output = Summary>,
+{
+    let started = Instant::now();
+    let active = state.metrics.call_started();
+    tracing::info!(active_calls = active, "call accepted");
+    let summary = match AssertUnwindSafe(call).catch_unwind().await {
+        Ok(summary) => summary,
+        Err(_) => {
+            tracing::error!("call task panicked; call ended");
+            Summary::new(Outcome::panic, None, "internal error")
+        }
+    };
+    let elapsed = started.elapsed();
+    state
+        .metrics
+        .call_ended(summary.outcome, elapsed.as_secs_f64());
+    tracing::info!(
+        outcome = ?summary.outcome,
+        close_code = summary.close_code,
+        reason = summary.reason,
+        frames_in = summary.frames_in,
+        frames_out = summary.frames_out,
+        dropped = summary.dropped,
+        duration_ms = elapsed.as_millis() as u64,
+        "call closed"
+    );
+    summary
+}
+
+/// The call loop over an upgraded WebSocket.
+pub async fn run<S>(ws: WebSocketStream<S>, state: &AppState, grant: Grant) -> Summary
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let cfg = &state.config;
+    let (sink, mut stream) = ws.split();
+    let (mut outbox, writer) = outbox::channel(cfg.max_buffered_bytes);
+    let mut writer_task = JoinSet::new();
+    writer_task.spawn(outbox::write_loop(sink, writer));
+
+    let mut session = Session::new(grant.call_sid, cfg.max_media_payload_bytes);
+    let mut audio = Vec::with_capacity(1024);
+    let mut frames_in = 0u64;
+    let idle = tokio::time::sleep(cfg.idle_timeout);
+    tokio::pin!(idle);
+    let mut keepalive = tokio::time::interval_at(Instant::now() + cfg.keepalive, cfg.keepalive);
+    keepalive.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut guard = tokio::time::interval(GUARD_TICK);
+    guard.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut awaiting_pong = false;
+    let cancel = state.calls_cancel.clone();
+
+    let mut summary = loop {
+        let msg = tokio::select! {
+            biased;
+            () = cancel.cancelled() => break Summary::new(Outcome::drained, Some(1001), "server shutting down"),
+            msg = stream.next() => msg,
+            () = &mut idle => break Summary::new(Outcome::idle, Some(1000), "idle timeout"),
+            _ = keepalive.tick() => {
+                if awaiting_pong {
+                    break Summary::new(Outcome::keepalive, Some(1001), "keepalive timeout");
+                }
+                awaiting_pong = true;
+                if outbox.ping().is_err() {
+                    break Summary::new(Outcome::disconnected, None, "writer closed");
+                }
+                continue;
+            }
+            _ = guard.tick() => {
+                if outbox.over_limit_for(Instant::now()) >= BACKPRESSURE_CLOSE_AFTER {
+                    break Summary::new(Outcome::backpressure, Some(1013), "peer too slow");
+                }
+                continue;
+            }
+        };
+        let end = match msg {
+            None => Some(Summary::new(Outcome::disconnected, None, "peer gone")),
+            Some(Err(e)) => Some(read_error(&e)),
+            Some(Ok(Message::Text(text))) => {
+                idle.as_mut().reset(Instant::now() + cfg.idle_timeout);
+                if text.as_str() == "ping" {
+                    outbox.pong_text().err().map(|_| Summary::new(Outcome::disconnected, None, "writer closed"))
+                } else {
+                    let (name, result) = session.on_text(text.as_str(), &mut audio);
+                    state.metrics.event(name);
+                    match result {
+                        Ok(event) => on_event(event, state, &mut frames_in),
+                        Err(e) => Some(call_error(e)),
+                    }
+                }
+            }
+            Some(Ok(Message::Binary(_))) => Some(call_error(ProtocolError::BinaryFrame.into())),
+            Some(Ok(Message::Pong(_))) => {
+                awaiting_pong = false;
+                None
+            }
+            Some(Ok(Message::Close(_))) => {
+                let outcome = if session.stopped() { Outcome::normal } else { Outcome::disconnected };
+                // tungstenite answers the peer's close itself.
+                Some(Summary::new(outcome, None, "peer closed"))
+            }
+            Some(Ok(Message::Ping(_) | Message::Frame(_))) => None,
+        };
+        if let Some(end) = end {
+            break end;
+        }
+    };
+    summary.frames_in = frames_in;
+
+    if let Some(code) = summary.close_code {
+        // The writer may already be gone (peer vanished); then there is nobody to tell.
+        let _ = outbox.close(code, summary.reason);
+    }
+    drop(outbox);
+    let closed = tokio::time::timeout(CLOSE_WAIT, async {
+        // Let the writer send the close frame, then wait for the peer's close (or EOF).
+        while writer_task.join_next().await.is_some() {}
+        while let Some(Ok(msg)) = stream.next().await {
+            if msg.is_close() {
+                break;
+            }
+        }
+    })
+    .await;
+    if closed.is_err() {
+        tracing::debug!("close handshake timed out");
+    }
+    writer_task.shutdown().await;
+    summary
+}
+
+fn on_event(event: Event, state: &AppState, frames_in: &mut u64) -> Option<Summary> {
+    match event {
+        Event::Nothing | Event::Dtmf | Event::Mark(_) => None,
+        Event::Started(start) => {
+            let span = tracing::Span::current();
+            span.record("stream_sid", start.stream_sid.as_str());
+            span.record("call_sid", start.call_sid.as_str());
+            tracing::info!(
+                tracks = start.tracks.len(),
+                custom_parameters = start.custom_parameters.0.len(),
+                "stream started"
+            );
+            None
+        }
+        Event::Audio(bytes) => {
+            *frames_in += 1;
+            state.metrics.frame(Direction::inbound, bytes);
+            None
+        }
+        Event::Stopped => {
+            tracing::info!("stream stopped");
+            Some(Summary::new(Outcome::normal, Some(1000), "stream stopped"))
+        }
+    }
+}
+
+fn call_error(e: CallError) -> Summary {
+    tracing::info!(error = %e, "closing call");
+    Summary::new(e.outcome(), Some(e.close_code()), e.reason())
+}
+
+fn read_error(e: &WsError) -> Summary {
+    match e {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
+            call_error(ProtocolError::PayloadTooLarge.into())
+        }
+        WsError::Utf8(_) => Summary::new(Outcome::protocol_error, Some(1007), "invalid utf-8"),
+        WsError::Protocol(_) | WsError::Capacity(_) => {
+            tracing::debug!(error = %e, "websocket protocol error");
+            Summary::new(Outcome::protocol_error, Some(1002), "websocket protocol error")
+        }
+        _ => {
+            tracing::debug!(error = %e, "websocket read failed");
+            Summary::new(Outcome::disconnected, None, "read failed")
+        }
+    }
+}
