@@ -58,7 +58,7 @@ RUN case "${TARGETARCH}" in \
     esac > /rust-target
 
 # 1. Dependencies only: the manifest, the lockfile and a `fn main() {}` stub per target.
-COPY scripts/cargo-stub-targets.sh /usr/local/bin/cargo-stub-targets
+COPY --chmod=0755 scripts/cargo-stub-targets.sh /usr/local/bin/cargo-stub-targets
 COPY Cargo.toml Cargo.lock ./
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \

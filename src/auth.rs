@@ -305,7 +305,7 @@ pub enum Authenticator {
     /// A static token.
     Static(Secret<String>),
     /// HS256 JWTs.
-    Jwt(JwtVerifier),
+    Jwt(Box<JwtVerifier>),
 }
 
 /// A successful authentication.
@@ -321,7 +321,7 @@ impl Authenticator {
         match mode {
             AuthMode::Open => Self::Open,
             AuthMode::StaticToken(t) => Self::Static(t.clone()),
-            AuthMode::Jwt(secrets) => Self::Jwt(JwtVerifier::new(secrets, leeway, clock)),
+            AuthMode::Jwt(secrets) => Self::Jwt(Box::new(JwtVerifier::new(secrets, leeway, clock))),
         }
     }
 

@@ -267,15 +267,15 @@ fn truncate(raw: &str) -> String {
 }
 
 /// Splits a comma-separated secret list; empty entries are an error (never echo the values).
-pub fn parse_secret_list(
-    var: &'static str,
-    raw: &str,
-) -> Result<Vec<Secret<String>>, ConfigError> {
+pub fn parse_secret_list(var: &'static str, raw: &str) -> Result<Vec<Secret<String>>, ConfigError> {
     let parts: Vec<&str> = raw.split(',').map(str::trim).collect();
     if parts.iter().any(|p| p.is_empty()) {
         return Err(invalid(var, "empty entry in comma-separated list"));
     }
-    Ok(parts.into_iter().map(|p| Secret::new(p.to_string())).collect())
+    Ok(parts
+        .into_iter()
+        .map(|p| Secret::new(p.to_string()))
+        .collect())
 }
 
 #[cfg(test)]

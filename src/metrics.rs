@@ -99,9 +99,9 @@ impl Metrics {
         let drops = Family::<ReasonLabels, Counter>::default();
         let handshake_rejections = Family::<ReasonLabels, Counter>::default();
         let events = Family::<EventLabels, Counter>::default();
-        let call_duration = Histogram::new(
-            [1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0].into_iter(),
-        );
+        let call_duration = Histogram::new([
+            1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
+        ]);
         registry.register("active_calls", "Calls in progress", active_calls.clone());
         registry.register("calls", "Calls ended, by outcome", calls.clone());
         registry.register(
@@ -166,7 +166,9 @@ impl Metrics {
 
     /// Counts one audio frame of `bytes` decoded bytes.
     pub fn frame(&self, direction: Direction, bytes: usize) {
-        self.frames.get_or_create(&DirectionLabels { direction }).inc();
+        self.frames
+            .get_or_create(&DirectionLabels { direction })
+            .inc();
         self.audio_bytes
             .get_or_create(&DirectionLabels { direction })
             .inc_by(bytes as u64);
@@ -213,7 +215,10 @@ mod tests {
         m.handshake_rejected("token_expired");
         assert_eq!(m.call_ended(Outcome::idle, 3.0), 0);
         let text = m.render();
-        assert!(text.contains("media_frames_total{direction=\"inbound\"} 2"), "{text}");
+        assert!(
+            text.contains("media_frames_total{direction=\"inbound\"} 2"),
+            "{text}"
+        );
         assert!(text.contains("media_audio_bytes_total{direction=\"inbound\"} 320"));
         assert!(text.contains("media_calls_total{outcome=\"idle\"} 1"));
         assert!(text.contains("media_handshake_rejections_total{reason=\"token_expired\"} 1"));

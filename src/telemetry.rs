@@ -5,11 +5,18 @@ use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
 
+/// Directives appended to every filter: libraries that print frames or bodies at debug/trace
+/// (tungstenite prints payload bytes) stay at `warn` whatever `RUST_LOG` says.
+const CONTENT_SAFE: &str =
+    "tungstenite=warn,tokio_tungstenite=warn,hyper=warn,h2=warn,aws_smithy_runtime=warn,aws_smithy_http=warn,lambda_runtime=info,lambda_http=info";
+
 /// Installs the global subscriber. Call once, first thing in `main`.
 ///
 /// Returns `false` if a subscriber was already installed (the call then changes nothing).
 pub fn init(format: LogFormat) -> bool {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let wanted = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_string());
+    let filter = EnvFilter::try_new(format!("{wanted},{CONTENT_SAFE}"))
+        .unwrap_or_else(|_| EnvFilter::new(format!("info,{CONTENT_SAFE}")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stdout);

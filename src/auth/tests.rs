@@ -27,7 +27,10 @@ fn sign(secret: &str, claims: serde_json::Value) -> String {
 
 #[test]
 fn good_token_verifies_and_carries_sub() {
-    let t = sign("s1", json!({"aud":"media","exp":NOW+60,"iat":NOW,"sub":"CA1"}));
+    let t = sign(
+        "s1",
+        json!({"aud":"media","exp":NOW+60,"iat":NOW,"sub":"CA1"}),
+    );
     let c = verifier(&["s1"]).verify(&t).unwrap();
     assert_eq!(c.sub.as_deref(), Some("CA1"));
 }
@@ -36,13 +39,28 @@ fn good_token_verifies_and_carries_sub() {
 fn each_failure_has_its_reason() {
     let v = verifier(&["s1"]);
     let cases = [
-        (sign("s1", json!({"aud":"media","exp":NOW-31})), AuthError::Expired),
-        (sign("s1", json!({"aud":"other","exp":NOW+60})), AuthError::Audience),
-        (sign("s2", json!({"aud":"media","exp":NOW+60})), AuthError::Signature),
+        (
+            sign("s1", json!({"aud":"media","exp":NOW-31})),
+            AuthError::Expired,
+        ),
+        (
+            sign("s1", json!({"aud":"other","exp":NOW+60})),
+            AuthError::Audience,
+        ),
+        (
+            sign("s2", json!({"aud":"media","exp":NOW+60})),
+            AuthError::Signature,
+        ),
         (sign("s1", json!({"aud":"media"})), AuthError::MissingClaim),
         (sign("s1", json!({"exp":NOW+60})), AuthError::MissingClaim),
-        (sign("s1", json!({"aud":"media","exp":NOW+600,"iat":NOW+120})), AuthError::NotYetValid),
-        (sign("s1", json!({"aud":"media","exp":NOW+600,"nbf":NOW+120})), AuthError::NotYetValid),
+        (
+            sign("s1", json!({"aud":"media","exp":NOW+600,"iat":NOW+120})),
+            AuthError::NotYetValid,
+        ),
+        (
+            sign("s1", json!({"aud":"media","exp":NOW+600,"nbf":NOW+120})),
+            AuthError::NotYetValid,
+        ),
         ("not-a-jwt".to_string(), AuthError::Malformed),
         ("a.b.c".to_string(), AuthError::Malformed),
     ];
@@ -54,8 +72,15 @@ fn each_failure_has_its_reason() {
 #[test]
 fn leeway_applies_to_exp_and_iat() {
     let v = verifier(&["s1"]);
-    assert!(v.verify(&sign("s1", json!({"aud":"media","exp":NOW-10}))).is_ok());
-    assert!(v.verify(&sign("s1", json!({"aud":"media","exp":NOW+60,"iat":NOW+20}))).is_ok());
+    assert!(v
+        .verify(&sign("s1", json!({"aud":"media","exp":NOW-10})))
+        .is_ok());
+    assert!(v
+        .verify(&sign(
+            "s1",
+            json!({"aud":"media","exp":NOW+60,"iat":NOW+20})
+        ))
+        .is_ok());
 }
 
 #[test]

@@ -191,7 +191,10 @@ where
             Some(Ok(Message::Text(text))) => {
                 idle.as_mut().reset(Instant::now() + cfg.idle_timeout);
                 if text.as_str() == "ping" {
-                    outbox.pong_text().err().map(|_| Summary::new(Outcome::disconnected, None, "writer closed"))
+                    outbox
+                        .pong_text()
+                        .err()
+                        .map(|_| Summary::new(Outcome::disconnected, None, "writer closed"))
                 } else {
                     let (name, result) = session.on_text(text.as_str(), &mut audio);
                     state.metrics.event(name);
@@ -207,7 +210,11 @@ where
                 None
             }
             Some(Ok(Message::Close(_))) => {
-                let outcome = if session.stopped() { Outcome::normal } else { Outcome::disconnected };
+                let outcome = if session.stopped() {
+                    Outcome::normal
+                } else {
+                    Outcome::disconnected
+                };
                 // tungstenite answers the peer's close itself.
                 Some(Summary::new(outcome, None, "peer closed"))
             }
@@ -277,14 +284,54 @@ fn read_error(e: &WsError) -> Summary {
         WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
             call_error(ProtocolError::PayloadTooLarge.into())
         }
+        WsError::Protocol(
+            tokio_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+        ) => Summary::new(Outcome::disconnected, None, "peer reset"),
         WsError::Utf8(_) => Summary::new(Outcome::protocol_error, Some(1007), "invalid utf-8"),
         WsError::Protocol(_) | WsError::Capacity(_) => {
             tracing::debug!(error = %e, "websocket protocol error");
-            Summary::new(Outcome::protocol_error, Some(1002), "websocket protocol error")
+            Summary::new(
+                Outcome::protocol_error,
+                Some(1002),
+                "websocket protocol error",
+            )
         }
         _ => {
             tracing::debug!(error = %e, "websocket read failed");
             Summary::new(Outcome::disconnected, None, "read failed")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::config::Config;
+
+    #[tokio::test]
+    async fn a_panicking_call_is_contained_and_counted() {
+        let config = Config::from_source(&HashMap::<&str, &str>::new()).unwrap();
+        let state = AppState::new(config);
+        let summary = supervise(&state, async {
+            if state.metrics.active_calls() == 1 {
+                panic!("bug in a call");
+            }
+            Summary::new(Outcome::normal, None, "unreachable")
+        })
+        .await;
+        assert_eq!(summary.outcome, Outcome::panic);
+        assert_eq!(state.metrics.active_calls(), 0);
+        assert!(state
+            .metrics
+            .render()
+            .contains("media_calls_total{outcome=\"panic\"} 1"));
+        // The runtime and the server state are intact: the next call runs normally.
+        let next = supervise(&state, async {
+            Summary::new(Outcome::normal, Some(1000), "ok")
+        })
+        .await;
+        assert_eq!(next.outcome, Outcome::normal);
     }
 }

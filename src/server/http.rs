@@ -103,7 +103,10 @@ mod tests {
     fn stream_paths() {
         let ws = "/rtm/voice";
         assert_eq!(stream_route("/rtm/voice", ws), Some(None));
-        assert_eq!(stream_route("/rtm/voice/jwt/abc.def.ghi", ws), Some(Some("abc.def.ghi")));
+        assert_eq!(
+            stream_route("/rtm/voice/jwt/abc.def.ghi", ws),
+            Some(Some("abc.def.ghi"))
+        );
         assert_eq!(stream_route("/rtm/voice/jwt/", ws), None);
         assert_eq!(stream_route("/rtm/voice/jwt/a/b", ws), None);
         assert_eq!(stream_route("/rtm/voice/", ws), None);

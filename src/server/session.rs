@@ -134,7 +134,11 @@ impl Session {
         (name, self.on_inbound(inbound, audio))
     }
 
-    fn on_inbound(&mut self, inbound: Inbound<'_>, audio: &mut Vec<u8>) -> Result<Event, CallError> {
+    fn on_inbound(
+        &mut self,
+        inbound: Inbound<'_>,
+        audio: &mut Vec<u8>,
+    ) -> Result<Event, CallError> {
         if let (Some(ours), Some(theirs)) = (&self.stream_sid, inbound.stream_sid()) {
             if ours.as_str() != theirs {
                 return Err(ProtocolError::StreamSidMismatch.into());

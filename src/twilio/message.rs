@@ -261,7 +261,10 @@ pub fn parse(text: &str) -> Result<Inbound<'_>, ProtocolError> {
             let raw: RawStart = sub(env.start, "start")?;
             if let Some(fmt) = &raw.media_format {
                 let mulaw = fmt.encoding.as_deref().is_none_or(|e| e == "audio/x-mulaw");
-                if !mulaw || fmt.sample_rate.is_some_and(|r| r != 8000) || fmt.channels.is_some_and(|c| c != 1) {
+                if !mulaw
+                    || fmt.sample_rate.is_some_and(|r| r != 8000)
+                    || fmt.channels.is_some_and(|c| c != 1)
+                {
                     return Err(ProtocolError::UnsupportedFormat);
                 }
             }
@@ -276,7 +279,10 @@ pub fn parse(text: &str) -> Result<Inbound<'_>, ProtocolError> {
             Inbound::Start(Start {
                 stream_sid,
                 account_sid: raw.account_sid.map(AccountSid::new),
-                call_sid: CallSid::new(raw.call_sid.ok_or(ProtocolError::MissingField("start.callSid"))?),
+                call_sid: CallSid::new(
+                    raw.call_sid
+                        .ok_or(ProtocolError::MissingField("start.callSid"))?,
+                ),
                 tracks: raw.tracks,
                 custom_parameters: raw.custom_parameters.unwrap_or_default(),
             })
@@ -285,7 +291,10 @@ pub fn parse(text: &str) -> Result<Inbound<'_>, ProtocolError> {
             let raw: RawMedia<'_> = sub(env.media, "media")?;
             Inbound::Media(Media {
                 stream_sid: top_sid.ok_or(ProtocolError::MissingField("streamSid"))?,
-                payload: json_str(raw.payload.ok_or(ProtocolError::MissingField("media.payload"))?)?,
+                payload: json_str(
+                    raw.payload
+                        .ok_or(ProtocolError::MissingField("media.payload"))?,
+                )?,
             })
         }
         "stop" => Inbound::Stop(Stop {

@@ -28,19 +28,36 @@ fn parses_every_documented_event() {
         panic!("media")
     };
     assert_eq!(m.payload, "/+LX0A==");
-    assert!(matches!(m.payload, Cow::Borrowed(_)), "no copy of the payload");
+    assert!(
+        matches!(m.payload, Cow::Borrowed(_)),
+        "no copy of the payload"
+    );
 
     assert_eq!(
-        parse(r#"{"event":"stop","sequenceNumber":"9","stop":{"accountSid":"AC1","callSid":"CA1"},"streamSid":"MZ1"}"#),
-        Ok(Inbound::Stop(Stop { stream_sid: StreamSid::new("MZ1") }))
+        parse(
+            r#"{"event":"stop","sequenceNumber":"9","stop":{"accountSid":"AC1","callSid":"CA1"},"streamSid":"MZ1"}"#
+        ),
+        Ok(Inbound::Stop(Stop {
+            stream_sid: StreamSid::new("MZ1")
+        }))
     );
     assert_eq!(
-        parse(r#"{"event":"mark","sequenceNumber":"103","streamSid":"MZ1","mark":{"name":"resp-42"}}"#),
-        Ok(Inbound::Mark(Mark { stream_sid: StreamSid::new("MZ1"), name: "resp-42".into() }))
+        parse(
+            r#"{"event":"mark","sequenceNumber":"103","streamSid":"MZ1","mark":{"name":"resp-42"}}"#
+        ),
+        Ok(Inbound::Mark(Mark {
+            stream_sid: StreamSid::new("MZ1"),
+            name: "resp-42".into()
+        }))
     );
     assert_eq!(
-        parse(r#"{"event":"dtmf","streamSid":"MZ1","sequenceNumber":"57","dtmf":{"track":"inbound_track","digit":"1"}}"#),
-        Ok(Inbound::Dtmf(Dtmf { stream_sid: StreamSid::new("MZ1"), digit: "1".into() }))
+        parse(
+            r#"{"event":"dtmf","streamSid":"MZ1","sequenceNumber":"57","dtmf":{"track":"inbound_track","digit":"1"}}"#
+        ),
+        Ok(Inbound::Dtmf(Dtmf {
+            stream_sid: StreamSid::new("MZ1"),
+            digit: "1".into()
+        }))
     );
 }
 
@@ -55,10 +72,15 @@ fn escaped_payload_still_parses() {
 
 #[test]
 fn unknown_events_and_fields_are_tolerated() {
-    assert_eq!(parse(r#"{"event":"future_thing","x":{"y":1}}"#), Ok(Inbound::Unknown));
+    assert_eq!(
+        parse(r#"{"event":"future_thing","x":{"y":1}}"#),
+        Ok(Inbound::Unknown)
+    );
     assert_eq!(
         parse(r#"{"event":"stop","streamSid":"MZ1","newField":[1,2]}"#),
-        Ok(Inbound::Stop(Stop { stream_sid: StreamSid::new("MZ1") }))
+        Ok(Inbound::Stop(Stop {
+            stream_sid: StreamSid::new("MZ1")
+        }))
     );
     // Start without customParameters or mediaFormat.
     let bare = r#"{"event":"start","start":{"streamSid":"MZ1","callSid":"CA1"},"streamSid":"MZ1"}"#;
@@ -74,14 +96,38 @@ fn malformed_input_is_a_typed_error() {
         ("not json", ProtocolError::MalformedJson),
         ("{}", ProtocolError::MalformedJson),
         (r#"{"event":7}"#, ProtocolError::MalformedJson),
-        (r#"{"event":"media","streamSid":"MZ1"}"#, ProtocolError::MissingField("media")),
-        (r#"{"event":"media","media":{},"streamSid":"MZ1"}"#, ProtocolError::MissingField("media.payload")),
-        (r#"{"event":"media","media":{"payload":"AA=="}}"#, ProtocolError::MissingField("streamSid")),
-        (r#"{"event":"media","media":{"payload":5},"streamSid":"MZ1"}"#, ProtocolError::MalformedJson),
-        (r#"{"event":"start","start":{"streamSid":"MZ1"}}"#, ProtocolError::MissingField("start.callSid")),
-        (r#"{"event":"start","start":{"streamSid":"MZ1","callSid":"CA1"},"streamSid":"MZ2"}"#, ProtocolError::StreamSidMismatch),
-        (r#"{"event":"start","start":{"streamSid":"MZ1","callSid":"CA1","mediaFormat":{"encoding":"audio/x-l16","sampleRate":16000,"channels":1}}}"#, ProtocolError::UnsupportedFormat),
-        (r#"{"event":"mark","streamSid":"MZ1"}"#, ProtocolError::MissingField("mark")),
+        (
+            r#"{"event":"media","streamSid":"MZ1"}"#,
+            ProtocolError::MissingField("media"),
+        ),
+        (
+            r#"{"event":"media","media":{},"streamSid":"MZ1"}"#,
+            ProtocolError::MissingField("media.payload"),
+        ),
+        (
+            r#"{"event":"media","media":{"payload":"AA=="}}"#,
+            ProtocolError::MissingField("streamSid"),
+        ),
+        (
+            r#"{"event":"media","media":{"payload":5},"streamSid":"MZ1"}"#,
+            ProtocolError::MalformedJson,
+        ),
+        (
+            r#"{"event":"start","start":{"streamSid":"MZ1"}}"#,
+            ProtocolError::MissingField("start.callSid"),
+        ),
+        (
+            r#"{"event":"start","start":{"streamSid":"MZ1","callSid":"CA1"},"streamSid":"MZ2"}"#,
+            ProtocolError::StreamSidMismatch,
+        ),
+        (
+            r#"{"event":"start","start":{"streamSid":"MZ1","callSid":"CA1","mediaFormat":{"encoding":"audio/x-l16","sampleRate":16000,"channels":1}}}"#,
+            ProtocolError::UnsupportedFormat,
+        ),
+        (
+            r#"{"event":"mark","streamSid":"MZ1"}"#,
+            ProtocolError::MissingField("mark"),
+        ),
     ] {
         assert_eq!(parse(text), Err(want), "{text}");
     }
@@ -104,12 +150,24 @@ fn debug_output_hides_payload_parameters_and_digits() {
 #[test]
 fn outbound_messages_have_exactly_the_documented_shape() {
     let sid = "MZ5f1c7e0b9a2d4c3e8f6a1b2c3d4e5f60";
-    let media = Outbound::Media { stream_sid: sid, media: OutboundMedia { payload: "AAA=" } };
+    let media = Outbound::Media {
+        stream_sid: sid,
+        media: OutboundMedia { payload: "AAA=" },
+    };
     let v: serde_json::Value = serde_json::from_str(&media.to_json()).unwrap();
-    assert_eq!(v, serde_json::json!({"event":"media","streamSid":sid,"media":{"payload":"AAA="}}));
-    let mark = Outbound::Mark { stream_sid: sid, mark: OutboundMark { name: "m-1" } };
+    assert_eq!(
+        v,
+        serde_json::json!({"event":"media","streamSid":sid,"media":{"payload":"AAA="}})
+    );
+    let mark = Outbound::Mark {
+        stream_sid: sid,
+        mark: OutboundMark { name: "m-1" },
+    };
     let v: serde_json::Value = serde_json::from_str(&mark.to_json()).unwrap();
-    assert_eq!(v, serde_json::json!({"event":"mark","streamSid":sid,"mark":{"name":"m-1"}}));
+    assert_eq!(
+        v,
+        serde_json::json!({"event":"mark","streamSid":sid,"mark":{"name":"m-1"}})
+    );
     let clear = Outbound::Clear { stream_sid: sid };
     let v: serde_json::Value = serde_json::from_str(&clear.to_json()).unwrap();
     assert_eq!(v, serde_json::json!({"event":"clear","streamSid":sid}));

@@ -1,0 +1,259 @@
+//! Test harness: runs the real `media-ws` binary on an ephemeral loopback port, captures its
+//! log lines, and plays Twilio over a real WebSocket client.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub const STREAM_SID: &str = "MZ5f1c7e0b9a2d4c3e8f6a1b2c3d4e5f60";
+pub const CALL_SID: &str = "CAfedcba9876543210fedcba9876543210";
+pub const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
+
+/// A running `media-ws` process.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    /// Starts `media-ws` with `env` on top of a quiet base environment (PORT=0, JSON logs).
+    pub async fn start(env: &[(&str, &str)]) -> Self {
+        Self::start_bin(env!("CARGO_BIN_EXE_media-ws"), env).await
+    }
+
+    pub async fn start_bin(bin: &str, env: &[(&str, &str)]) -> Self {
+        let mut cmd = Command::new(bin);
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("PORT", "0")
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "debug")
+            .env("AGENT", "none")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn media-ws");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+        let mut addr_tx = Some(addr_tx);
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let sink = Arc::clone(&logs);
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stdout).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains("\"listening\"") {
+                    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                    let addr: SocketAddr = v["addr"].as_str().unwrap().parse().unwrap();
+                    if let Some(tx) = addr_tx.take() {
+                        let _ = tx.send(addr.port());
+                    }
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let sink = Arc::clone(&logs);
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let port = tokio::time::timeout(Duration::from_secs(20), addr_rx)
+            .await
+            .expect("server did not report its address")
+            .expect("server exited before listening");
+        Self {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+            logs,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    /// Every log line so far (stdout and stderr).
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    /// Waits until a log line contains `needle`.
+    pub async fn wait_log(&self, needle: &str) {
+        for _ in 0..200 {
+            if self.logs().contains(needle) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("log never contained {needle:?}; logs:\n{}", self.logs());
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let status = std::process::Command::new("kill")
+            .args([format!("-{sig}"), self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Waits for the process to exit and returns its exit code.
+    pub async fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        tokio::time::timeout(within, self.child.wait())
+            .await
+            .expect("server did not exit in time")
+            .unwrap()
+            .code()
+    }
+
+    /// `GET path` over a fresh connection: (status, body).
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        http_request(self.addr, "GET", path, &[]).await
+    }
+
+    /// The value of a metric line starting with `prefix` (e.g. `media_frames_total{direction="inbound"}`).
+    pub async fn metric(&self, prefix: &str) -> f64 {
+        let (_, body) = self.get("/metrics").await;
+        body.lines()
+            .find_map(|l| l.strip_prefix(prefix).and_then(|v| v.trim().parse().ok()))
+            .unwrap_or(0.0)
+    }
+
+    /// Connects a WebSocket with extra headers.
+    pub async fn connect(&self, path: &str, headers: &[(&str, &str)]) -> Result<Ws, u16> {
+        let mut req = self.url(path).into_client_request().unwrap();
+        for (k, v) in headers {
+            req.headers_mut().insert(
+                hyper::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        match tokio_tungstenite::connect_async(req).await {
+            Ok((ws, _)) => Ok(ws),
+            Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+            Err(e) => panic!("connect failed: {e}"),
+        }
+    }
+}
+
+/// A one-shot HTTP/1.1 request: (status, body).
+pub async fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await.unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text[9..12].parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+pub fn connected() -> Message {
+    Message::text(json!({"event":"connected","protocol":"Call","version":"1.0.0"}).to_string())
+}
+
+pub fn start_with(call_sid: &str, params: serde_json::Value) -> Message {
+    Message::text(
+        json!({"event":"start","sequenceNumber":"1",
+            "start":{"accountSid":ACCOUNT_SID,"streamSid":STREAM_SID,"callSid":call_sid,
+                     "tracks":["inbound"],"customParameters":params,
+                     "mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}},
+            "streamSid":STREAM_SID})
+        .to_string(),
+    )
+}
+
+pub fn start() -> Message {
+    start_with(CALL_SID, json!({}))
+}
+
+pub fn media(seq: u64, payload_b64: &str) -> Message {
+    Message::text(
+        json!({"event":"media","sequenceNumber":seq.to_string(),
+            "media":{"track":"inbound","chunk":(seq-1).to_string(),"timestamp":(seq*20).to_string(),"payload":payload_b64},
+            "streamSid":STREAM_SID})
+        .to_string(),
+    )
+}
+
+pub fn stop(seq: u64) -> Message {
+    Message::text(
+        json!({"event":"stop","sequenceNumber":seq.to_string(),
+            "stop":{"accountSid":ACCOUNT_SID,"callSid":CALL_SID},"streamSid":STREAM_SID})
+        .to_string(),
+    )
+}
+
+/// 160 bytes of μ-law silence, base64.
+pub const SILENCE_B64: &str = "/////////////////////////////////////////////////////////////////////////////////////////////////////////////////////////////////////////////////////////////////////////////////////////////////////////////////////w==";
+
+/// Reads until the server's close frame: (code, reason). Other messages are skipped.
+pub async fn expect_close(ws: &mut Ws, within: Duration) -> (u16, String) {
+    let fut = async {
+        while let Some(msg) = ws.next().await {
+            match msg {
+                Ok(Message::Close(Some(frame))) => {
+                    return (u16::from(frame.code), frame.reason.to_string())
+                }
+                Ok(Message::Close(None)) => return (1005, String::new()),
+                Ok(_) => {}
+                Err(e) => panic!("socket error before close: {e}"),
+            }
+        }
+        panic!("socket ended without a close frame")
+    };
+    tokio::time::timeout(within, fut)
+        .await
+        .expect("no close frame in time")
+}
+
+pub fn code(c: CloseCode) -> u16 {
+    u16::from(c)
+}
+
+/// Plays connected → start → `frames` media → stop.
+pub async fn play_call(ws: &mut Ws, frames: u64) {
+    ws.send(connected()).await.unwrap();
+    ws.send(start()).await.unwrap();
+    for i in 0..frames {
+        ws.send(media(i + 2, SILENCE_B64)).await.unwrap();
+    }
+    ws.send(stop(frames + 2)).await.unwrap();
+}
