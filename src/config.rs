@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::elevenlabs::ElevenLabsConfig;
 use crate::secret::Secret;
 
 /// Environment variable names and their defaults.
@@ -54,6 +55,39 @@ pub mod env {
     pub const JWT_LEEWAY_SECONDS_DEFAULT: u64 = 30;
     /// `json` (containers) or `pretty` (a terminal).
     pub const LOG_FORMAT: &str = "LOG_FORMAT";
+    /// `echo`, `elevenlabs` or `none`; default `elevenlabs` when an agent is configured,
+    /// else `echo`.
+    pub const AGENT: &str = "AGENT";
+    /// Delay of the echo agent.
+    pub const ECHO_DELAY_MS: &str = "ECHO_DELAY_MS";
+    /// Default for [`ECHO_DELAY_MS`].
+    pub const ECHO_DELAY_MS_DEFAULT: u64 = 200;
+    /// Explicit ElevenLabs conversation URL.
+    pub const ELEVENLABS_WS_URL: &str = "ELEVENLABS_WS_URL";
+    /// ElevenLabs agent id.
+    pub const ELEVENLABS_AGENT_ID: &str = "ELEVENLABS_AGENT_ID";
+    /// ElevenLabs API key (signed URLs for private agents).
+    pub const ELEVENLABS_API_KEY: &str = "ELEVENLABS_API_KEY";
+    /// ElevenLabs REST base for the signed-URL request.
+    pub const ELEVENLABS_API_BASE: &str = "ELEVENLABS_API_BASE";
+    /// Time allowed for one agent connect attempt.
+    pub const ELEVENLABS_CONNECT_TIMEOUT_MS: &str = "ELEVENLABS_CONNECT_TIMEOUT_MS";
+    /// Default for [`ELEVENLABS_CONNECT_TIMEOUT_MS`].
+    pub const ELEVENLABS_CONNECT_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+    /// Agent connect retries after the first attempt.
+    pub const ELEVENLABS_CONNECT_RETRIES: &str = "ELEVENLABS_CONNECT_RETRIES";
+    /// Default for [`ELEVENLABS_CONNECT_RETRIES`].
+    pub const ELEVENLABS_CONNECT_RETRIES_DEFAULT: u32 = 2;
+    /// Legacy: caller audio as raw PCM16LE 16 kHz binary frames.
+    pub const EL_FORWARD_BINARY: &str = "EL_FORWARD_BINARY";
+    /// How far ahead of playback agent audio is released to Twilio.
+    pub const PLAYOUT_LEAD_MS: &str = "PLAYOUT_LEAD_MS";
+    /// Default for [`PLAYOUT_LEAD_MS`].
+    pub const PLAYOUT_LEAD_MS_DEFAULT: u64 = 200;
+    /// Most agent audio held per call before it is dropped.
+    pub const PLAYOUT_MAX_MS: &str = "PLAYOUT_MAX_MS";
+    /// Default for [`PLAYOUT_MAX_MS`].
+    pub const PLAYOUT_MAX_MS_DEFAULT: u64 = 30_000;
 }
 
 /// Errors found while reading configuration. Messages name the variable, never a secret.
@@ -119,6 +153,17 @@ pub enum AuthMode {
     Jwt(Vec<Secret<String>>),
 }
 
+/// Which agent answers calls.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentKind {
+    /// No agent: frames are counted only (the seed's behaviour).
+    None,
+    /// The built-in echo, after this delay.
+    Echo(Duration),
+    /// An ElevenLabs conversational agent.
+    ElevenLabs(ElevenLabsConfig),
+}
+
 /// Settings of the `media-ws` server.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -146,6 +191,12 @@ pub struct Config {
     pub handshake_timeout: Duration,
     /// Log format.
     pub log_format: LogFormat,
+    /// The agent.
+    pub agent: AgentKind,
+    /// How far ahead of playback agent audio is released to Twilio.
+    pub playout_lead: Duration,
+    /// Most agent audio held per call.
+    pub playout_max: Duration,
 }
 
 impl Config {
@@ -210,6 +261,19 @@ impl Config {
             )?),
             handshake_timeout: millis(src, HANDSHAKE_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS_DEFAULT)?,
             log_format: log_format(src)?,
+            agent: agent(src)?,
+            playout_lead: Duration::from_millis(number(
+                src,
+                PLAYOUT_LEAD_MS,
+                PLAYOUT_LEAD_MS_DEFAULT,
+                20,
+            )?),
+            playout_max: Duration::from_millis(number(
+                src,
+                PLAYOUT_MAX_MS,
+                PLAYOUT_MAX_MS_DEFAULT,
+                1_000,
+            )?),
         })
     }
 
@@ -226,6 +290,76 @@ fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         var,
         reason: reason.into(),
+    }
+}
+
+fn agent(src: &dyn Source) -> Result<AgentKind, ConfigError> {
+    use env::*;
+    let el = ElevenLabsConfig {
+        ws_url: src.get(ELEVENLABS_WS_URL),
+        agent_id: src.get(ELEVENLABS_AGENT_ID),
+        api_key: src.get(ELEVENLABS_API_KEY).map(Secret::new),
+        api_base: src
+            .get(ELEVENLABS_API_BASE)
+            .unwrap_or_else(|| crate::elevenlabs::DEFAULT_API_BASE.to_string()),
+        connect_timeout: millis(
+            src,
+            ELEVENLABS_CONNECT_TIMEOUT_MS,
+            ELEVENLABS_CONNECT_TIMEOUT_MS_DEFAULT,
+        )?,
+        connect_retries: number(
+            src,
+            ELEVENLABS_CONNECT_RETRIES,
+            ELEVENLABS_CONNECT_RETRIES_DEFAULT,
+            0,
+        )?,
+        forward_binary: boolean(src, EL_FORWARD_BINARY, false)?,
+        ..ElevenLabsConfig::default()
+    };
+    for (var, url, schemes) in [
+        (ELEVENLABS_WS_URL, el.ws_url.as_deref(), ["ws://", "wss://"]),
+        (
+            ELEVENLABS_API_BASE,
+            Some(el.api_base.as_str()),
+            ["http://", "https://"],
+        ),
+    ] {
+        if url.is_some_and(|u| !schemes.iter().any(|s| u.starts_with(s))) {
+            return Err(invalid(
+                var,
+                format!("must start with {}", schemes.join(" or ")),
+            ));
+        }
+    }
+    match src.get(AGENT).as_deref() {
+        Some("none") => Ok(AgentKind::None),
+        Some("echo") => Ok(AgentKind::Echo(millis(
+            src,
+            ECHO_DELAY_MS,
+            ECHO_DELAY_MS_DEFAULT,
+        )?)),
+        Some("elevenlabs") if el.is_configured() => Ok(AgentKind::ElevenLabs(el)),
+        Some("elevenlabs") => Err(invalid(
+            AGENT,
+            "elevenlabs needs ELEVENLABS_AGENT_ID or ELEVENLABS_WS_URL",
+        )),
+        None if el.is_configured() => Ok(AgentKind::ElevenLabs(el)),
+        None => Ok(AgentKind::Echo(millis(
+            src,
+            ECHO_DELAY_MS,
+            ECHO_DELAY_MS_DEFAULT,
+        )?)),
+        Some(_) => Err(invalid(AGENT, "expected 'echo', 'elevenlabs' or 'none'")),
+    }
+}
+
+/// Parses `true`/`false` (also `1`/`0`).
+fn boolean(src: &dyn Source, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match src.get(var).as_deref().map(str::trim) {
+        None => Ok(default),
+        Some("true" | "1") => Ok(true),
+        Some("false" | "0") => Ok(false),
+        Some(_) => Err(invalid(var, "expected 'true' or 'false'")),
     }
 }
 

@@ -8,15 +8,22 @@
 //! - [`auth`]: stream tokens: HS256 JWT verification and minting, static tokens.
 //! - [`twilio`]: Media Streams message types and parsing.
 //! - [`audio`]: G.711 μ-law codec and resampling (pure, synchronous).
+//! - [`agent`]: the agent boundary (one session per call) and the built-in echo agent.
+//! - [`elevenlabs`]: the ElevenLabs conversational agent client.
+//! - [`relay`]: playout pacing and barge-in, per-direction transcoding.
+//! - [`twiml`]: TwiML for `<Connect><Stream>`.
 //! - [`metrics`]: the Prometheus registry behind `GET /metrics`.
 //! - [`server`]: the HTTP + WebSocket server: routing, handshake, per-call tasks, drain.
 //! - [`telemetry`]: one `tracing` setup for every binary.
 //! - [`shutdown`]: SIGTERM / SIGINT as a future.
 
-// pub mod audio;
+pub mod agent;
+pub mod audio;
 pub mod auth;
 pub mod config;
+pub mod elevenlabs;
 pub mod metrics;
+pub mod relay;
 pub mod secret;
 pub mod server;
 pub mod shutdown;

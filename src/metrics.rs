@@ -34,6 +34,8 @@ pub enum Outcome {
     drained,
     /// The agent failed (connect, mid-call close).
     agent_error,
+    /// A second stream for a call that already has a live agent session.
+    duplicate,
     /// A bug panicked inside the call's task.
     panic,
 }
@@ -68,6 +70,11 @@ struct EventLabels {
     event: &'static str,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TypeLabels {
+    kind: &'static str,
+}
+
 /// All counters and gauges of one server.
 #[derive(Debug)]
 pub struct Metrics {
@@ -79,7 +86,9 @@ pub struct Metrics {
     drops: Family<ReasonLabels, Counter>,
     handshake_rejections: Family<ReasonLabels, Counter>,
     events: Family<EventLabels, Counter>,
+    agent_events: Family<TypeLabels, Counter>,
     call_duration: Histogram,
+    bargein: Histogram,
 }
 
 impl Default for Metrics {
@@ -99,6 +108,9 @@ impl Metrics {
         let drops = Family::<ReasonLabels, Counter>::default();
         let handshake_rejections = Family::<ReasonLabels, Counter>::default();
         let events = Family::<EventLabels, Counter>::default();
+        let agent_events = Family::<TypeLabels, Counter>::default();
+        let bargein =
+            Histogram::new([0.000_1, 0.000_5, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1]);
         let call_duration = Histogram::new([
             1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0,
         ]);
@@ -130,6 +142,16 @@ impl Metrics {
             events.clone(),
         );
         registry.register(
+            "agent_events",
+            "Agent events received, by type",
+            agent_events.clone(),
+        );
+        registry.register(
+            "bargein_seconds",
+            "Barge-in latency: agent interruption received to Twilio clear queued",
+            bargein.clone(),
+        );
+        registry.register(
             "call_duration_seconds",
             "Duration of ended calls",
             call_duration.clone(),
@@ -143,7 +165,9 @@ impl Metrics {
             drops,
             handshake_rejections,
             events,
+            agent_events,
             call_duration,
+            bargein,
         }
     }
 
@@ -189,6 +213,16 @@ impl Metrics {
     /// Counts a Twilio event by name (`unknown` for unknown events).
     pub fn event(&self, event: &'static str) {
         self.events.get_or_create(&EventLabels { event }).inc();
+    }
+
+    /// Counts an agent event by type.
+    pub fn agent_event(&self, kind: &'static str) {
+        self.agent_events.get_or_create(&TypeLabels { kind }).inc();
+    }
+
+    /// Records one barge-in's latency.
+    pub fn bargein(&self, seconds: f64) {
+        self.bargein.observe(seconds);
     }
 
     /// The Prometheus text exposition of every metric.

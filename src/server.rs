@@ -22,8 +22,14 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use crate::agent::echo::Echo;
+use crate::agent::Agent;
 use crate::auth::{Authenticator, Clock};
-use crate::config::Config;
+use crate::config::{AgentKind, Config};
+use crate::elevenlabs::client::ElevenLabs;
 use crate::metrics::Metrics;
 
 /// How long calls still open at the drain deadline get to finish their close handshake.
@@ -38,7 +44,10 @@ pub struct AppState {
     pub auth: Authenticator,
     /// Metrics of this server.
     pub metrics: Metrics,
+    /// The agent that answers calls (`None`: frames are only counted).
+    pub agent: Option<Arc<dyn Agent>>,
     call_slots: Arc<Semaphore>,
+    live_call_sids: Mutex<HashSet<String>>,
     draining: AtomicBool,
     calls_cancel: CancellationToken,
     calls: TaskTracker,
@@ -46,17 +55,40 @@ pub struct AppState {
 
 impl AppState {
     /// Builds the shared state from a validated configuration.
-    pub fn new(config: Config) -> Self {
+    ///
+    /// # Errors
+    /// An I/O error when the ElevenLabs agent's TLS roots cannot be loaded.
+    pub fn new(config: Config) -> std::io::Result<Self> {
         let auth = Authenticator::new(&config.auth, config.jwt_leeway, Clock::System);
-        Self {
+        let agent: Option<Arc<dyn Agent>> = match &config.agent {
+            AgentKind::None => None,
+            AgentKind::Echo(delay) => Some(Arc::new(Echo::new(*delay))),
+            AgentKind::ElevenLabs(el) => Some(Arc::new(ElevenLabs::new(el.clone())?)),
+        };
+        Ok(Self {
             auth,
             metrics: Metrics::new(),
+            agent,
+            live_call_sids: Mutex::new(HashSet::new()),
             call_slots: Arc::new(Semaphore::new(config.max_calls)),
             draining: AtomicBool::new(false),
             calls_cancel: CancellationToken::new(),
             calls: TaskTracker::new(),
             config,
-        }
+        })
+    }
+
+    /// Claims `call_sid` for one live agent session. `None` when another stream of the same
+    /// call holds it; the claim is released when the returned guard drops.
+    pub fn claim_call(self: &Arc<Self>, call_sid: &str) -> Option<CallClaim> {
+        let mut live = self
+            .live_call_sids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        live.insert(call_sid.to_string()).then(|| CallClaim {
+            state: Arc::clone(self),
+            call_sid: call_sid.to_string(),
+        })
     }
 
     /// Whether the server is draining (health 503, no new calls).
@@ -75,6 +107,23 @@ impl AppState {
             .max_write_buffer_size(self.config.max_buffered_bytes.saturating_mul(2))
             .max_message_size(Some(max_message))
             .max_frame_size(Some(max_message))
+    }
+}
+
+/// Holds a call's CallSid in the live set until dropped.
+#[derive(Debug)]
+pub struct CallClaim {
+    state: Arc<AppState>,
+    call_sid: String,
+}
+
+impl Drop for CallClaim {
+    fn drop(&mut self) {
+        self.state
+            .live_call_sids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.call_sid);
     }
 }
 

@@ -45,7 +45,13 @@ async fn serve() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let state = Arc::new(AppState::new(config));
+    let state = match AppState::new(config) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("media-ws: cannot set up the agent client: {e}");
+            return ExitCode::from(1);
+        }
+    };
     match server::run(listener, state, shutdown::signal()).await {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {

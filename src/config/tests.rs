@@ -76,3 +76,47 @@ fn empty_values_count_as_unset() {
     assert_eq!(c.port, 8080);
     assert_eq!(c.auth, AuthMode::Open);
 }
+
+#[test]
+fn agent_selection() {
+    assert_eq!(
+        cfg(&[]).unwrap().agent,
+        AgentKind::Echo(Duration::from_millis(200))
+    );
+    assert_eq!(cfg(&[("AGENT", "none")]).unwrap().agent, AgentKind::None);
+    let AgentKind::ElevenLabs(el) = cfg(&[("ELEVENLABS_AGENT_ID", "agent_1")]).unwrap().agent
+    else {
+        panic!("an agent id selects elevenlabs")
+    };
+    assert_eq!(el.agent_id.as_deref(), Some("agent_1"));
+    assert!(!el.forward_binary);
+    let AgentKind::ElevenLabs(el) = cfg(&[
+        ("ELEVENLABS_WS_URL", "ws://127.0.0.1:9/x"),
+        ("EL_FORWARD_BINARY", "true"),
+        ("ELEVENLABS_API_KEY", "k"),
+    ])
+    .unwrap()
+    .agent
+    else {
+        panic!("a ws url selects elevenlabs")
+    };
+    assert!(el.forward_binary);
+    assert!(!format!("{el:?}").contains("\"k\""));
+    assert_eq!(
+        cfg(&[("AGENT", "echo"), ("ELEVENLABS_AGENT_ID", "a")])
+            .unwrap()
+            .agent,
+        AgentKind::Echo(Duration::from_millis(200))
+    );
+    for (var, value) in [
+        ("AGENT", "robot"),
+        ("AGENT", "elevenlabs"),
+        ("ELEVENLABS_WS_URL", "http://x"),
+        ("ELEVENLABS_API_BASE", "ftp://x"),
+        ("EL_FORWARD_BINARY", "yes"),
+        ("PLAYOUT_LEAD_MS", "5"),
+    ] {
+        let ConfigError::Invalid { var: named, .. } = cfg(&[(var, value)]).unwrap_err();
+        assert_eq!(named, var, "{var}={value}");
+    }
+}

@@ -20,12 +20,17 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument as _;
 
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+
 use super::outbox;
 use super::session::{CallError, Event, Session};
-use super::AppState;
+use super::{AppState, CallClaim};
+use crate::agent::{self, AgentEnd, AgentEvent, AgentHandle, CallStart};
 use crate::auth::Grant;
 use crate::metrics::{Direction, Outcome};
-use crate::twilio::message::ProtocolError;
+use crate::relay::playout::{Accepted, Playout, Release, FRAME_BYTES};
+use crate::twilio::message::{ProtocolError, Start};
 
 /// How long the peer may stay above the outbound byte limit before the call is closed.
 pub const BACKPRESSURE_CLOSE_AFTER: Duration = Duration::from_secs(5);
@@ -140,19 +145,30 @@ where
 }
 
 /// The call loop over an upgraded WebSocket.
-pub async fn run<S>(ws: WebSocketStream<S>, state: &AppState, grant: Grant) -> Summary
+pub async fn run<S>(ws: WebSocketStream<S>, state: &Arc<AppState>, grant: Grant) -> Summary
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let cfg = &state.config;
     let (sink, mut stream) = ws.split();
-    let (mut outbox, writer) = outbox::channel(cfg.max_buffered_bytes);
+    let (outbox, writer) = outbox::channel(cfg.max_buffered_bytes);
     let mut writer_task = JoinSet::new();
     writer_task.spawn(outbox::write_loop(sink, writer));
+    let mut call = Call {
+        state,
+        outbox,
+        session: Session::new(grant.call_sid, cfg.max_media_payload_bytes),
+        agent: None,
+        agent_tasks: JoinSet::new(),
+        claim: None,
+        playout: Playout::new(cfg.playout_lead, cfg.playout_max),
+        audio: Vec::with_capacity(1024),
+        b64: String::with_capacity(256),
+        frames_in: 0,
+        frames_out: 0,
+        dropped: 0,
+    };
 
-    let mut session = Session::new(grant.call_sid, cfg.max_media_payload_bytes);
-    let mut audio = Vec::with_capacity(1024);
-    let mut frames_in = 0u64;
     let idle = tokio::time::sleep(cfg.idle_timeout);
     tokio::pin!(idle);
     let mut keepalive = tokio::time::interval_at(Instant::now() + cfg.keepalive, cfg.keepalive);
@@ -163,23 +179,34 @@ where
     let cancel = state.calls_cancel.clone();
 
     let mut summary = loop {
+        let playout_due = call.playout.next_deadline();
         let msg = tokio::select! {
             biased;
             () = cancel.cancelled() => break Summary::new(Outcome::drained, Some(1001), "server shutting down"),
             msg = stream.next() => msg,
+            event = next_agent_event(&mut call.agent) => {
+                match call.on_agent_event(event) {
+                    Some(end) => break end,
+                    None => continue,
+                }
+            }
+            () = sleep_until(playout_due) => {
+                call.release(Instant::now());
+                continue;
+            }
             () = &mut idle => break Summary::new(Outcome::idle, Some(1000), "idle timeout"),
             _ = keepalive.tick() => {
                 if awaiting_pong {
                     break Summary::new(Outcome::keepalive, Some(1001), "keepalive timeout");
                 }
                 awaiting_pong = true;
-                if outbox.ping().is_err() {
+                if call.outbox.ping().is_err() {
                     break Summary::new(Outcome::disconnected, None, "writer closed");
                 }
                 continue;
             }
             _ = guard.tick() => {
-                if outbox.over_limit_for(Instant::now()) >= BACKPRESSURE_CLOSE_AFTER {
+                if call.outbox.over_limit_for(Instant::now()) >= BACKPRESSURE_CLOSE_AFTER {
                     break Summary::new(Outcome::backpressure, Some(1013), "peer too slow");
                 }
                 continue;
@@ -191,17 +218,12 @@ where
             Some(Ok(Message::Text(text))) => {
                 idle.as_mut().reset(Instant::now() + cfg.idle_timeout);
                 if text.as_str() == "ping" {
-                    outbox
+                    call.outbox
                         .pong_text()
                         .err()
                         .map(|_| Summary::new(Outcome::disconnected, None, "writer closed"))
                 } else {
-                    let (name, result) = session.on_text(text.as_str(), &mut audio);
-                    state.metrics.event(name);
-                    match result {
-                        Ok(event) => on_event(event, state, &mut frames_in),
-                        Err(e) => Some(call_error(e)),
-                    }
+                    call.on_text(text.as_str())
                 }
             }
             Some(Ok(Message::Binary(_))) => Some(call_error(ProtocolError::BinaryFrame.into())),
@@ -210,7 +232,7 @@ where
                 None
             }
             Some(Ok(Message::Close(_))) => {
-                let outcome = if session.stopped() {
+                let outcome = if call.session.stopped() {
                     Outcome::normal
                 } else {
                     Outcome::disconnected
@@ -224,53 +246,224 @@ where
             break end;
         }
     };
-    summary.frames_in = frames_in;
+    summary.frames_in = call.frames_in;
+    summary.frames_out = call.frames_out;
+    summary.dropped = call.dropped;
 
+    // Tell the agent first (dropping its audio sender closes its socket), then Twilio.
+    call.agent = None;
     if let Some(code) = summary.close_code {
         // The writer may already be gone (peer vanished); then there is nobody to tell.
-        let _ = outbox.close(code, summary.reason);
+        let _ = call.outbox.close(code, summary.reason);
     }
+    let Call {
+        outbox,
+        mut agent_tasks,
+        claim,
+        ..
+    } = call;
     drop(outbox);
     let closed = tokio::time::timeout(CLOSE_WAIT, async {
-        // Let the writer send the close frame, then wait for the peer's close (or EOF).
+        // Let the writer send the close frame, then wait for the peer's close (or EOF),
+        // while the agent session closes its own socket.
         while writer_task.join_next().await.is_some() {}
         while let Some(Ok(msg)) = stream.next().await {
             if msg.is_close() {
                 break;
             }
         }
+        while agent_tasks.join_next().await.is_some() {}
     })
     .await;
     if closed.is_err() {
         tracing::debug!("close handshake timed out");
     }
     writer_task.shutdown().await;
+    agent_tasks.shutdown().await;
+    drop(claim);
     summary
 }
 
-fn on_event(event: Event, state: &AppState, frames_in: &mut u64) -> Option<Summary> {
-    match event {
-        Event::Nothing | Event::Dtmf | Event::Mark(_) => None,
-        Event::Started(start) => {
-            let span = tracing::Span::current();
-            span.record("stream_sid", start.stream_sid.as_str());
-            span.record("call_sid", start.call_sid.as_str());
-            tracing::info!(
-                tracks = start.tracks.len(),
-                custom_parameters = start.custom_parameters.0.len(),
-                "stream started"
-            );
-            None
+/// One call's state inside the loop.
+struct Call<'a> {
+    state: &'a Arc<AppState>,
+    outbox: outbox::Outbox,
+    session: Session,
+    agent: Option<AgentHandle>,
+    agent_tasks: JoinSet<()>,
+    claim: Option<CallClaim>,
+    playout: Playout,
+    /// Decoded caller audio of the current frame (reused).
+    audio: Vec<u8>,
+    /// Base64 of the current outbound frame (reused).
+    b64: String,
+    frames_in: u64,
+    frames_out: u64,
+    dropped: u64,
+}
+
+impl Call<'_> {
+    fn on_text(&mut self, text: &str) -> Option<Summary> {
+        let (name, result) = self.session.on_text(text, &mut self.audio);
+        self.state.metrics.event(name);
+        match result {
+            Ok(event) => self.on_event(event),
+            Err(e) => Some(call_error(e)),
         }
-        Event::Audio(bytes) => {
-            *frames_in += 1;
-            state.metrics.frame(Direction::inbound, bytes);
-            None
+    }
+
+    fn on_event(&mut self, event: Event) -> Option<Summary> {
+        match event {
+            Event::Nothing | Event::Dtmf => None,
+            Event::Mark(name) => {
+                self.playout.on_mark(&name, Instant::now());
+                None
+            }
+            Event::Started(start) => {
+                let span = tracing::Span::current();
+                span.record("stream_sid", start.stream_sid.as_str());
+                span.record("call_sid", start.call_sid.as_str());
+                tracing::info!(
+                    tracks = start.tracks.len(),
+                    custom_parameters = start.custom_parameters.0.len(),
+                    "stream started"
+                );
+                self.start_agent(*start)
+            }
+            Event::Audio(bytes) => {
+                self.frames_in += 1;
+                self.state.metrics.frame(Direction::inbound, bytes);
+                if let Some(agent) = &self.agent {
+                    if !agent.send_audio(&self.audio) {
+                        self.dropped += 1;
+                        self.state.metrics.dropped("agent_slow", 1);
+                    }
+                }
+                None
+            }
+            Event::Stopped => {
+                tracing::info!("stream stopped");
+                Some(Summary::new(Outcome::normal, Some(1000), "stream stopped"))
+            }
         }
-        Event::Stopped => {
-            tracing::info!("stream stopped");
-            Some(Summary::new(Outcome::normal, Some(1000), "stream stopped"))
+    }
+
+    fn start_agent(&mut self, start: Start) -> Option<Summary> {
+        let agent = self.state.agent.as_ref()?;
+        let Some(claim) = self.state.claim_call(start.call_sid.as_str()) else {
+            tracing::warn!("second stream for a live call refused");
+            return Some(Summary::new(
+                Outcome::duplicate,
+                Some(1008),
+                "duplicate stream for call",
+            ));
+        };
+        self.claim = Some(claim);
+        let (handle, io) = agent::channels(Arc::clone(self.state));
+        let call = CallStart {
+            call_sid: start.call_sid.as_str().to_string(),
+            stream_sid: start.stream_sid.as_str().to_string(),
+            parameters: start.custom_parameters.0,
+        };
+        self.agent_tasks
+            .spawn(agent.session(call, io).instrument(tracing::Span::current()));
+        self.agent = Some(handle);
+        None
+    }
+
+    fn on_agent_event(&mut self, event: AgentEvent) -> Option<Summary> {
+        let now = Instant::now();
+        match event {
+            AgentEvent::Audio { ulaw, event_id } => {
+                match self.playout.push(&ulaw, event_id) {
+                    Accepted::Queued => {}
+                    Accepted::Stale => self.state.metrics.dropped("interrupted", 1),
+                    Accepted::Overflow(bytes) => {
+                        self.dropped += 1;
+                        self.state
+                            .metrics
+                            .dropped("playout_full", bytes.div_ceil(FRAME_BYTES) as u64);
+                    }
+                }
+                self.release(now);
+                None
+            }
+            AgentEvent::Interruption {
+                event_id,
+                received_at,
+            } => {
+                let held = self.playout.interrupt(event_id, now);
+                if let Some(sid) = self.session.stream_sid() {
+                    if self.outbox.clear(sid.as_str()).is_err() {
+                        return Some(Summary::new(Outcome::disconnected, None, "writer closed"));
+                    }
+                }
+                let latency = received_at.elapsed();
+                self.state.metrics.bargein(latency.as_secs_f64());
+                tracing::debug!(
+                    dropped_frames = held,
+                    latency_us = latency.as_micros() as u64,
+                    "barge-in"
+                );
+                None
+            }
+            AgentEvent::Ended(end) => {
+                self.agent = None;
+                let (outcome, reason) = match end {
+                    AgentEnd::Finished => (Outcome::normal, "agent ended"),
+                    AgentEnd::Closed(_) => (Outcome::agent_error, "agent closed"),
+                    AgentEnd::Unreachable => (Outcome::agent_error, "agent unavailable"),
+                    AgentEnd::ProtocolError => (Outcome::agent_error, "agent protocol error"),
+                };
+                tracing::info!(end = ?end, "closing call after agent end");
+                // 1000 so Twilio continues with the TwiML after <Connect>.
+                Some(Summary::new(outcome, Some(1000), reason))
+            }
         }
+    }
+
+    /// Sends whatever the playout releases at `now`.
+    fn release(&mut self, now: Instant) {
+        let Some(sid) = self.session.stream_sid() else {
+            return;
+        };
+        while let Some(item) = self.playout.poll(now) {
+            match item {
+                Release::Frame(frame) => {
+                    self.b64.clear();
+                    STANDARD.encode_string(&frame, &mut self.b64);
+                    match self.outbox.media(sid.as_str(), &self.b64) {
+                        Ok(()) => {
+                            self.frames_out += 1;
+                            self.state.metrics.frame(Direction::outbound, frame.len());
+                        }
+                        Err(_) => {
+                            self.dropped += 1;
+                            self.state.metrics.dropped("backpressure", 1);
+                        }
+                    }
+                    self.playout.recycle(frame);
+                }
+                Release::Mark(name) => {
+                    // A refused mark only means the writer is gone; the loop sees that next.
+                    let _ = self.outbox.mark(sid.as_str(), &name);
+                }
+            }
+        }
+    }
+}
+
+async fn next_agent_event(agent: &mut Option<AgentHandle>) -> AgentEvent {
+    match agent {
+        Some(handle) => handle.next_event().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -313,7 +506,7 @@ mod tests {
     #[tokio::test]
     async fn a_panicking_call_is_contained_and_counted() {
         let config = Config::from_source(&HashMap::<&str, &str>::new()).unwrap();
-        let state = AppState::new(config);
+        let state = AppState::new(config).unwrap();
         let summary = supervise(&state, async {
             if state.metrics.active_calls() == 1 {
                 panic!("bug in a call");

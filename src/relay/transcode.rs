@@ -1,0 +1,159 @@
+//! Per-direction audio conversion between Twilio (μ-law 8 kHz) and the agent's formats, with
+//! buffers reused across frames: after warm-up a frame costs no allocation. Resampler state
+//! carries across frames, so frame edges are seamless.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+
+use crate::audio::mulaw;
+use crate::audio::resample::{ResampleError, Resampler};
+use crate::elevenlabs::message::AudioFormat;
+
+/// Why agent audio could not be converted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TranscodeError {
+    /// The agent's audio was not valid base64.
+    #[error("agent audio not base64")]
+    NotBase64,
+    /// The rate pair is not supported.
+    #[error("unsupported sample rate")]
+    Rate(#[from] ResampleError),
+}
+
+/// Caller audio (μ-law 8 kHz) → the agent's input format.
+#[derive(Debug)]
+pub struct ToAgent {
+    format: AudioFormat,
+    resampler: Option<Resampler>,
+    pcm: Vec<i16>,
+    resampled: Vec<i16>,
+    bytes: Vec<u8>,
+}
+
+impl ToAgent {
+    /// A converter for the agent input `format`.
+    ///
+    /// # Errors
+    /// [`TranscodeError::Rate`] for a rate the resampler does not support.
+    pub fn new(format: AudioFormat) -> Result<Self, TranscodeError> {
+        let resampler = match format {
+            AudioFormat::Pcm(rate) if rate != 8000 => Some(Resampler::new(8000, rate)?),
+            _ => None,
+        };
+        Ok(Self {
+            format,
+            resampler,
+            pcm: Vec::with_capacity(320),
+            resampled: Vec::with_capacity(2048),
+            bytes: Vec::with_capacity(4096),
+        })
+    }
+
+    /// The agent's raw bytes for one caller frame (μ-law itself, or S16LE at the agent rate).
+    pub fn raw<'a>(&'a mut self, ulaw: &'a [u8]) -> &'a [u8] {
+        if self.format == AudioFormat::Ulaw8000 {
+            return ulaw;
+        }
+        self.pcm.clear();
+        mulaw::decode_into(ulaw, &mut self.pcm);
+        let samples = match &mut self.resampler {
+            Some(r) => {
+                self.resampled.clear();
+                r.process(&self.pcm, &mut self.resampled);
+                &self.resampled
+            }
+            None => &self.pcm,
+        };
+        self.bytes.clear();
+        for s in samples {
+            self.bytes.extend_from_slice(&s.to_le_bytes());
+        }
+        &self.bytes
+    }
+
+    /// Appends the base64 of [`ToAgent::raw`] to `out` (cleared first).
+    pub fn base64(&mut self, ulaw: &[u8], out: &mut String) {
+        out.clear();
+        let raw = self.raw(ulaw);
+        STANDARD.encode_string(raw, out);
+    }
+}
+
+/// Agent audio (base64 in its output format) → μ-law 8 kHz for Twilio.
+#[derive(Debug)]
+pub struct FromAgent {
+    format: AudioFormat,
+    resampler: Option<Resampler>,
+    decoded: Vec<u8>,
+    /// An odd byte left over from the previous chunk (S16LE samples split across chunks).
+    carry: Option<u8>,
+    pcm: Vec<i16>,
+    resampled: Vec<i16>,
+}
+
+impl FromAgent {
+    /// A converter for the agent output `format`.
+    ///
+    /// # Errors
+    /// [`TranscodeError::Rate`] for a rate the resampler does not support.
+    pub fn new(format: AudioFormat) -> Result<Self, TranscodeError> {
+        let resampler = match format {
+            AudioFormat::Pcm(rate) if rate != 8000 => Some(Resampler::new(rate, 8000)?),
+            _ => None,
+        };
+        Ok(Self {
+            format,
+            resampler,
+            decoded: Vec::with_capacity(16 * 1024),
+            carry: None,
+            pcm: Vec::with_capacity(8 * 1024),
+            resampled: Vec::with_capacity(4 * 1024),
+        })
+    }
+
+    /// Converts one agent chunk, appending μ-law bytes to `out` (cleared first).
+    ///
+    /// # Errors
+    /// [`TranscodeError::NotBase64`] when the chunk does not decode.
+    pub fn convert(&mut self, audio_b64: &str, out: &mut Vec<u8>) -> Result<(), TranscodeError> {
+        out.clear();
+        self.decoded.clear();
+        STANDARD
+            .decode_vec(audio_b64, &mut self.decoded)
+            .map_err(|_| TranscodeError::NotBase64)?;
+        if self.format == AudioFormat::Ulaw8000 {
+            out.extend_from_slice(&self.decoded);
+            return Ok(());
+        }
+        self.pcm.clear();
+        let mut bytes = self.decoded.as_slice();
+        if let Some(lo) = self.carry.take() {
+            if let Some((&hi, rest)) = bytes.split_first() {
+                self.pcm.push(i16::from_le_bytes([lo, hi]));
+                bytes = rest;
+            } else {
+                self.carry = Some(lo);
+            }
+        }
+        let mut pairs = bytes.chunks_exact(2);
+        for pair in &mut pairs {
+            self.pcm.push(i16::from_le_bytes([pair[0], pair[1]]));
+        }
+        if let [odd] = pairs.remainder() {
+            self.carry = Some(*odd);
+        }
+        let samples = match &mut self.resampler {
+            Some(r) => {
+                self.resampled.clear();
+                r.process(&self.pcm, &mut self.resampled);
+                &self.resampled
+            }
+            None => &self.pcm,
+        };
+        mulaw::encode_into(samples, out);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
