@@ -28,15 +28,30 @@ fn audio_duration(bytes: usize) -> Duration {
 pub enum Release {
     /// A media frame (μ-law bytes).
     Frame(Vec<u8>),
-    /// A mark with this name.
-    Mark(String),
+    /// A mark; its name is [`mark_name`] of this number.
+    Mark(u64),
+}
+
+/// Marks awaiting Twilio's echo that are remembered; older ones are forgotten.
+const MAX_OUTSTANDING_MARKS: usize = 64;
+
+/// Writes the name of mark `id` into `out` (cleared first): `m<id>`.
+pub fn mark_name(id: u64, out: &mut String) {
+    use std::fmt::Write as _;
+    out.clear();
+    // Writing into a String cannot fail.
+    let _ = write!(out, "m{id}");
+}
+
+fn parse_mark_name(name: &str) -> Option<u64> {
+    name.strip_prefix('m')?.parse().ok()
 }
 
 impl std::fmt::Debug for Release {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Frame(b) => write!(f, "Frame({} bytes)", b.len()),
-            Self::Mark(name) => write!(f, "Mark({name})"),
+            Self::Mark(id) => write!(f, "Mark(m{id})"),
         }
     }
 }
@@ -67,8 +82,8 @@ pub struct Playout {
     /// When the last frame was released.
     last_release: Option<Instant>,
     mark_seq: u64,
-    /// Marks sent and not yet echoed: (name, audio released up to that mark).
-    outstanding: VecDeque<(String, Duration)>,
+    /// Marks sent and not yet echoed: (id, audio released up to that mark).
+    outstanding: VecDeque<(u64, Duration)>,
     released_total: Duration,
     /// Audio Twilio has confirmed played (by mark echoes).
     heard: Duration,
@@ -90,7 +105,7 @@ impl Playout {
             unmarked: Duration::ZERO,
             last_release: None,
             mark_seq: 0,
-            outstanding: VecDeque::new(),
+            outstanding: VecDeque::with_capacity(MAX_OUTSTANDING_MARKS),
             released_total: Duration::ZERO,
             heard: Duration::ZERO,
             spare: Vec::new(),
@@ -191,10 +206,12 @@ impl Playout {
     fn mark(&mut self) -> Release {
         self.unmarked = Duration::ZERO;
         self.mark_seq += 1;
-        let name = format!("m{}", self.mark_seq);
+        if self.outstanding.len() == MAX_OUTSTANDING_MARKS {
+            self.outstanding.pop_front();
+        }
         self.outstanding
-            .push_back((name.clone(), self.released_total));
-        Release::Mark(name)
+            .push_back((self.mark_seq, self.released_total));
+        Release::Mark(self.mark_seq)
     }
 
     /// When [`Playout::poll`] may next have something to release.
@@ -218,7 +235,10 @@ impl Playout {
     /// Twilio echoed mark `name` at `now`: the audio before it has played. Returns whether
     /// the mark was one of ours and still outstanding.
     pub fn on_mark(&mut self, name: &str, now: Instant) -> bool {
-        let Some(pos) = self.outstanding.iter().position(|(n, _)| n == name) else {
+        let Some(id) = parse_mark_name(name) else {
+            return false;
+        };
+        let Some(pos) = self.outstanding.iter().position(|(n, _)| *n == id) else {
             return false;
         };
         let (_, released_at_mark) = self

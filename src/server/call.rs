@@ -29,7 +29,7 @@ use super::{AppState, CallClaim};
 use crate::agent::{self, AgentEnd, AgentEvent, AgentHandle, CallStart};
 use crate::auth::Grant;
 use crate::metrics::{Direction, Outcome};
-use crate::relay::playout::{Accepted, Playout, Release, FRAME_BYTES};
+use crate::relay::playout::{mark_name, Accepted, Playout, Release, FRAME_BYTES};
 use crate::twilio::message::{ProtocolError, Start};
 
 /// How long the peer may stay above the outbound byte limit before the call is closed.
@@ -444,9 +444,10 @@ impl Call<'_> {
                     }
                     self.playout.recycle(frame);
                 }
-                Release::Mark(name) => {
+                Release::Mark(id) => {
+                    mark_name(id, &mut self.b64);
                     // A refused mark only means the writer is gone; the loop sees that next.
-                    let _ = self.outbox.mark(sid.as_str(), &name);
+                    let _ = self.outbox.mark(sid.as_str(), &self.b64);
                 }
             }
         }

@@ -257,3 +257,146 @@ pub async fn play_call(ws: &mut Ws, frames: u64) {
     }
     ws.send(stop(frames + 2)).await.unwrap();
 }
+
+pub mod fake_el;
+
+/// What a simulated Twilio caller received from the server.
+#[derive(Default, Debug, Clone)]
+pub struct CallerLog {
+    /// Every outbound media payload, decoded and concatenated.
+    pub audio: Vec<u8>,
+    pub media_messages: usize,
+    /// Items in arrival order: "media", "mark:<name>", "clear".
+    pub items: Vec<String>,
+    pub close: Option<(u16, String)>,
+    pub ended: bool,
+    /// Messages that were not exactly one of Twilio's three shapes.
+    pub malformed: usize,
+}
+
+/// A simulated Twilio caller on a split socket: a reader task records what arrives (and
+/// echoes marks back, as Twilio does), `send` writes.
+pub struct Caller {
+    tx: tokio::sync::mpsc::UnboundedSender<Message>,
+    pub log: Arc<Mutex<CallerLog>>,
+}
+
+impl Caller {
+    pub fn new(ws: Ws) -> Self {
+        let (mut sink, mut stream) = ws.split();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Message>();
+        let log = Arc::new(Mutex::new(CallerLog::default()));
+        tokio::spawn(async move {
+            while let Some(m) = rx.recv().await {
+                if sink.send(m).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let l = Arc::clone(&log);
+        let echo = tx.clone();
+        tokio::spawn(async move {
+            while let Some(msg) = stream.next().await {
+                match msg {
+                    Ok(Message::Text(t)) if t.as_str() == "pong" => {
+                        l.lock().unwrap().items.push("pong".into());
+                    }
+                    Ok(Message::Text(t)) => {
+                        let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                        let mut log = l.lock().unwrap();
+                        let keys: Vec<&str> =
+                            v.as_object().unwrap().keys().map(String::as_str).collect();
+                        match v["event"].as_str() {
+                            Some("media") => {
+                                let ok =
+                                    keys.len() == 3 && v["media"].as_object().unwrap().len() == 1;
+                                log.malformed += usize::from(!ok || v["streamSid"] != STREAM_SID);
+                                let bytes = base64::Engine::decode(
+                                    &base64::engine::general_purpose::STANDARD,
+                                    v["media"]["payload"].as_str().unwrap(),
+                                )
+                                .unwrap();
+                                log.audio.extend_from_slice(&bytes);
+                                log.media_messages += 1;
+                                log.items.push("media".into());
+                            }
+                            Some("mark") => {
+                                log.malformed +=
+                                    usize::from(keys.len() != 3 || v["streamSid"] != STREAM_SID);
+                                let name = v["mark"]["name"].as_str().unwrap().to_string();
+                                log.items.push(format!("mark:{name}"));
+                                let _ = echo.send(Message::text(
+                                    serde_json::json!({"event":"mark","sequenceNumber":"999","streamSid":STREAM_SID,"mark":{"name":name}}).to_string(),
+                                ));
+                            }
+                            Some("clear") => {
+                                log.malformed +=
+                                    usize::from(keys.len() != 2 || v["streamSid"] != STREAM_SID);
+                                log.items.push("clear".into());
+                            }
+                            _ => log.malformed += 1,
+                        }
+                    }
+                    Ok(Message::Close(frame)) => {
+                        let mut log = l.lock().unwrap();
+                        log.close = Some(frame.map_or((1005, String::new()), |f| {
+                            (u16::from(f.code), f.reason.to_string())
+                        }));
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+            l.lock().unwrap().ended = true;
+        });
+        Self { tx, log }
+    }
+
+    pub fn send(&self, msg: Message) {
+        let _ = self.tx.send(msg);
+    }
+
+    pub fn snapshot(&self) -> CallerLog {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub async fn wait(&self, what: &str, pred: impl Fn(&CallerLog) -> bool) -> CallerLog {
+        for _ in 0..400 {
+            let snap = self.snapshot();
+            if pred(&snap) {
+                return snap;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("caller: timed out waiting for {what}: {:?}", {
+            let s = self.snapshot();
+            (s.media_messages, s.items.len(), s.close)
+        });
+    }
+
+    /// Plays `audio` as 20 ms media frames starting at sequence number `seq`, paced by `gap`.
+    pub async fn play(&self, audio: &[u8], seq: u64, gap: Duration) -> u64 {
+        let mut seq = seq;
+        for frame in audio.chunks(160) {
+            let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, frame);
+            self.send(media(seq, &b64));
+            seq += 1;
+            if !gap.is_zero() {
+                tokio::time::sleep(gap).await;
+            }
+        }
+        seq
+    }
+}
+
+/// μ-law bytes of a 440 Hz-ish tone, distinct per `seed`.
+pub fn tone(seed: u8, frames: usize) -> Vec<u8> {
+    (0..frames * 160)
+        .map(|i| {
+            let x = ((i as f64) * 2.0 * std::f64::consts::PI * (300.0 + 20.0 * f64::from(seed))
+                / 8000.0)
+                .sin();
+            media_orchestrator::audio::mulaw::encode((x * 6000.0) as i16)
+        })
+        .collect()
+}

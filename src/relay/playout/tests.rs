@@ -98,7 +98,9 @@ fn echoed_marks_track_what_was_heard_and_correct_the_playhead() {
     for _ in 0..200 {
         for r in drain(&mut p, t) {
             if let Release::Mark(n) = r {
-                names.push(n);
+                let mut name = String::new();
+                mark_name(n, &mut name);
+                names.push(name);
             }
         }
         match p.next_deadline() {

@@ -1,0 +1,472 @@
+//! The agent relay end to end: the real `media-ws` binary between a simulated Twilio caller
+//! and the built-in echo agent or a fake ElevenLabs server on loopback.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use media_orchestrator::audio::{mulaw, resample::Resampler};
+use serde_json::json;
+use support::fake_el::{Behaviour, FakeEl};
+use support::*;
+use tokio_tungstenite::tungstenite::Message;
+
+const NO_GAP: Duration = Duration::ZERO;
+const REAL_TIME: Duration = Duration::from_millis(20);
+
+async fn server_with(fake: &FakeEl, extra: &[(&str, &str)]) -> Server {
+    let url = fake.ws_url();
+    let mut env = vec![("AGENT", "elevenlabs"), ("ELEVENLABS_WS_URL", url.as_str())];
+    env.extend_from_slice(extra);
+    Server::start(&env).await
+}
+
+async fn caller(s: &Server, params: serde_json::Value) -> Caller {
+    let c = Caller::new(s.connect("/rtm/voice", &[]).await.unwrap());
+    c.send(connected());
+    c.send(start_with(CALL_SID, params));
+    c
+}
+
+#[tokio::test]
+async fn echo_agent_plays_the_callers_audio_back_sample_exact() {
+    let s = Server::start(&[("AGENT", "echo"), ("ECHO_DELAY_MS", "50")]).await;
+    let c = caller(&s, json!({})).await;
+    let audio = tone(1, 50);
+    let seq = c.play(&audio, 2, REAL_TIME).await;
+    let log = c
+        .wait("all audio back", |l| l.audio.len() >= audio.len())
+        .await;
+    assert_eq!(log.audio, audio, "the echo is byte-exact");
+    assert_eq!(log.malformed, 0);
+    assert!(
+        log.items.iter().any(|i| i.starts_with("mark:")),
+        "marks follow the audio"
+    );
+    c.send(stop(seq));
+    let log = c.wait("close", |l| l.close.is_some()).await;
+    assert_eq!(log.close, Some((1000, "stream stopped".into())));
+    assert_eq!(
+        s.metric("media_frames_total{direction=\"outbound\"}").await,
+        50.0
+    );
+}
+
+#[tokio::test]
+async fn ulaw_passes_through_both_ways_and_dynamic_variables_reach_the_agent() {
+    let fake = FakeEl::start(Behaviour::default()).await;
+    let s = server_with(&fake, &[]).await;
+    let c = caller(
+        &s,
+        json!({"first_name":"Ada","account":"42","token":"never-forwarded"}),
+    )
+    .await;
+    let audio = tone(2, 25);
+    let seq = c.play(&audio, 2, NO_GAP).await;
+    fake.wait("caller audio", |cs| {
+        cs.len() == 1 && cs[0].audio.len() >= audio.len()
+    })
+    .await;
+    let conv = fake.conversation(0);
+    assert_eq!(
+        conv.audio, audio,
+        "ulaw_8000 input is Twilio's bytes untouched"
+    );
+    let init = conv.init.expect("initiation data sent");
+    assert_eq!(
+        init["dynamic_variables"],
+        json!({"first_name":"Ada","account":"42"})
+    );
+    let log = c.wait("echo back", |l| l.audio.len() >= audio.len()).await;
+    assert_eq!(
+        log.audio, audio,
+        "ulaw_8000 output is the agent's bytes untouched"
+    );
+    c.send(stop(seq));
+    c.wait("close", |l| l.close.is_some()).await;
+    fake.wait("agent closed by the bridge", |cs| cs[0].ended)
+        .await;
+    assert_eq!(fake.conversation(0).close_code, Some(1000));
+}
+
+#[tokio::test]
+async fn pcm_16000_is_transcoded_sample_accurately_both_ways() {
+    let fake = FakeEl::start(Behaviour {
+        input_format: "pcm_16000",
+        output_format: "pcm_16000",
+        echo: false,
+        ..Behaviour::default()
+    })
+    .await;
+    let s = server_with(&fake, &[]).await;
+    let c = caller(&s, json!({})).await;
+    let audio = tone(3, 30);
+    c.play(&audio, 2, NO_GAP).await;
+    fake.wait("caller audio", |cs| {
+        cs.len() == 1 && cs[0].audio.len() >= audio.len() * 4
+    })
+    .await;
+
+    // Expected: G.711 decode, then the same streaming resampler 8 kHz -> 16 kHz, S16LE.
+    let mut pcm = Vec::new();
+    mulaw::decode_into(&audio, &mut pcm);
+    let mut up = Vec::new();
+    Resampler::new(8000, 16000).unwrap().process(&pcm, &mut up);
+    let expected: Vec<u8> = up.iter().flat_map(|s| s.to_le_bytes()).collect();
+    assert_eq!(fake.conversation(0).audio, expected);
+
+    // Agent -> caller: 16 kHz PCM in odd-sized chunks comes out as resampled, encoded μ-law.
+    let agent: Vec<i16> = (0..16000)
+        .map(|i| ((i as f64 * 0.2).sin() * 9000.0) as i16)
+        .collect();
+    let bytes: Vec<u8> = agent.iter().flat_map(|s| s.to_le_bytes()).collect();
+    for (i, chunk) in bytes.chunks(3333).enumerate() {
+        fake.send_audio(0, chunk, 1 + i as u64);
+    }
+    let mut down = Vec::new();
+    Resampler::new(16000, 8000)
+        .unwrap()
+        .process(&agent, &mut down);
+    let mut expected = Vec::new();
+    mulaw::encode_into(&down, &mut expected);
+    let log = c
+        .wait("agent audio", |l| l.audio.len() >= expected.len())
+        .await;
+    assert_eq!(log.audio, expected);
+}
+
+#[tokio::test]
+async fn barge_in_clears_at_once_and_drops_the_interrupted_response() {
+    let fake = FakeEl::start(Behaviour {
+        echo: false,
+        ..Behaviour::default()
+    })
+    .await;
+    let s = server_with(&fake, &[("PLAYOUT_LEAD_MS", "200")]).await;
+    let c = caller(&s, json!({})).await;
+    fake.wait("connected", |cs| cs.len() == 1 && cs[0].init.is_some())
+        .await;
+    // Three seconds of response 1 arrive at once; playout keeps Twilio only ~200 ms ahead.
+    fake.send_audio(0, &vec![0x11; 24_000], 1);
+    c.wait("playback started", |l| l.media_messages >= 5).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = c.snapshot();
+    assert!(
+        before.audio.len() < 8 * (200 + 300 + 250),
+        "released only at real time plus the lead: {} bytes",
+        before.audio.len()
+    );
+    fake.send_json(
+        0,
+        json!({"type":"interruption","interruption_event":{"event_id":1}}),
+    );
+    fake.send_audio(0, &[0x33; 1600], 1); // late audio of the interrupted response
+    fake.send_audio(0, &[0x22; 1600], 2); // the next response
+    let log = c
+        .wait("next response", |l| {
+            l.audio.iter().filter(|b| **b == 0x22).count() == 1600
+        })
+        .await;
+    let clear_at = log
+        .items
+        .iter()
+        .position(|i| i == "clear")
+        .expect("clear sent");
+    let after_clear = &log.items[clear_at + 1..];
+    assert!(after_clear.iter().filter(|i| *i == "media").count() >= 10);
+    assert!(
+        !log.audio.contains(&0x33),
+        "late audio of the interrupted response is dropped"
+    );
+    let first = log.audio.iter().filter(|b| **b == 0x11).count();
+    assert!(
+        first < 24_000 / 2,
+        "most of response 1 was never sent: {first}"
+    );
+    assert_eq!(s.metric("media_bargein_seconds_count").await, 1.0);
+}
+
+#[tokio::test]
+async fn agent_pings_are_answered_with_the_same_event_id() {
+    let fake = FakeEl::start(Behaviour::default()).await;
+    let s = server_with(&fake, &[]).await;
+    let _c = caller(&s, json!({})).await;
+    fake.wait("connected", |cs| cs.len() == 1 && cs[0].init.is_some())
+        .await;
+    fake.send_json(
+        0,
+        json!({"type":"ping","ping_event":{"event_id":42,"ping_ms":null}}),
+    );
+    fake.send_json(0, json!({"type":"user_transcript","user_transcription_event":{"user_transcript":"hello","event_id":3}}));
+    fake.send_json(
+        0,
+        json!({"type":"ping","ping_event":{"event_id":43,"ping_ms":12}}),
+    );
+    fake.wait("pongs", |cs| cs[0].pongs.len() == 2).await;
+    assert_eq!(fake.conversation(0).pongs, [42, 43]);
+    assert_eq!(
+        s.metric("media_agent_events_total{kind=\"user_transcript\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn caller_audio_during_connect_and_before_metadata_is_not_lost() {
+    let fake = FakeEl::start(Behaviour {
+        metadata_delay: Duration::from_millis(400),
+        echo: false,
+        ..Behaviour::default()
+    })
+    .await;
+    let s = server_with(&fake, &[]).await;
+    let c = caller(&s, json!({})).await;
+    let audio = tone(4, 15); // 300 ms, sent before the agent is ready
+    c.play(&audio, 2, NO_GAP).await;
+    fake.wait("held audio delivered", |cs| {
+        cs.len() == 1 && cs[0].audio.len() >= audio.len()
+    })
+    .await;
+    assert_eq!(fake.conversation(0).audio, audio);
+}
+
+#[tokio::test]
+async fn legacy_binary_mode_sends_pcm16le_16k_frames() {
+    let fake = FakeEl::start(Behaviour {
+        echo: false,
+        ..Behaviour::default()
+    })
+    .await;
+    let s = server_with(&fake, &[("EL_FORWARD_BINARY", "true")]).await;
+    let c = caller(&s, json!({})).await;
+    let audio = tone(5, 5);
+    c.play(&audio, 2, NO_GAP).await;
+    fake.wait("binary audio", |cs| {
+        cs.len() == 1 && cs[0].binary.len() >= audio.len() * 4
+    })
+    .await;
+    let mut pcm = Vec::new();
+    mulaw::decode_into(&audio, &mut pcm);
+    let mut up = Vec::new();
+    Resampler::new(8000, 16000).unwrap().process(&pcm, &mut up);
+    let expected: Vec<u8> = up.iter().flat_map(|s| s.to_le_bytes()).collect();
+    assert_eq!(fake.conversation(0).binary, expected);
+    assert_eq!(fake.conversation(0).audio_messages, 0);
+}
+
+#[tokio::test]
+async fn private_agents_connect_through_a_signed_url() {
+    let fake = FakeEl::start(Behaviour {
+        api_key: Some("xi-test-key"),
+        ..Behaviour::default()
+    })
+    .await;
+    let base = fake.api_base();
+    let s = Server::start(&[
+        ("AGENT", "elevenlabs"),
+        ("ELEVENLABS_AGENT_ID", "agent_test"),
+        ("ELEVENLABS_API_KEY", "xi-test-key"),
+        ("ELEVENLABS_API_BASE", base.as_str()),
+    ])
+    .await;
+    let _c = caller(&s, json!({})).await;
+    fake.wait("connected", |cs| cs.len() == 1 && cs[0].init.is_some())
+        .await;
+    assert_eq!(fake.signed_url_requests(), 1);
+    assert!(fake
+        .conversation(0)
+        .query
+        .contains("conversation_signature=sig123"));
+    assert_eq!(
+        fake.conversation(0).xi_api_key,
+        None,
+        "a signed URL needs no key on the socket"
+    );
+}
+
+#[tokio::test]
+async fn unreachable_agent_ends_the_stream_normally_after_bounded_retries() {
+    // A port with nothing listening.
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let url = format!("ws://{free}/v1/convai/conversation");
+    let s = Server::start(&[
+        ("AGENT", "elevenlabs"),
+        ("ELEVENLABS_WS_URL", url.as_str()),
+        ("ELEVENLABS_CONNECT_RETRIES", "2"),
+    ])
+    .await;
+    let started = std::time::Instant::now();
+    let c = caller(&s, json!({})).await;
+    let log = c.wait("close", |l| l.close.is_some()).await;
+    assert_eq!(log.close, Some((1000, "agent unavailable".into())));
+    // Two backoffs (250 ms, 500 ms) happened before giving up.
+    assert!(
+        started.elapsed() >= Duration::from_millis(700),
+        "{:?}",
+        started.elapsed()
+    );
+    s.wait_log("\"outcome\":\"agent_error\"").await;
+    assert!(s.logs().matches("agent connect failed, retrying").count() == 2);
+
+    // An agent that accepts TCP but never answers the handshake: the connect timeout holds.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "ws://{}/v1/convai/conversation",
+        silent.local_addr().unwrap()
+    );
+    let s = Server::start(&[
+        ("AGENT", "elevenlabs"),
+        ("ELEVENLABS_WS_URL", url.as_str()),
+        ("ELEVENLABS_CONNECT_RETRIES", "0"),
+        ("ELEVENLABS_CONNECT_TIMEOUT_MS", "300"),
+    ])
+    .await;
+    let c = caller(&s, json!({})).await;
+    let log = c.wait("close", |l| l.close.is_some()).await;
+    assert_eq!(log.close, Some((1000, "agent unavailable".into())));
+    drop(silent);
+}
+
+#[tokio::test]
+async fn agent_closing_mid_call_closes_the_stream_with_a_reason() {
+    let fake = FakeEl::start(Behaviour::default()).await;
+    let s = server_with(&fake, &[]).await;
+    let c = caller(&s, json!({})).await;
+    fake.wait("connected", |cs| cs.len() == 1 && cs[0].init.is_some())
+        .await;
+    fake.close(0, 1011);
+    let log = c.wait("close", |l| l.close.is_some()).await;
+    assert_eq!(log.close, Some((1000, "agent closed".into())));
+    s.wait_log("\"outcome\":\"agent_error\"").await;
+
+    let c = Caller::new(s.connect("/rtm/voice", &[]).await.unwrap());
+    c.send(connected());
+    c.send(start_with("CA11111111111111111111111111111111", json!({})));
+    fake.wait("second", |cs| cs.len() == 2 && cs[1].init.is_some())
+        .await;
+    fake.close(1, 1000);
+    let log = c.wait("close", |l| l.close.is_some()).await;
+    assert_eq!(log.close, Some((1000, "agent ended".into())));
+}
+
+#[tokio::test]
+async fn a_stalled_agent_costs_bounded_memory_and_drops_are_counted() {
+    let fake = FakeEl::start(Behaviour {
+        stall_after_metadata: true,
+        echo: false,
+        ..Behaviour::default()
+    })
+    .await;
+    let s = server_with(&fake, &[]).await;
+    let c = caller(&s, json!({})).await;
+    fake.wait("connected", |cs| cs.len() == 1 && cs[0].init.is_some())
+        .await;
+    // 60 s of audio as fast as possible: the agent reads none of it.
+    let seq = c.play(&tone(6, 3000), 2, NO_GAP).await;
+    c.send(Message::text("ping"));
+    c.wait("still responsive", |l| l.items.iter().any(|i| i == "pong"))
+        .await;
+    let dropped = s
+        .metric("media_dropped_frames_total{reason=\"agent_slow\"}")
+        .await;
+    assert!(dropped > 1000.0, "dropped {dropped}");
+    c.send(stop(seq));
+    let log = c.wait("close", |l| l.close.is_some()).await;
+    assert_eq!(log.close, Some((1000, "stream stopped".into())));
+    s.wait_log("call closed").await;
+}
+
+#[tokio::test]
+async fn a_second_stream_for_the_same_call_is_refused_and_the_first_keeps_running() {
+    let fake = FakeEl::start(Behaviour::default()).await;
+    let s = server_with(&fake, &[]).await;
+    let first = caller(&s, json!({})).await;
+    fake.wait("first", |cs| cs.len() == 1 && cs[0].init.is_some())
+        .await;
+    let second = caller(&s, json!({})).await;
+    let log = second.wait("close", |l| l.close.is_some()).await;
+    assert_eq!(log.close, Some((1008, "duplicate stream for call".into())));
+    assert_eq!(
+        s.metric("media_calls_total{outcome=\"duplicate\"}").await,
+        1.0
+    );
+    let audio = tone(7, 10);
+    first.play(&audio, 2, NO_GAP).await;
+    let log = first
+        .wait("first still works", |l| l.audio.len() >= audio.len())
+        .await;
+    assert_eq!(log.audio, audio);
+    assert_eq!(fake.conversations().len(), 1);
+}
+
+#[tokio::test]
+async fn fifty_concurrent_calls_hear_only_their_own_agent() {
+    let fake = FakeEl::start(Behaviour::default()).await;
+    let s = server_with(&fake, &[]).await;
+    let mut calls = Vec::new();
+    for i in 0..50u8 {
+        let sid = format!("CA{:032}", i);
+        let c = Caller::new(s.connect("/rtm/voice", &[]).await.unwrap());
+        c.send(connected());
+        c.send(start_with(&sid, json!({})));
+        calls.push((c, tone(i, 10)));
+    }
+    for (c, audio) in &calls {
+        c.play(audio, 2, NO_GAP).await;
+    }
+    for (i, (c, audio)) in calls.iter().enumerate() {
+        let log = c.wait("own echo", |l| l.audio.len() >= audio.len()).await;
+        assert_eq!(&log.audio, audio, "call {i} heard someone else");
+    }
+}
+
+#[tokio::test]
+async fn agent_traffic_never_reaches_the_log() {
+    let fake = FakeEl::start(Behaviour::default()).await;
+    let url = fake.ws_url();
+    let s = Server::start(&[
+        ("AGENT", "elevenlabs"),
+        ("ELEVENLABS_WS_URL", url.as_str()),
+        ("ELEVENLABS_API_KEY", "XIKEYMARKER"),
+        ("RUST_LOG", "trace"),
+    ])
+    .await;
+    let c = caller(
+        &s,
+        json!({"patient_name":"DYNVALUEMARKER","phone":"+15559876543"}),
+    )
+    .await;
+    fake.wait("connected", |cs| cs.len() == 1 && cs[0].init.is_some())
+        .await;
+    assert_eq!(
+        fake.conversation(0).xi_api_key.as_deref(),
+        Some("XIKEYMARKER")
+    );
+    let marker_audio = b"AUDIOMARKERAUDIOMARKER".repeat(8);
+    c.play(&marker_audio, 2, NO_GAP).await;
+    fake.send_json(0, json!({"type":"agent_response","agent_response_event":{"agent_response":"TRANSCRIPTMARKER","event_id":2}}));
+    fake.send_json(0, json!({"type":"user_transcript","user_transcription_event":{"user_transcript":"USERSAIDMARKER","event_id":3}}));
+    c.wait("echo", |l| l.audio.len() >= marker_audio.len())
+        .await;
+    s.wait_log("agent connected").await;
+    let logs = s.logs();
+    assert!(
+        logs.contains("patient_name"),
+        "variable names may be logged"
+    );
+    for marker in [
+        "DYNVALUEMARKER",
+        "5559876543",
+        "XIKEYMARKER",
+        "AUDIOMARKER",
+        "QVVESU9NQVJLRVJ",
+        "TRANSCRIPTMARKER",
+        "USERSAIDMARKER",
+    ] {
+        assert!(!logs.contains(marker), "log leaked {marker}");
+    }
+}
