@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::ecs::{Emf, TaskProtection};
 use crate::elevenlabs::ElevenLabsConfig;
 use crate::secret::Secret;
 
@@ -88,6 +89,24 @@ pub mod env {
     pub const PLAYOUT_MAX_MS: &str = "PLAYOUT_MAX_MS";
     /// Default for [`PLAYOUT_MAX_MS`].
     pub const PLAYOUT_MAX_MS_DEFAULT: u64 = 30_000;
+    /// `true`: hold ECS task scale-in protection while calls are live.
+    pub const TASK_PROTECTION: &str = "TASK_PROTECTION";
+    /// `ExpiresInMinutes` of each protection.
+    pub const TASK_PROTECTION_MINUTES: &str = "TASK_PROTECTION_MINUTES";
+    /// Default for [`TASK_PROTECTION_MINUTES`].
+    pub const TASK_PROTECTION_MINUTES_DEFAULT: u32 = 60;
+    /// The ECS agent endpoint (injected by ECS).
+    pub const ECS_AGENT_URI: &str = "ECS_AGENT_URI";
+    /// Interval of CloudWatch EMF lines with the active-call count (`0`: off).
+    pub const EMF_INTERVAL_MS: &str = "EMF_INTERVAL_MS";
+    /// CloudWatch namespace of the EMF metric.
+    pub const EMF_NAMESPACE: &str = "EMF_NAMESPACE";
+    /// Default for [`EMF_NAMESPACE`].
+    pub const EMF_NAMESPACE_DEFAULT: &str = "MediaOrchestrator";
+    /// `ServiceName` dimension of the EMF metric.
+    pub const EMF_SERVICE_NAME: &str = "EMF_SERVICE_NAME";
+    /// Default for [`EMF_SERVICE_NAME`].
+    pub const EMF_SERVICE_NAME_DEFAULT: &str = "media-ws";
 }
 
 /// Errors found while reading configuration. Messages name the variable, never a secret.
@@ -197,6 +216,10 @@ pub struct Config {
     pub playout_lead: Duration,
     /// Most agent audio held per call.
     pub playout_max: Duration,
+    /// ECS task scale-in protection while calls are live.
+    pub task_protection: Option<TaskProtection>,
+    /// CloudWatch EMF publishing of the active-call count.
+    pub emf: Option<Emf>,
 }
 
 impl Config {
@@ -274,6 +297,8 @@ impl Config {
                 PLAYOUT_MAX_MS_DEFAULT,
                 1_000,
             )?),
+            task_protection: task_protection(src)?,
+            emf: emf(src)?,
         })
     }
 
@@ -351,6 +376,46 @@ fn agent(src: &dyn Source) -> Result<AgentKind, ConfigError> {
         )?)),
         Some(_) => Err(invalid(AGENT, "expected 'echo', 'elevenlabs' or 'none'")),
     }
+}
+
+fn task_protection(src: &dyn Source) -> Result<Option<TaskProtection>, ConfigError> {
+    use env::*;
+    if !boolean(src, TASK_PROTECTION, false)? {
+        return Ok(None);
+    }
+    let minutes = number(
+        src,
+        TASK_PROTECTION_MINUTES,
+        TASK_PROTECTION_MINUTES_DEFAULT,
+        1,
+    )?;
+    if minutes > 2880 {
+        return Err(invalid(TASK_PROTECTION_MINUTES, "must be at most 2880"));
+    }
+    let agent_uri = src.get(ECS_AGENT_URI).ok_or_else(|| {
+        invalid(
+            TASK_PROTECTION,
+            "needs ECS_AGENT_URI (set by ECS inside a task)",
+        )
+    })?;
+    Ok(Some(TaskProtection { agent_uri, minutes }))
+}
+
+fn emf(src: &dyn Source) -> Result<Option<Emf>, ConfigError> {
+    use env::*;
+    let interval_ms: u64 = number(src, EMF_INTERVAL_MS, 0, 0)?;
+    if interval_ms == 0 {
+        return Ok(None);
+    }
+    Ok(Some(Emf {
+        interval: Duration::from_millis(interval_ms),
+        namespace: src
+            .get(EMF_NAMESPACE)
+            .unwrap_or_else(|| EMF_NAMESPACE_DEFAULT.to_string()),
+        service_name: src
+            .get(EMF_SERVICE_NAME)
+            .unwrap_or_else(|| EMF_SERVICE_NAME_DEFAULT.to_string()),
+    }))
 }
 
 /// Parses `true`/`false` (also `1`/`0`).

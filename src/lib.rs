@@ -12,6 +12,7 @@
 //! - [`elevenlabs`]: the ElevenLabs conversational agent client.
 //! - [`relay`]: playout pacing and barge-in, per-direction transcoding.
 //! - [`twiml`]: TwiML for `<Connect><Stream>`.
+//! - [`ecs`]: ECS task scale-in protection and CloudWatch EMF metrics.
 //! - [`metrics`]: the Prometheus registry behind `GET /metrics`.
 //! - [`server`]: the HTTP + WebSocket server: routing, handshake, per-call tasks, drain.
 //! - [`telemetry`]: one `tracing` setup for every binary.
@@ -21,6 +22,7 @@ pub mod agent;
 pub mod audio;
 pub mod auth;
 pub mod config;
+pub mod ecs;
 pub mod elevenlabs;
 pub mod metrics;
 pub mod relay;

@@ -48,6 +48,7 @@ pub struct AppState {
     pub agent: Option<Arc<dyn Agent>>,
     call_slots: Arc<Semaphore>,
     live_call_sids: Mutex<HashSet<String>>,
+    active_calls: tokio::sync::watch::Sender<i64>,
     draining: AtomicBool,
     calls_cancel: CancellationToken,
     calls: TaskTracker,
@@ -70,6 +71,7 @@ impl AppState {
             metrics: Metrics::new(),
             agent,
             live_call_sids: Mutex::new(HashSet::new()),
+            active_calls: tokio::sync::watch::Sender::new(0),
             call_slots: Arc::new(Semaphore::new(config.max_calls)),
             draining: AtomicBool::new(false),
             calls_cancel: CancellationToken::new(),
@@ -89,6 +91,13 @@ impl AppState {
             state: Arc::clone(self),
             call_sid: call_sid.to_string(),
         })
+    }
+
+    /// Publishes the number of live calls (to task protection and EMF). The gauge is read
+    /// inside the channel's lock, so the last publisher always leaves the current value.
+    pub(crate) fn publish_active_calls(&self) {
+        self.active_calls
+            .send_modify(|v| *v = self.metrics.active_calls());
     }
 
     /// Whether the server is draining (health 503, no new calls).
@@ -151,6 +160,16 @@ pub async fn run(
     if let Ok(addr) = listener.local_addr() {
         tracing::info!(%addr, ws_path = %state.config.ws_path, "listening");
     }
+    let mut background = tokio::task::JoinSet::new();
+    if let Some(tp) = state.config.task_protection.clone() {
+        background.spawn(crate::ecs::protect_while_busy(
+            tp,
+            state.active_calls.subscribe(),
+        ));
+    }
+    if let Some(emf) = state.config.emf.clone() {
+        background.spawn(crate::ecs::publish_emf(emf, state.active_calls.subscribe()));
+    }
     let accept = accept_loop(&listener, &state, &connections, &stop_accepting);
     let lifecycle = async {
         shutdown.await;
@@ -160,6 +179,7 @@ pub async fn run(
     };
     let ((), report) = tokio::join!(accept, lifecycle);
     connections.close();
+    background.shutdown().await;
     Ok(report)
 }
 

@@ -558,3 +558,118 @@ async fn logs_never_contain_tokens_parameters_payloads_or_numbers() {
         assert!(!logs.contains(marker), "log leaked {marker:?}:\n{logs}");
     }
 }
+
+/// A fake ECS agent endpoint recording the task-protection requests it receives.
+async fn fake_ecs_agent() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, String, Value)>>>,
+) {
+    use http_body_util::BodyExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = std::sync::Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let record = std::sync::Arc::clone(&record);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let record = std::sync::Arc::clone(&record);
+                        async move {
+                            let method = req.method().to_string();
+                            let path = req.uri().path().to_string();
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                            record.lock().unwrap().push((method, path, v));
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from(
+                                    r#"{"protection":{"ProtectionEnabled":true}}"#,
+                                )),
+                            ))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (format!("http://{addr}/v4/task-abc"), seen)
+}
+
+#[tokio::test]
+async fn task_protection_follows_live_calls() {
+    let (uri, seen) = fake_ecs_agent().await;
+    let s = Server::start(&[
+        ("TASK_PROTECTION", "true"),
+        ("TASK_PROTECTION_MINUTES", "90"),
+        ("ECS_AGENT_URI", uri.as_str()),
+    ])
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "an idle task asks for nothing"
+    );
+    let mut ws = s.connect("/rtm/voice", &[]).await.unwrap();
+    ws.send(connected()).await.unwrap();
+    s.wait_log("task scale-in protection updated").await;
+    {
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].0, "PUT");
+        assert_eq!(seen[0].1, "/v4/task-abc/task-protection/v1/state");
+        assert_eq!(
+            seen[0].2,
+            json!({"ProtectionEnabled":true,"ExpiresInMinutes":90})
+        );
+    }
+    play_call(&mut ws, 1).await;
+    expect_close(&mut ws, T).await;
+    for _ in 0..200 {
+        if seen.lock().unwrap().len() == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        seen.lock().unwrap()[1].2,
+        json!({"ProtectionEnabled":false})
+    );
+}
+
+#[tokio::test]
+async fn emf_lines_report_active_calls() {
+    let s = Server::start(&[
+        ("EMF_INTERVAL_MS", "100"),
+        ("EMF_SERVICE_NAME", "media-ws-test"),
+    ])
+    .await;
+    let mut ws = s.connect("/rtm/voice", &[]).await.unwrap();
+    ws.send(connected()).await.unwrap();
+    s.wait_log("\"ActiveCalls\":1").await;
+    play_call(&mut ws, 1).await;
+    expect_close(&mut ws, T).await;
+    s.wait_log("call closed").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let logs = s.logs();
+    let emf: Vec<Value> = logs
+        .lines()
+        .filter(|l| l.contains("\"_aws\""))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(emf.len() >= 3);
+    let last = emf.last().unwrap();
+    assert_eq!(last["ActiveCalls"], 0);
+    assert_eq!(last["ServiceName"], "media-ws-test");
+    assert_eq!(
+        last["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+        "MediaOrchestrator"
+    );
+    assert!(emf.iter().any(|v| v["ActiveCalls"] == 1));
+}

@@ -120,3 +120,35 @@ fn agent_selection() {
         assert_eq!(named, var, "{var}={value}");
     }
 }
+
+#[test]
+fn ecs_settings() {
+    let c = cfg(&[]).unwrap();
+    assert_eq!((c.task_protection, c.emf), (None, None));
+    let c = cfg(&[
+        ("TASK_PROTECTION", "true"),
+        ("ECS_AGENT_URI", "http://169.254.170.2/api/x"),
+        ("EMF_INTERVAL_MS", "10000"),
+        ("EMF_SERVICE_NAME", "svc"),
+    ])
+    .unwrap();
+    let tp = c.task_protection.unwrap();
+    assert_eq!(
+        (tp.agent_uri.as_str(), tp.minutes),
+        ("http://169.254.170.2/api/x", 60)
+    );
+    let emf = c.emf.unwrap();
+    assert_eq!(
+        (emf.namespace.as_str(), emf.service_name.as_str()),
+        ("MediaOrchestrator", "svc")
+    );
+    let ConfigError::Invalid { var, .. } = cfg(&[("TASK_PROTECTION", "true")]).unwrap_err();
+    assert_eq!(var, "TASK_PROTECTION");
+    let ConfigError::Invalid { var, .. } = cfg(&[
+        ("TASK_PROTECTION", "true"),
+        ("ECS_AGENT_URI", "http://x"),
+        ("TASK_PROTECTION_MINUTES", "3000"),
+    ])
+    .unwrap_err();
+    assert_eq!(var, "TASK_PROTECTION_MINUTES");
+}

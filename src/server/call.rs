@@ -119,6 +119,7 @@ where
 {
     let started = Instant::now();
     let active = state.metrics.call_started();
+    state.publish_active_calls();
     tracing::info!(active_calls = active, "call accepted");
     let summary = match AssertUnwindSafe(call).catch_unwind().await {
         Ok(summary) => summary,
@@ -131,6 +132,7 @@ where
     state
         .metrics
         .call_ended(summary.outcome, elapsed.as_secs_f64());
+    state.publish_active_calls();
     tracing::info!(
         outcome = ?summary.outcome,
         close_code = summary.close_code,
