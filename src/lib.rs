@@ -13,6 +13,7 @@
 //! - [`relay`]: playout pacing and barge-in, per-direction transcoding.
 //! - [`twiml`]: TwiML for `<Connect><Stream>`.
 //! - [`ecs`]: ECS task scale-in protection and CloudWatch EMF metrics.
+//! - [`json`]: zero-copy JSON string access shared by the protocol parsers.
 //! - [`metrics`]: the Prometheus registry behind `GET /metrics`.
 //! - [`server`]: the HTTP + WebSocket server: routing, handshake, per-call tasks, drain.
 //! - [`telemetry`]: one `tracing` setup for every binary.
@@ -24,6 +25,7 @@ pub mod auth;
 pub mod config;
 pub mod ecs;
 pub mod elevenlabs;
+pub mod json;
 pub mod metrics;
 pub mod relay;
 pub mod secret;

@@ -175,15 +175,8 @@ fn sub<'a, T: Deserialize<'a>>(raw: Option<&'a RawValue>) -> Result<Option<T>, A
         .map_err(|_| AgentProtocolError::Malformed)
 }
 
-/// A JSON string borrowed when it has no escapes (base64 never needs them).
 fn json_str(raw: &RawValue) -> Result<Cow<'_, str>, AgentProtocolError> {
-    let text = raw.get();
-    match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
-        Some(inner) if !inner.contains('\\') => Ok(Cow::Borrowed(inner)),
-        _ => serde_json::from_str::<String>(text)
-            .map(Cow::Owned)
-            .map_err(|_| AgentProtocolError::Malformed),
-    }
+    crate::json::str_of(raw).ok_or(AgentProtocolError::Malformed)
 }
 
 /// Parses one text frame from the agent.

@@ -56,14 +56,7 @@ impl ToAgent {
         }
         self.pcm.clear();
         mulaw::decode_into(ulaw, &mut self.pcm);
-        let samples = match &mut self.resampler {
-            Some(r) => {
-                self.resampled.clear();
-                r.process(&self.pcm, &mut self.resampled);
-                &self.resampled
-            }
-            None => &self.pcm,
-        };
+        let samples = resample(&mut self.resampler, &self.pcm, &mut self.resampled);
         self.bytes.clear();
         for s in samples {
             self.bytes.extend_from_slice(&s.to_le_bytes());
@@ -142,16 +135,25 @@ impl FromAgent {
         if let [odd] = pairs.remainder() {
             self.carry = Some(*odd);
         }
-        let samples = match &mut self.resampler {
-            Some(r) => {
-                self.resampled.clear();
-                r.process(&self.pcm, &mut self.resampled);
-                &self.resampled
-            }
-            None => &self.pcm,
-        };
+        let samples = resample(&mut self.resampler, &self.pcm, &mut self.resampled);
         mulaw::encode_into(samples, out);
         Ok(())
+    }
+}
+
+/// `pcm` through the resampler into `out`, or `pcm` itself when no rate change is needed.
+fn resample<'a>(
+    resampler: &mut Option<Resampler>,
+    pcm: &'a [i16],
+    out: &'a mut Vec<i16>,
+) -> &'a [i16] {
+    match resampler {
+        Some(r) => {
+            out.clear();
+            r.process(pcm, out);
+            out
+        }
+        None => pcm,
     }
 }
 

@@ -211,16 +211,8 @@ struct RawMedia<'a> {
     payload: Option<&'a RawValue>,
 }
 
-/// A JSON string borrowed from the message when it has no escapes (the hot path: base64 and
-/// SIDs never need them), decoded otherwise.
 fn json_str(raw: &RawValue) -> Result<Cow<'_, str>, ProtocolError> {
-    let text = raw.get();
-    match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
-        Some(inner) if !inner.contains('\\') => Ok(Cow::Borrowed(inner)),
-        _ => serde_json::from_str::<String>(text)
-            .map(Cow::Owned)
-            .map_err(|_| ProtocolError::MalformedJson),
-    }
+    crate::json::str_of(raw).ok_or(ProtocolError::MalformedJson)
 }
 
 #[derive(Deserialize)]
