@@ -275,3 +275,22 @@ where
 {
     state.calls.spawn(fut);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    #[test]
+    fn websocket_buffers_are_sized_for_20ms_frames() {
+        let config = Config::from_source(&HashMap::<&str, &str>::new()).unwrap();
+        let ws = AppState::new(config).unwrap().websocket_config();
+        assert!(ws.read_buffer_size <= 4096, "not the 128 KiB default");
+        assert_eq!(ws.write_buffer_size, 0, "writes go straight to the socket");
+        // The largest allowed media message (16 000 bytes decoded) still fits.
+        let cap = ws.max_message_size.unwrap();
+        assert!((16_000 * 4 / 3..64 * 1024).contains(&cap), "{cap}");
+        assert_eq!(ws.max_frame_size, Some(cap));
+    }
+}
