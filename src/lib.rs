@@ -5,19 +5,23 @@
 //! # Layout
 //! - [`config`]: typed configuration from the environment ([`config::Config::from_env`]).
 //! - [`secret`]: [`secret::Secret`], a value whose `Debug`/`Display` are redacted.
+//! - [`secrets`]: secret variables as values or `ssm:` references; one SSM client, TTL cache.
 //! - [`auth`]: stream tokens: HS256 JWT verification and minting, static tokens.
 //! - [`twilio`]: Media Streams message types and parsing.
 //! - [`audio`]: G.711 μ-law codec and resampling (pure, synchronous).
 //! - [`metrics`]: the Prometheus registry behind `GET /metrics`.
 //! - [`server`]: the HTTP + WebSocket server: routing, handshake, per-call tasks, drain.
+//! - [`lambda`]: the `media-lambda` function: `/health`, `/token`, the Twilio voice webhook.
 //! - [`telemetry`]: one `tracing` setup for every binary.
 //! - [`shutdown`]: SIGTERM / SIGINT as a future.
 
 // pub mod audio;
 pub mod auth;
 pub mod config;
+pub mod lambda;
 pub mod metrics;
 pub mod secret;
+pub mod secrets;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;

@@ -25,6 +25,8 @@ use tokio_util::task::TaskTracker;
 use crate::auth::{Authenticator, Clock};
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::secrets::Secrets;
+use crate::twilio::stream_signature::StreamSignatureVerifier;
 
 /// How long calls still open at the drain deadline get to finish their close handshake.
 const CLOSE_GRACE: Duration = Duration::from_secs(3);
@@ -36,6 +38,8 @@ pub struct AppState {
     pub config: Config,
     /// Handshake token checks.
     pub auth: Authenticator,
+    /// Twilio's signature on the upgrade, when `VERIFY_TWILIO_SIGNATURE` is on.
+    pub stream_signature: Option<StreamSignatureVerifier>,
     /// Metrics of this server.
     pub metrics: Metrics,
     call_slots: Arc<Semaphore>,
@@ -45,11 +49,24 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Builds the shared state from a validated configuration.
+    /// Builds the shared state from a validated configuration whose secrets are values (an
+    /// `ssm:` reference is never loaded here and refuses every handshake).
     pub fn new(config: Config) -> Self {
-        let auth = Authenticator::new(&config.auth, config.jwt_leeway, Clock::System);
+        let secrets = Secrets::new(config.secrets_ttl);
+        Self::with_secrets(config, &secrets)
+    }
+
+    /// Builds the shared state, resolving secret references through `secrets` (call
+    /// [`Secrets::load`] before serving).
+    pub fn with_secrets(config: Config, secrets: &Secrets) -> Self {
+        let auth =
+            Authenticator::with_secrets(&config.auth, config.jwt_leeway, Clock::System, secrets);
+        let stream_signature = config.stream_signature.as_ref().map(|s| {
+            StreamSignatureVerifier::new(secrets.handle(&s.auth_token), s.public_base.clone())
+        });
         Self {
             auth,
+            stream_signature,
             metrics: Metrics::new(),
             call_slots: Arc::new(Semaphore::new(config.max_calls)),
             draining: AtomicBool::new(false),
