@@ -82,22 +82,23 @@ impl LambdaState {
 /// # Errors
 /// The [`LambdaError`] describing why the request was refused or failed.
 pub async fn handle(state: &LambdaState, req: Request) -> Result<Response<Body>, LambdaError> {
-    state.secrets.refresh_stale().await;
     let path = route_path(&req);
-    let method = req.method().clone();
+    let method = req.method();
     match path.as_str() {
-        "/health" => match method {
+        "/health" => match *method {
             Method::GET | Method::HEAD => health(),
             _ => Err(LambdaError::MethodNotAllowed("GET, HEAD")),
         },
-        "/token" => match method {
-            Method::POST => token::mint(state, &req),
-            _ => Err(LambdaError::MethodNotAllowed("POST")),
-        },
-        "/twiml" => match method {
-            Method::POST => webhook::twiml(state, &req),
-            _ => Err(LambdaError::MethodNotAllowed("POST")),
-        },
+        "/token" | "/twiml" if method != Method::POST => Err(LambdaError::MethodNotAllowed("POST")),
+        "/token" => {
+            // Rotation: secrets whose TTL ran out are fetched again before they are used.
+            state.secrets.refresh_stale().await;
+            token::mint(state, &req)
+        }
+        "/twiml" => {
+            state.secrets.refresh_stale().await;
+            webhook::twiml(state, &req)
+        }
         _ => Err(LambdaError::NotFound),
     }
 }

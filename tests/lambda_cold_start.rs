@@ -58,7 +58,8 @@ async fn cold_start() {
         .unwrap_or(20);
     let moto = Moto::start().await;
     moto.put("/bench/mint-api-key", TEST_MINT_API_KEY).await;
-    moto.put("/bench/shared-secret", "bench-shared-secret").await;
+    moto.put("/bench/shared-secret", "bench-shared-secret")
+        .await;
     moto.put("/bench/twilio-auth-token", TEST_AUTH_TOKEN).await;
     let common = owned(&[
         ("STREAM_URL_BASE", "wss://media.example.com/rtm/voice"),
