@@ -56,6 +56,12 @@ if [[ -f template.yaml ]]; then
 else
   skip cfn-lint:template.yaml "template.yaml not present yet"
 fi
+# SAM's own validation (transform + cfn-lint) when the SAM CLI is installed; offline.
+if [[ -f template.yaml ]] && command -v sam >/dev/null 2>&1; then
+  check sam-validate env SAM_CLI_TELEMETRY=0 sam validate --lint --template template.yaml --region us-east-1
+else
+  skip sam-validate "SAM CLI not installed"
+fi
 
 # --- Dockerfile ----------------------------------------------------------------------
 check hadolint hadolint Dockerfile
@@ -84,7 +90,8 @@ fi
 
 # --- shell scripts (optional) -------------------------------------------------------
 if command -v shellcheck >/dev/null 2>&1; then
-  check shellcheck shellcheck scripts/lint-deploy.sh scripts/cargo-stub-targets.sh
+  check shellcheck shellcheck scripts/lint-deploy.sh scripts/cargo-stub-targets.sh \
+    scripts/bench-lambda-cold-start.sh
 else
   skip shellcheck "shellcheck not installed"
 fi

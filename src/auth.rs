@@ -2,6 +2,7 @@
 //! `media-lambda`), and constant-time static tokens. Owns claims and their validation, not
 //! where a token is found in a request (see `server::handshake`).
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -11,6 +12,7 @@ use subtle::ConstantTimeEq;
 
 use crate::config::AuthMode;
 use crate::secret::Secret;
+use crate::secrets::{SecretHandle, Secrets};
 
 /// The audience every stream token must carry.
 pub const AUDIENCE: &str = "media";
@@ -77,6 +79,9 @@ pub enum AuthError {
     /// The static token does not match.
     #[error("static token mismatch")]
     StaticMismatch,
+    /// The secret to check against has no value (an SSM reference never loaded).
+    #[error("secret unavailable")]
+    SecretUnavailable,
 }
 
 impl AuthError {
@@ -92,6 +97,7 @@ impl AuthError {
             Self::Expired => "token_expired",
             Self::NotYetValid => "token_not_yet_valid",
             Self::StaticMismatch => "token_static_mismatch",
+            Self::SecretUnavailable => "secret_unavailable",
         }
     }
 }
@@ -303,9 +309,9 @@ pub enum Authenticator {
     /// No authentication configured.
     Open,
     /// A static token.
-    Static(Secret<String>),
-    /// HS256 JWTs.
-    Jwt(Box<JwtVerifier>),
+    Static(SecretHandle),
+    /// HS256 JWTs, verified against the current secret list.
+    Jwt(Box<RotatingVerifier>),
 }
 
 /// A successful authentication.
@@ -316,12 +322,32 @@ pub struct Grant {
 }
 
 impl Authenticator {
-    /// Builds the authenticator for `mode`.
+    /// Builds the authenticator for `mode`. An `ssm:` reference here is never loaded, so it
+    /// refuses every token; use [`Authenticator::with_secrets`] for references.
     pub fn new(mode: &AuthMode, leeway: Duration, clock: Clock) -> Self {
+        Self::with_secrets(
+            mode,
+            leeway,
+            clock,
+            &Secrets::new(crate::secrets::DEFAULT_TTL),
+        )
+    }
+
+    /// Builds the authenticator for `mode`, resolving references through `secrets`.
+    pub fn with_secrets(
+        mode: &AuthMode,
+        leeway: Duration,
+        clock: Clock,
+        secrets: &Secrets,
+    ) -> Self {
         match mode {
             AuthMode::Open => Self::Open,
-            AuthMode::StaticToken(t) => Self::Static(t.clone()),
-            AuthMode::Jwt(secrets) => Self::Jwt(Box::new(JwtVerifier::new(secrets, leeway, clock))),
+            AuthMode::StaticToken(t) => Self::Static(secrets.handle(t)),
+            AuthMode::Jwt(list) => Self::Jwt(Box::new(RotatingVerifier::new(
+                secrets.handle(list),
+                leeway,
+                clock,
+            ))),
         }
     }
 
@@ -339,6 +365,7 @@ impl Authenticator {
             Self::Open => Ok(Grant::default()),
             Self::Static(expected) => {
                 let token = token.ok_or(AuthError::Missing)?;
+                let expected = expected.current().ok_or(AuthError::SecretUnavailable)?;
                 if constant_time_eq(token.as_bytes(), expected.expose().as_bytes()) {
                     Ok(Grant::default())
                 } else {
@@ -346,12 +373,78 @@ impl Authenticator {
                 }
             }
             Self::Jwt(verifier) => {
-                let claims = verifier.verify(token.ok_or(AuthError::Missing)?)?;
+                let token = token.ok_or(AuthError::Missing)?;
+                let claims = verifier.verifier()?.verify(token)?;
                 Ok(Grant {
                     call_sid: claims.sub,
                 })
             }
         }
+    }
+}
+
+/// Splits a secret list value (`new,old`) into its entries; empty entries are skipped.
+pub fn secret_list(value: &Secret<String>) -> Vec<Secret<String>> {
+    value
+        .expose()
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| Secret::new(s.to_string()))
+        .collect()
+}
+
+/// A [`JwtVerifier`] that follows its secret list: rebuilt when the value behind the handle
+/// changes (rotation without restart), reused otherwise.
+pub struct RotatingVerifier {
+    secret: SecretHandle,
+    leeway: Duration,
+    clock: Clock,
+    built: Mutex<Option<BuiltVerifier>>,
+}
+
+/// A verifier and the secret value it was built from.
+type BuiltVerifier = (Arc<Secret<String>>, Arc<JwtVerifier>);
+
+impl std::fmt::Debug for RotatingVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RotatingVerifier")
+            .field("secret", &self.secret)
+            .field("leeway", &self.leeway)
+            .finish()
+    }
+}
+
+impl RotatingVerifier {
+    /// A verifier for the comma-separated secret list behind `secret`.
+    pub fn new(secret: SecretHandle, leeway: Duration, clock: Clock) -> Self {
+        Self {
+            secret,
+            leeway,
+            clock,
+            built: Mutex::new(None),
+        }
+    }
+
+    /// The verifier for the current secret list.
+    ///
+    /// # Errors
+    /// [`AuthError::SecretUnavailable`] when the secret has no value or an empty list.
+    pub fn verifier(&self) -> Result<Arc<JwtVerifier>, AuthError> {
+        let current = self.secret.current().ok_or(AuthError::SecretUnavailable)?;
+        let mut built = self.built.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((value, verifier)) = built.as_ref() {
+            if Arc::ptr_eq(value, &current) {
+                return Ok(Arc::clone(verifier));
+            }
+        }
+        let list = secret_list(&current);
+        if list.is_empty() {
+            return Err(AuthError::SecretUnavailable);
+        }
+        let verifier = Arc::new(JwtVerifier::new(&list, self.leeway, self.clock));
+        *built = Some((current, Arc::clone(&verifier)));
+        Ok(verifier)
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::ecs::{Emf, TaskProtection};
 use crate::elevenlabs::ElevenLabsConfig;
 use crate::secret::Secret;
+use crate::secrets::SecretSpec;
 
 /// Environment variable names and their defaults.
 pub mod env {
@@ -107,6 +108,19 @@ pub mod env {
     pub const EMF_SERVICE_NAME: &str = "EMF_SERVICE_NAME";
     /// Default for [`EMF_SERVICE_NAME`].
     pub const EMF_SERVICE_NAME_DEFAULT: &str = "media-ws";
+    /// `true` to require Twilio's `x-twilio-signature` on the upgrade as well as the token.
+    pub const VERIFY_TWILIO_SIGNATURE: &str = "VERIFY_TWILIO_SIGNATURE";
+    /// Default for [`VERIFY_TWILIO_SIGNATURE`].
+    pub const VERIFY_TWILIO_SIGNATURE_DEFAULT: bool = false;
+    /// Twilio account Auth Token (value or `ssm:` reference): the key of Twilio's signatures.
+    pub const TWILIO_AUTH_TOKEN: &str = "TWILIO_AUTH_TOKEN";
+    /// Public origin Twilio connects to (`wss://host[:port]`); the request path is appended
+    /// to rebuild the signed URL. Unset: `wss://<Host header><path>`.
+    pub const PUBLIC_STREAM_BASE: &str = "PUBLIC_STREAM_BASE";
+    /// How long a secret read from SSM is used before it is fetched again.
+    pub const SECRETS_TTL_SECONDS: &str = "SECRETS_TTL_SECONDS";
+    /// Default for [`SECRETS_TTL_SECONDS`].
+    pub const SECRETS_TTL_SECONDS_DEFAULT: u64 = 300;
 }
 
 /// Errors found while reading configuration. Messages name the variable, never a secret.
@@ -161,15 +175,26 @@ pub enum LogFormat {
     Pretty,
 }
 
-/// How stream handshakes are authenticated.
+/// How stream handshakes are authenticated. Secrets are values or `ssm:` references,
+/// resolved by [`crate::secrets::Secrets`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthMode {
     /// No token required (neither `MEDIA_AUTH_TOKEN` nor `MEDIA_SHARED_SECRET` set).
     Open,
     /// A static token, compared in constant time.
-    StaticToken(Secret<String>),
-    /// HS256 JWTs; the first secret signs, any verifies (rotation).
-    Jwt(Vec<Secret<String>>),
+    StaticToken(SecretSpec),
+    /// HS256 JWTs; the secret is a comma-separated list: the first signs, any verifies
+    /// (rotation). A plain value is checked for empty entries here.
+    Jwt(SecretSpec),
+}
+
+/// Twilio's signature on the WebSocket upgrade (`VERIFY_TWILIO_SIGNATURE=true`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamSignatureConfig {
+    /// The account Auth Token.
+    pub auth_token: SecretSpec,
+    /// `wss://host[:port]` the signed URL starts with; `None`: from the `Host` header.
+    pub public_base: Option<String>,
 }
 
 /// Which agent answers calls.
@@ -220,6 +245,10 @@ pub struct Config {
     pub task_protection: Option<TaskProtection>,
     /// CloudWatch EMF publishing of the active-call count.
     pub emf: Option<Emf>,
+    /// Verify Twilio's signature on upgrades, when configured.
+    pub stream_signature: Option<StreamSignatureConfig>,
+    /// Lifetime of secrets read from SSM.
+    pub secrets_ttl: Duration,
 }
 
 impl Config {
@@ -250,8 +279,14 @@ impl Config {
             return Err(invalid(WS_PATH, "must be a plain path"));
         }
         let auth = match (src.get(MEDIA_SHARED_SECRET), src.get(MEDIA_AUTH_TOKEN)) {
-            (Some(secrets), _) => AuthMode::Jwt(parse_secret_list(MEDIA_SHARED_SECRET, &secrets)?),
-            (None, Some(token)) => AuthMode::StaticToken(Secret::new(token)),
+            (Some(raw), _) => {
+                let spec = secret_spec(MEDIA_SHARED_SECRET, &raw)?;
+                if let SecretSpec::Value(list) = &spec {
+                    parse_secret_list(MEDIA_SHARED_SECRET, list.expose())?;
+                }
+                AuthMode::Jwt(spec)
+            }
+            (None, Some(token)) => AuthMode::StaticToken(secret_spec(MEDIA_AUTH_TOKEN, &token)?),
             (None, None) => AuthMode::Open,
         };
         let keepalive = millis(src, KEEPALIVE_MS, KEEPALIVE_MS_DEFAULT)?;
@@ -299,6 +334,13 @@ impl Config {
             )?),
             task_protection: task_protection(src)?,
             emf: emf(src)?,
+            stream_signature: stream_signature(src)?,
+            secrets_ttl: Duration::from_secs(number(
+                src,
+                SECRETS_TTL_SECONDS,
+                SECRETS_TTL_SECONDS_DEFAULT,
+                1,
+            )?),
         })
     }
 
@@ -323,7 +365,10 @@ fn agent(src: &dyn Source) -> Result<AgentKind, ConfigError> {
     let el = ElevenLabsConfig {
         ws_url: src.get(ELEVENLABS_WS_URL),
         agent_id: src.get(ELEVENLABS_AGENT_ID),
-        api_key: src.get(ELEVENLABS_API_KEY).map(Secret::new),
+        api_key: src
+            .get(ELEVENLABS_API_KEY)
+            .map(|raw| secret_spec(ELEVENLABS_API_KEY, &raw))
+            .transpose()?,
         api_base: src
             .get(ELEVENLABS_API_BASE)
             .unwrap_or_else(|| crate::elevenlabs::DEFAULT_API_BASE.to_string()),
@@ -418,16 +463,6 @@ fn emf(src: &dyn Source) -> Result<Option<Emf>, ConfigError> {
     }))
 }
 
-/// Parses `true`/`false` (also `1`/`0`).
-fn boolean(src: &dyn Source, var: &'static str, default: bool) -> Result<bool, ConfigError> {
-    match src.get(var).as_deref().map(str::trim) {
-        None => Ok(default),
-        Some("true" | "1") => Ok(true),
-        Some("false" | "0") => Ok(false),
-        Some(_) => Err(invalid(var, "expected 'true' or 'false'")),
-    }
-}
-
 fn log_format(src: &dyn Source) -> Result<LogFormat, ConfigError> {
     match src.get(env::LOG_FORMAT).as_deref() {
         None | Some("json") => Ok(LogFormat::Json),
@@ -436,8 +471,69 @@ fn log_format(src: &dyn Source) -> Result<LogFormat, ConfigError> {
     }
 }
 
+/// Reads a secret variable as a value or an `ssm:` reference.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming `var` when the reference is malformed.
+pub fn secret_spec(var: &'static str, raw: &str) -> Result<SecretSpec, ConfigError> {
+    SecretSpec::parse(raw).map_err(|e| invalid(var, e.to_string()))
+}
+
+/// Parses a boolean variable (`true`/`false`, `1`/`0`, `yes`/`no`, any case).
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming `var` for anything else.
+pub fn boolean(src: &dyn Source, var: &'static str, default: bool) -> Result<bool, ConfigError> {
+    let Some(raw) = src.get(var) else {
+        return Ok(default);
+    };
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(invalid(var, "expected 'true' or 'false'")),
+    }
+}
+
+fn stream_signature(src: &dyn Source) -> Result<Option<StreamSignatureConfig>, ConfigError> {
+    use env::*;
+    if !boolean(
+        src,
+        VERIFY_TWILIO_SIGNATURE,
+        VERIFY_TWILIO_SIGNATURE_DEFAULT,
+    )? {
+        return Ok(None);
+    }
+    let Some(raw) = src.get(TWILIO_AUTH_TOKEN) else {
+        return Err(invalid(
+            TWILIO_AUTH_TOKEN,
+            "required when VERIFY_TWILIO_SIGNATURE is true",
+        ));
+    };
+    let public_base = match src.get(PUBLIC_STREAM_BASE) {
+        None => None,
+        Some(base) => {
+            let base = base.trim().trim_end_matches('/').to_string();
+            let host = base.strip_prefix("wss://").unwrap_or_default();
+            if host.is_empty() || host.contains(['/', '?', '#', ' ', '@']) {
+                return Err(invalid(
+                    PUBLIC_STREAM_BASE,
+                    "expected wss://host[:port] without a path",
+                ));
+            }
+            Some(base)
+        }
+    };
+    Ok(Some(StreamSignatureConfig {
+        auth_token: secret_spec(TWILIO_AUTH_TOKEN, &raw)?,
+        public_base,
+    }))
+}
+
 /// Parses a non-secret integer variable, at least `min`.
-fn number<T>(src: &dyn Source, var: &'static str, default: T, min: T) -> Result<T, ConfigError>
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming `var` when it is not a whole number of at least `min`.
+pub fn number<T>(src: &dyn Source, var: &'static str, default: T, min: T) -> Result<T, ConfigError>
 where
     T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
 {
@@ -466,6 +562,9 @@ fn truncate(raw: &str) -> String {
 }
 
 /// Splits a comma-separated secret list; empty entries are an error (never echo the values).
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming `var` when an entry is empty.
 pub fn parse_secret_list(var: &'static str, raw: &str) -> Result<Vec<Secret<String>>, ConfigError> {
     let parts: Vec<&str> = raw.split(',').map(str::trim).collect();
     if parts.iter().any(|p| p.is_empty()) {

@@ -6,7 +6,7 @@ pub mod message;
 
 use std::time::Duration;
 
-use crate::secret::Secret;
+use crate::secrets::SecretSpec;
 
 /// Default REST base (the signed-URL endpoint lives under it).
 pub const DEFAULT_API_BASE: &str = "https://api.elevenlabs.io";
@@ -18,9 +18,10 @@ pub struct ElevenLabsConfig {
     pub ws_url: Option<String>,
     /// The agent id (`ELEVENLABS_AGENT_ID`).
     pub agent_id: Option<String>,
-    /// API key (`ELEVENLABS_API_KEY`): with an agent id, a signed URL is fetched for each
-    /// call (private agents); with an explicit URL it is sent as `xi-api-key`.
-    pub api_key: Option<Secret<String>>,
+    /// API key (`ELEVENLABS_API_KEY`, a value or an `ssm:` reference): with an agent id, a
+    /// signed URL is fetched for each call (private agents); with an explicit URL it is sent
+    /// as `xi-api-key`.
+    pub api_key: Option<SecretSpec>,
     /// REST base for the signed-URL request (`ELEVENLABS_API_BASE`, overridable for tests).
     pub api_base: String,
     /// Time allowed for one connect attempt (signed URL + WebSocket handshake).

@@ -5,6 +5,7 @@
 //! # Layout
 //! - [`config`]: typed configuration from the environment ([`config::Config::from_env`]).
 //! - [`secret`]: [`secret::Secret`], a value whose `Debug`/`Display` are redacted.
+//! - [`secrets`]: secret variables as values or `ssm:` references; one SSM client, TTL cache.
 //! - [`auth`]: stream tokens: HS256 JWT verification and minting, static tokens.
 //! - [`twilio`]: Media Streams message types and parsing.
 //! - [`audio`]: G.711 μ-law codec and resampling (pure, synchronous).
@@ -16,6 +17,7 @@
 //! - [`json`]: zero-copy JSON string access shared by the protocol parsers.
 //! - [`metrics`]: the Prometheus registry behind `GET /metrics`.
 //! - [`server`]: the HTTP + WebSocket server: routing, handshake, per-call tasks, drain.
+//! - [`lambda`]: the `media-lambda` function: `/health`, `/token`, the Twilio voice webhook.
 //! - [`telemetry`]: one `tracing` setup for every binary.
 //! - [`shutdown`]: SIGTERM / SIGINT as a future.
 
@@ -26,9 +28,11 @@ pub mod config;
 pub mod ecs;
 pub mod elevenlabs;
 pub mod json;
+pub mod lambda;
 pub mod metrics;
 pub mod relay;
 pub mod secret;
+pub mod secrets;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;

@@ -31,6 +31,8 @@ use crate::auth::{Authenticator, Clock};
 use crate::config::{AgentKind, Config};
 use crate::elevenlabs::client::ElevenLabs;
 use crate::metrics::Metrics;
+use crate::secrets::Secrets;
+use crate::twilio::stream_signature::StreamSignatureVerifier;
 
 /// How long calls still open at the drain deadline get to finish their close handshake.
 const CLOSE_GRACE: Duration = Duration::from_secs(3);
@@ -42,6 +44,8 @@ pub struct AppState {
     pub config: Config,
     /// Handshake token checks.
     pub auth: Authenticator,
+    /// Twilio's signature on the upgrade, when `VERIFY_TWILIO_SIGNATURE` is on.
+    pub stream_signature: Option<StreamSignatureVerifier>,
     /// Metrics of this server.
     pub metrics: Metrics,
     /// The agent that answers calls (`None`: frames are only counted).
@@ -55,19 +59,38 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Builds the shared state from a validated configuration.
+    /// Builds the shared state from a validated configuration whose secrets are values (an
+    /// `ssm:` reference is never loaded here and refuses every handshake).
     ///
     /// # Errors
     /// An I/O error when the ElevenLabs agent's TLS roots cannot be loaded.
     pub fn new(config: Config) -> std::io::Result<Self> {
-        let auth = Authenticator::new(&config.auth, config.jwt_leeway, Clock::System);
+        let secrets = Secrets::new(config.secrets_ttl);
+        Self::with_secrets(config, &secrets)
+    }
+
+    /// Builds the shared state, resolving secret references through `secrets` (call
+    /// [`Secrets::load`] before serving).
+    ///
+    /// # Errors
+    /// An I/O error when the ElevenLabs agent's TLS roots cannot be loaded.
+    pub fn with_secrets(config: Config, secrets: &Secrets) -> std::io::Result<Self> {
+        let auth =
+            Authenticator::with_secrets(&config.auth, config.jwt_leeway, Clock::System, secrets);
+        let stream_signature = config.stream_signature.as_ref().map(|s| {
+            StreamSignatureVerifier::new(secrets.handle(&s.auth_token), s.public_base.clone())
+        });
         let agent: Option<Arc<dyn Agent>> = match &config.agent {
             AgentKind::None => None,
             AgentKind::Echo(delay) => Some(Arc::new(Echo::new(*delay))),
-            AgentKind::ElevenLabs(el) => Some(Arc::new(ElevenLabs::new(el.clone())?)),
+            AgentKind::ElevenLabs(el) => {
+                let key = el.api_key.as_ref().map(|spec| secrets.handle(spec));
+                Some(Arc::new(ElevenLabs::new(el.clone(), key)?))
+            }
         };
         Ok(Self {
             auth,
+            stream_signature,
             metrics: Metrics::new(),
             agent,
             live_call_sids: Mutex::new(HashSet::new()),

@@ -3,6 +3,7 @@
 
 pub mod message;
 pub mod signature;
+pub mod stream_signature;
 
 use std::fmt;
 

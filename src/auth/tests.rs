@@ -123,7 +123,7 @@ fn authenticator_modes() {
     assert_eq!(open.check(None), Ok(Grant::default()));
 
     let st = Authenticator::new(
-        &AuthMode::StaticToken(Secret::new("tok".into())),
+        &AuthMode::StaticToken(crate::secrets::SecretSpec::Value(Secret::new("tok".into()))),
         Duration::ZERO,
         Clock::System,
     );
@@ -131,4 +131,38 @@ fn authenticator_modes() {
     assert_eq!(st.check(Some("tok2")), Err(AuthError::StaticMismatch));
     assert_eq!(st.check(Some("")), Err(AuthError::StaticMismatch));
     assert_eq!(st.check(None), Err(AuthError::Missing));
+}
+
+#[test]
+fn jwt_mode_reads_the_secret_list_and_fails_closed_without_a_value() {
+    let mode = AuthMode::Jwt(crate::secrets::SecretSpec::Value(Secret::new(
+        "new, old".into(),
+    )));
+    let auth = Authenticator::new(&mode, Duration::from_secs(30), Clock::Fixed(NOW));
+    for secret in ["new", "old"] {
+        let t = sign(
+            secret,
+            json!({"aud": "media", "exp": NOW + 60, "sub": "CA1"}),
+        );
+        assert_eq!(
+            auth.check(Some(&t)).unwrap().call_sid.as_deref(),
+            Some("CA1")
+        );
+    }
+    let t = sign("other", json!({"aud": "media", "exp": NOW + 60}));
+    assert_eq!(auth.check(Some(&t)), Err(AuthError::Signature));
+    let Authenticator::Jwt(rotating) = &auth else {
+        panic!("jwt mode")
+    };
+    assert!(
+        Arc::ptr_eq(&rotating.verifier().unwrap(), &rotating.verifier().unwrap()),
+        "keys are built once per secret value"
+    );
+
+    // A reference nobody loaded refuses everything rather than accepting anything.
+    let mode = AuthMode::Jwt(crate::secrets::SecretSpec::Ssm("/never/loaded".into()));
+    let auth = Authenticator::new(&mode, Duration::from_secs(30), Clock::Fixed(NOW));
+    let t = sign("new", json!({"aud": "media", "exp": NOW + 60}));
+    assert_eq!(auth.check(Some(&t)), Err(AuthError::SecretUnavailable));
+    assert_eq!(AuthError::SecretUnavailable.label(), "secret_unavailable");
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use media_orchestrator::config::Config;
+use media_orchestrator::secrets::Secrets;
 use media_orchestrator::server::{self, AppState};
 use media_orchestrator::{shutdown, telemetry};
 
@@ -38,6 +39,20 @@ async fn serve() -> ExitCode {
         }
     };
     telemetry::init(config.log_format);
+    // Secrets: values, or `ssm:` references resolved once here (no AWS client otherwise).
+    let secrets = Secrets::new(config.secrets_ttl);
+    let state = match AppState::with_secrets(config, &secrets) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("media-ws: cannot set up the agent client: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if let Err(e) = secrets.load().await {
+        eprintln!("media-ws: {e}");
+        return ExitCode::from(2);
+    }
+    let config = &state.config;
     let listener = match tokio::net::TcpListener::bind(("0.0.0.0", config.port)).await {
         Ok(l) => l,
         Err(e) => {
@@ -45,14 +60,12 @@ async fn serve() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let state = match AppState::new(config) {
-        Ok(s) => Arc::new(s),
-        Err(e) => {
-            eprintln!("media-ws: cannot set up the agent client: {e}");
-            return ExitCode::from(1);
-        }
+    let served = tokio::select! {
+        served = server::run(listener, Arc::clone(&state), shutdown::signal()) => served,
+        // Never completes: refreshes `ssm:` secrets when their TTL runs out.
+        never = secrets.refresh_loop() => match never {},
     };
-    match server::run(listener, state, shutdown::signal()).await {
+    match served {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "server failed");

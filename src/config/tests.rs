@@ -54,9 +54,10 @@ fn shared_secret_wins_and_splits_for_rotation() {
         ("MEDIA_AUTH_TOKEN", "static"),
     ])
     .unwrap();
-    let AuthMode::Jwt(keys) = c.auth else {
-        panic!("expected jwt mode")
+    let AuthMode::Jwt(SecretSpec::Value(list)) = c.auth else {
+        panic!("expected jwt mode with a value")
     };
+    let keys = parse_secret_list(env::MEDIA_SHARED_SECRET, list.expose()).unwrap();
     let keys: Vec<&str> = keys.iter().map(|k| k.expose().as_str()).collect();
     assert_eq!(keys, ["new-secret", "old-secret"]);
 }
@@ -64,7 +65,10 @@ fn shared_secret_wins_and_splits_for_rotation() {
 #[test]
 fn static_token_mode_and_empty_secret_entries() {
     let c = cfg(&[("MEDIA_AUTH_TOKEN", "tok")]).unwrap();
-    assert_eq!(c.auth, AuthMode::StaticToken(Secret::new("tok".into())));
+    assert_eq!(
+        c.auth,
+        AuthMode::StaticToken(SecretSpec::Value(Secret::new("tok".into())))
+    );
     let err = cfg(&[("MEDIA_SHARED_SECRET", "a,,b")]).unwrap_err();
     assert!(err.to_string().contains("MEDIA_SHARED_SECRET"));
     assert!(!err.to_string().contains("a,,b"));
@@ -113,7 +117,7 @@ fn agent_selection() {
         ("AGENT", "elevenlabs"),
         ("ELEVENLABS_WS_URL", "http://x"),
         ("ELEVENLABS_API_BASE", "ftp://x"),
-        ("EL_FORWARD_BINARY", "yes"),
+        ("EL_FORWARD_BINARY", "maybe"),
         ("PLAYOUT_LEAD_MS", "5"),
     ] {
         let ConfigError::Invalid { var: named, .. } = cfg(&[(var, value)]).unwrap_err();
@@ -151,4 +155,78 @@ fn ecs_settings() {
     ])
     .unwrap_err();
     assert_eq!(var, "TASK_PROTECTION_MINUTES");
+}
+
+#[test]
+fn secrets_may_be_ssm_references() {
+    let c = cfg(&[("MEDIA_SHARED_SECRET", "ssm:/media/shared")]).unwrap();
+    assert_eq!(
+        c.auth,
+        AuthMode::Jwt(SecretSpec::Ssm("/media/shared".into()))
+    );
+    let c = cfg(&[("MEDIA_AUTH_TOKEN", "ssm:/media/token")]).unwrap();
+    assert_eq!(
+        c.auth,
+        AuthMode::StaticToken(SecretSpec::Ssm("/media/token".into()))
+    );
+    let err = cfg(&[("MEDIA_SHARED_SECRET", "ssm:/bad name")]).unwrap_err();
+    assert!(err.to_string().contains("MEDIA_SHARED_SECRET"), "{err}");
+    assert_eq!(c.secrets_ttl, Duration::from_secs(300));
+    let c = cfg(&[("SECRETS_TTL_SECONDS", "2")]).unwrap();
+    assert_eq!(c.secrets_ttl, Duration::from_secs(2));
+    assert!(cfg(&[("SECRETS_TTL_SECONDS", "0")]).is_err());
+}
+
+#[test]
+fn twilio_signature_on_the_upgrade() {
+    assert_eq!(cfg(&[]).unwrap().stream_signature, None);
+    // Off unless asked for, even with a token.
+    let c = cfg(&[("TWILIO_AUTH_TOKEN", "tok")]).unwrap();
+    assert_eq!(c.stream_signature, None);
+    let c = cfg(&[
+        ("VERIFY_TWILIO_SIGNATURE", "true"),
+        ("TWILIO_AUTH_TOKEN", "ssm:/twilio/token"),
+        ("PUBLIC_STREAM_BASE", "wss://media.example.com/"),
+    ])
+    .unwrap();
+    assert_eq!(
+        c.stream_signature,
+        Some(StreamSignatureConfig {
+            auth_token: SecretSpec::Ssm("/twilio/token".into()),
+            public_base: Some("wss://media.example.com".into()),
+        })
+    );
+    let c = cfg(&[("VERIFY_TWILIO_SIGNATURE", "1"), ("TWILIO_AUTH_TOKEN", "t")]).unwrap();
+    assert_eq!(c.stream_signature.unwrap().public_base, None);
+
+    for (pairs, var) in [
+        (
+            &[("VERIFY_TWILIO_SIGNATURE", "maybe")][..],
+            "VERIFY_TWILIO_SIGNATURE",
+        ),
+        (
+            &[("VERIFY_TWILIO_SIGNATURE", "true")][..],
+            "TWILIO_AUTH_TOKEN",
+        ),
+        (
+            &[
+                ("VERIFY_TWILIO_SIGNATURE", "true"),
+                ("TWILIO_AUTH_TOKEN", "t"),
+                ("PUBLIC_STREAM_BASE", "https://media.example.com"),
+            ][..],
+            "PUBLIC_STREAM_BASE",
+        ),
+        (
+            &[
+                ("VERIFY_TWILIO_SIGNATURE", "true"),
+                ("TWILIO_AUTH_TOKEN", "t"),
+                ("PUBLIC_STREAM_BASE", "wss://media.example.com/rtm"),
+            ][..],
+            "PUBLIC_STREAM_BASE",
+        ),
+    ] {
+        let err = cfg(pairs).unwrap_err();
+        let ConfigError::Invalid { var: named, .. } = &err;
+        assert_eq!(*named, var, "{pairs:?}");
+    }
 }

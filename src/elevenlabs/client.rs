@@ -24,6 +24,7 @@ use super::message::{self, AudioFormat, InitiationClientData, ServerEvent};
 use super::ElevenLabsConfig;
 use crate::agent::{backoff, Agent, AgentEnd, AgentEvent, AgentIo, CallStart, SessionFuture};
 use crate::relay::transcode::{FromAgent, ToAgent};
+use crate::secrets::SecretHandle;
 
 type AgentSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
@@ -47,6 +48,10 @@ pub enum ConnectError {
     /// The configuration cannot produce a URL.
     #[error("agent url invalid")]
     Url,
+    /// The API key is not available (its SSM parameter was never loaded) or not a valid
+    /// header value.
+    #[error("agent api key unavailable")]
+    Key,
     /// Network or WebSocket handshake failure.
     #[error("agent websocket connect failed")]
     WebSocket(#[source] Box<tokio_tungstenite::tungstenite::Error>),
@@ -57,7 +62,7 @@ pub enum ConnectError {
 
 impl ConnectError {
     fn retryable(&self) -> bool {
-        !matches!(self, Self::Refused(_) | Self::Url)
+        !matches!(self, Self::Refused(_) | Self::Url | Self::Key)
     }
 }
 
@@ -65,15 +70,17 @@ impl ConnectError {
 #[derive(Debug, Clone)]
 pub struct ElevenLabs {
     config: Arc<ElevenLabsConfig>,
+    api_key: Option<SecretHandle>,
     http: HttpsClient,
 }
 
 impl ElevenLabs {
-    /// An agent with `config`.
+    /// An agent with `config`; `api_key` is the resolved `ELEVENLABS_API_KEY` (read at each
+    /// connect, so a rotated key is used without a restart).
     ///
     /// # Errors
     /// An I/O error when the system's root certificates cannot be loaded.
-    pub fn new(config: ElevenLabsConfig) -> std::io::Result<Self> {
+    pub fn new(config: ElevenLabsConfig, api_key: Option<SecretHandle>) -> std::io::Result<Self> {
         let https = hyper_rustls::HttpsConnectorBuilder::new()
             .with_native_roots()?
             .https_or_http()
@@ -82,6 +89,7 @@ impl ElevenLabs {
         let http = Client::builder(hyper_util::rt::TokioExecutor::new()).build(https);
         Ok(Self {
             config: Arc::new(config),
+            api_key,
             http,
         })
     }
@@ -348,18 +356,20 @@ fn websocket_config() -> WebSocketConfig {
 
 async fn connect_once(agent: &ElevenLabs) -> Result<AgentSocket, ConnectError> {
     let cfg = &agent.config;
-    let (url, send_key) = match (&cfg.ws_url, &cfg.agent_id, &cfg.api_key) {
+    let key = match &agent.api_key {
+        Some(handle) => Some(handle.current().ok_or(ConnectError::Key)?),
+        None => None,
+    };
+    let (url, send_key) = match (&cfg.ws_url, &cfg.agent_id, &key) {
         (Some(url), _, key) => (url.clone(), key.is_some()),
-        (None, Some(id), Some(_)) => (signed_url(agent, id).await?, false),
+        (None, Some(id), Some(key)) => (signed_url(agent, id, key.expose()).await?, false),
         (None, Some(id), None) => (public_url(&cfg.api_base, id)?, false),
         (None, None, _) => return Err(ConnectError::Url),
     };
     let mut request = url.into_client_request().map_err(|_| ConnectError::Url)?;
-    if send_key {
-        if let Some(key) = &cfg.api_key {
-            let value = key.expose().parse().map_err(|_| ConnectError::Url)?;
-            request.headers_mut().insert("xi-api-key", value);
-        }
+    if let (true, Some(key)) = (send_key, &key) {
+        let value = key.expose().parse().map_err(|_| ConnectError::Key)?;
+        request.headers_mut().insert("xi-api-key", value);
     }
     let (socket, _) = tokio_tungstenite::connect_async_tls_with_config(
         request,
@@ -392,7 +402,7 @@ fn public_url(api_base: &str, agent_id: &str) -> Result<String, ConnectError> {
 }
 
 /// Fetches a signed conversation URL (private agents), valid for one conversation start.
-async fn signed_url(agent: &ElevenLabs, agent_id: &str) -> Result<String, ConnectError> {
+async fn signed_url(agent: &ElevenLabs, agent_id: &str, key: &str) -> Result<String, ConnectError> {
     #[derive(serde::Deserialize)]
     struct SignedUrl {
         signed_url: String,
@@ -403,9 +413,8 @@ async fn signed_url(agent: &ElevenLabs, agent_id: &str) -> Result<String, Connec
         cfg.api_base.trim_end_matches('/'),
         encode(agent_id)
     );
-    let key = cfg.api_key.as_ref().ok_or(ConnectError::Url)?;
     let request = hyper::Request::get(uri)
-        .header("xi-api-key", key.expose().as_str())
+        .header("xi-api-key", key)
         .body(Empty::<Bytes>::new())
         .map_err(|_| ConnectError::Url)?;
     let response = agent

@@ -75,6 +75,18 @@ pub fn upgrade(
         Ok(grant) => grant,
         Err(e) => return reject(StatusCode::UNAUTHORIZED, e.label()),
     };
+    if let Some(verifier) = &state.stream_signature {
+        let host = headers
+            .get(hyper::header::HOST)
+            .and_then(|v| v.to_str().ok());
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let presented = headers
+            .get(crate::twilio::signature::SIGNATURE_HEADER)
+            .and_then(|v| v.to_str().ok());
+        if verifier.verify(host, path, presented).is_err() {
+            return reject(StatusCode::UNAUTHORIZED, "twilio_signature");
+        }
+    }
     let Ok(permit) = Arc::clone(&state.call_slots).try_acquire_owned() else {
         return reject(StatusCode::SERVICE_UNAVAILABLE, "capacity");
     };

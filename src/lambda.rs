@@ -1,0 +1,186 @@
+//! The `media-lambda` function: `GET /health`, `POST /token` (stream tokens for backend
+//! callers) and `POST /twiml` (Twilio's voice webhook answering `<Connect><Stream>`). Owns
+//! routing, request checks and responses; tokens come from [`crate::auth`], signatures from
+//! [`crate::twilio::signature`], TwiML from [`crate::twiml`], secrets from [`crate::secrets`].
+
+pub mod config;
+mod error;
+mod token;
+mod webhook;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use lambda_http::http::header::{HeaderValue, CONTENT_TYPE};
+use lambda_http::http::{Method, StatusCode};
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt, Response};
+
+pub use config::LambdaConfig;
+pub use error::LambdaError;
+pub use webhook::webhook_url;
+
+use crate::auth::Clock;
+use crate::secret::Secret;
+use crate::secrets::{SecretHandle, Secrets, SecretsError};
+
+/// Service name reported by `/health`.
+pub const SERVICE: &str = "media-lambda";
+
+/// Everything an invocation needs; built once per cold start.
+#[derive(Debug)]
+pub struct LambdaState {
+    /// The validated configuration.
+    pub config: LambdaConfig,
+    secrets: Secrets,
+    mint_api_key: SecretHandle,
+    shared_secret: SecretHandle,
+    twilio_auth_token: SecretHandle,
+    clock: Clock,
+}
+
+impl LambdaState {
+    /// The state for `config`, with references registered but not loaded; see
+    /// [`LambdaState::load`].
+    pub fn new(config: LambdaConfig, clock: Clock) -> Self {
+        let secrets = Secrets::new(config.secrets_ttl);
+        Self {
+            mint_api_key: secrets.handle(&config.mint_api_key),
+            shared_secret: secrets.handle(&config.shared_secret),
+            twilio_auth_token: secrets.handle(&config.twilio_auth_token),
+            secrets,
+            config,
+            clock,
+        }
+    }
+
+    /// The state for `config` with every `ssm:` reference resolved.
+    ///
+    /// # Errors
+    /// [`SecretsError`] naming the parameters that are missing or could not be read.
+    pub async fn load(config: LambdaConfig) -> Result<Self, SecretsError> {
+        let state = Self::new(config, Clock::System);
+        state.secrets.load().await?;
+        Ok(state)
+    }
+
+    /// The secrets store (rotation is applied by [`handle`] before each request).
+    pub fn secrets(&self) -> &Secrets {
+        &self.secrets
+    }
+
+    fn secret(
+        handle: &SecretHandle,
+        name: &'static str,
+    ) -> Result<Arc<Secret<String>>, LambdaError> {
+        handle.current().ok_or(LambdaError::SecretUnavailable(name))
+    }
+}
+
+/// Answers one request; errors are returned typed (see [`respond`] for the HTTP mapping).
+///
+/// # Errors
+/// The [`LambdaError`] describing why the request was refused or failed.
+pub async fn handle(state: &LambdaState, req: Request) -> Result<Response<Body>, LambdaError> {
+    let path = route_path(&req);
+    let method = req.method();
+    match path.as_str() {
+        "/health" => match *method {
+            Method::GET | Method::HEAD => health(),
+            _ => Err(LambdaError::MethodNotAllowed("GET, HEAD")),
+        },
+        "/token" | "/twiml" if method != Method::POST => Err(LambdaError::MethodNotAllowed("POST")),
+        "/token" => {
+            // Rotation: secrets whose TTL ran out are fetched again before they are used.
+            state.secrets.refresh_stale().await;
+            token::mint(state, &req)
+        }
+        "/twiml" => {
+            state.secrets.refresh_stale().await;
+            webhook::twiml(state, &req)
+        }
+        _ => Err(LambdaError::NotFound),
+    }
+}
+
+/// [`handle`], with errors turned into their JSON responses: client errors are logged at
+/// `info` with their code, internal ones at `error` with their detail (never a secret).
+pub async fn respond(state: &LambdaState, req: Request) -> Response<Body> {
+    match handle(state, req).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            if e.is_internal() {
+                let cause = std::error::Error::source(&e)
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                tracing::error!(code = e.code(), error = %e, cause = %cause, "request failed");
+            } else {
+                tracing::info!(
+                    code = e.code(),
+                    status = e.status().as_u16(),
+                    "request refused"
+                );
+            }
+            e.to_response()
+        }
+    }
+}
+
+/// The path routed on: the raw path without a named API Gateway stage prefix.
+fn route_path(req: &Request) -> String {
+    let raw = req.raw_http_path();
+    let path = if raw.is_empty() {
+        req.uri().path()
+    } else {
+        raw
+    };
+    let stage = match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.stage.as_deref(),
+        Some(RequestContext::ApiGatewayV1(ctx)) => ctx.stage.as_deref(),
+        _ => None,
+    };
+    if let Some(stage) = stage.filter(|s| *s != "$default" && !s.is_empty()) {
+        if let Some(rest) = path.strip_prefix('/').and_then(|p| p.strip_prefix(stage)) {
+            if rest.starts_with('/') {
+                return rest.to_string();
+            }
+        }
+    }
+    path.to_string()
+}
+
+fn health() -> Result<Response<Body>, LambdaError> {
+    let time = humantime::format_rfc3339_millis(SystemTime::now()).to_string();
+    json(
+        StatusCode::OK,
+        &serde_json::json!({"ok": true, "service": SERVICE, "time": time}),
+    )
+}
+
+/// A JSON response.
+fn json(status: StatusCode, value: &serde_json::Value) -> Result<Response<Body>, LambdaError> {
+    Ok(Response::builder()
+        .status(status)
+        .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+        .body(Body::Text(value.to_string()))?)
+}
+
+/// The request body's bytes, whatever form lambda_http decoded it into.
+fn body_bytes(req: &Request) -> &[u8] {
+    match req.body() {
+        Body::Empty => &[],
+        Body::Text(s) => s.as_bytes(),
+        Body::Binary(b) => b,
+        // `Body` is non-exhaustive upstream; anything new is treated as empty.
+        #[allow(unreachable_patterns)]
+        _ => &[],
+    }
+}
+
+/// Whether `sid` looks like a Twilio CallSid: `CA` and 32 ASCII letters or digits.
+fn valid_call_sid(sid: &str) -> bool {
+    sid.len() == 34 && sid.starts_with("CA") && sid.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+#[cfg(test)]
+mod tests;

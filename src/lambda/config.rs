@@ -1,0 +1,209 @@
+//! Settings of the `media-lambda` function, read once per cold start. Secret variables are
+//! values or `ssm:` references (resolved by [`crate::secrets`], not here).
+
+use std::time::Duration;
+
+use crate::config::{self, ConfigError, Env, LogFormat, Source};
+use crate::secrets::SecretSpec;
+use crate::twiml::Fallback;
+
+/// Environment variable names and their defaults.
+pub mod env {
+    /// Bearer key backend callers present to `POST /token` (value or `ssm:` reference).
+    pub const MINT_API_KEY: &str = "MINT_API_KEY";
+    /// HS256 secret list shared with `media-ws`; the first entry signs.
+    pub const MEDIA_SHARED_SECRET: &str = crate::config::env::MEDIA_SHARED_SECRET;
+    /// Twilio account Auth Token: the key of `X-Twilio-Signature` (HMAC-SHA1).
+    pub const TWILIO_AUTH_TOKEN: &str = crate::config::env::TWILIO_AUTH_TOKEN;
+    /// Optional `AC…` the webhook's `AccountSid` must equal.
+    pub const TWILIO_ACCOUNT_SID: &str = "TWILIO_ACCOUNT_SID";
+    /// `wss://host/path` of the stream; tokens are appended as `/jwt/<token>`.
+    pub const STREAM_URL_BASE: &str = "STREAM_URL_BASE";
+    /// The webhook URL exactly as configured in Twilio (scheme, host, path, query). Unset:
+    /// rebuilt from the request (`https://` + Host + raw path + raw query).
+    pub const PUBLIC_WEBHOOK_URL: &str = "PUBLIC_WEBHOOK_URL";
+    /// Lifetime of the token `/twiml` embeds, and `/token`'s default.
+    pub const TOKEN_TTL_SECONDS: &str = "TOKEN_TTL_SECONDS";
+    /// Default for [`TOKEN_TTL_SECONDS`]: long enough for Twilio to connect.
+    pub const TOKEN_TTL_SECONDS_DEFAULT: u64 = 300;
+    /// Upper bound of `ttlSeconds` in `/token` requests.
+    pub const TOKEN_MAX_TTL_SECONDS: &str = "TOKEN_MAX_TTL_SECONDS";
+    /// Default for [`TOKEN_MAX_TTL_SECONDS`].
+    pub const TOKEN_MAX_TTL_SECONDS_DEFAULT: u64 = 3600;
+    /// Comma-separated webhook form fields copied into `<Parameter>`s.
+    pub const TWIML_PARAMETERS: &str = "TWIML_PARAMETERS";
+    /// Default for [`TWIML_PARAMETERS`]: identifiers only, no phone numbers.
+    pub const TWIML_PARAMETERS_DEFAULT: &str = "CallSid,AccountSid,Direction";
+    /// Text of a `<Say>` after `</Connect>` (played when the stream ends).
+    pub const FALLBACK_SAY: &str = "FALLBACK_SAY";
+    /// URL of a `<Redirect>` after `</Connect>` (and after the `<Say>`).
+    pub const FALLBACK_REDIRECT_URL: &str = "FALLBACK_REDIRECT_URL";
+    /// How long a secret read from SSM is used before it is fetched again.
+    pub const SECRETS_TTL_SECONDS: &str = crate::config::env::SECRETS_TTL_SECONDS;
+    /// Default for [`SECRETS_TTL_SECONDS`].
+    pub const SECRETS_TTL_SECONDS_DEFAULT: u64 = crate::config::env::SECRETS_TTL_SECONDS_DEFAULT;
+}
+
+/// Settings of `media-lambda`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LambdaConfig {
+    /// Bearer key of `/token`.
+    pub mint_api_key: SecretSpec,
+    /// Secret list (comma separated); the first entry signs.
+    pub shared_secret: SecretSpec,
+    /// Key of Twilio's webhook signatures.
+    pub twilio_auth_token: SecretSpec,
+    /// `AccountSid` the webhook must carry, when set.
+    pub twilio_account_sid: Option<String>,
+    /// `wss://…` without a trailing `/`.
+    pub stream_url_base: String,
+    /// The signed webhook URL, when not rebuilt from the request.
+    pub public_webhook_url: Option<String>,
+    /// Lifetime of `/twiml` tokens and `/token`'s default.
+    pub token_ttl: Duration,
+    /// Cap on `/token`'s `ttlSeconds`.
+    pub token_max_ttl: Duration,
+    /// Form fields copied into `<Parameter>`s, in order.
+    pub twiml_parameters: Vec<String>,
+    /// Verbs after `</Connect>`.
+    pub fallback: Fallback,
+    /// Lifetime of secrets read from SSM.
+    pub secrets_ttl: Duration,
+    /// Log format (`LOG_FORMAT`).
+    pub log_format: LogFormat,
+}
+
+impl LambdaConfig {
+    /// Reads the configuration from the process environment.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the first variable that is missing or unusable.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_source(&Env)
+    }
+
+    /// Reads the configuration from any [`Source`].
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the first variable that is missing or unusable.
+    pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
+        use env::*;
+        let secret = |var: &'static str| -> Result<SecretSpec, ConfigError> {
+            let raw = src.get(var).ok_or_else(|| invalid(var, "required"))?;
+            config::secret_spec(var, &raw)
+        };
+        let mint_api_key = secret(MINT_API_KEY)?;
+        let shared_secret = secret(MEDIA_SHARED_SECRET)?;
+        if let SecretSpec::Value(list) = &shared_secret {
+            config::parse_secret_list(MEDIA_SHARED_SECRET, list.expose())?;
+        }
+        let twilio_auth_token = secret(TWILIO_AUTH_TOKEN)?;
+
+        let stream_url_base = src
+            .get(STREAM_URL_BASE)
+            .ok_or_else(|| invalid(STREAM_URL_BASE, "required"))?
+            .trim()
+            .trim_end_matches('/')
+            .to_string();
+        let host = stream_url_base.strip_prefix("wss://").unwrap_or_default();
+        if host.is_empty() || host.starts_with('/') || host.contains(['?', '#', ' ', '@']) {
+            return Err(invalid(
+                STREAM_URL_BASE,
+                "expected wss://host[/path] without query string",
+            ));
+        }
+        let public_webhook_url = src.get(PUBLIC_WEBHOOK_URL).map(|u| u.trim().to_string());
+        if let Some(url) = &public_webhook_url {
+            if !is_http_url(url) {
+                return Err(invalid(PUBLIC_WEBHOOK_URL, "expected an http(s):// URL"));
+            }
+        }
+        let token_ttl = seconds(src, TOKEN_TTL_SECONDS, TOKEN_TTL_SECONDS_DEFAULT)?;
+        let token_max_ttl = seconds(src, TOKEN_MAX_TTL_SECONDS, TOKEN_MAX_TTL_SECONDS_DEFAULT)?;
+        if token_ttl > token_max_ttl {
+            return Err(invalid(
+                TOKEN_TTL_SECONDS,
+                "must not exceed TOKEN_MAX_TTL_SECONDS",
+            ));
+        }
+        let fallback = Fallback {
+            say: src.get(FALLBACK_SAY),
+            redirect_url: src.get(FALLBACK_REDIRECT_URL),
+        };
+        if fallback
+            .redirect_url
+            .as_deref()
+            .is_some_and(|u| !is_http_url(u))
+        {
+            return Err(invalid(FALLBACK_REDIRECT_URL, "expected an http(s):// URL"));
+        }
+        Ok(Self {
+            mint_api_key,
+            shared_secret,
+            twilio_auth_token,
+            twilio_account_sid: src.get(TWILIO_ACCOUNT_SID).map(|s| s.trim().to_string()),
+            stream_url_base,
+            public_webhook_url,
+            token_ttl,
+            token_max_ttl,
+            twiml_parameters: twiml_parameters(src)?,
+            fallback,
+            secrets_ttl: seconds(src, SECRETS_TTL_SECONDS, SECRETS_TTL_SECONDS_DEFAULT)?,
+            log_format: log_format(src)?,
+        })
+    }
+}
+
+fn invalid(var: &'static str, reason: &str) -> ConfigError {
+    ConfigError::Invalid {
+        var,
+        reason: reason.to_string(),
+    }
+}
+
+fn log_format(src: &dyn Source) -> Result<LogFormat, ConfigError> {
+    const LOG_FORMAT: &str = crate::config::env::LOG_FORMAT;
+    match src.get(LOG_FORMAT).as_deref() {
+        None | Some("json") => Ok(LogFormat::Json),
+        Some("pretty") => Ok(LogFormat::Pretty),
+        Some(_) => Err(invalid(LOG_FORMAT, "expected 'json' or 'pretty'")),
+    }
+}
+
+fn seconds(src: &dyn Source, var: &'static str, default: u64) -> Result<Duration, ConfigError> {
+    config::number(src, var, default, 1).map(Duration::from_secs)
+}
+
+fn is_http_url(url: &str) -> bool {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/') && !r.contains(' '))
+}
+
+/// The allow-list: names of plain form fields; anything token-like is refused so a token can
+/// never be copied into the TwiML.
+fn twiml_parameters(src: &dyn Source) -> Result<Vec<String>, ConfigError> {
+    let raw = src
+        .get(env::TWIML_PARAMETERS)
+        .unwrap_or_else(|| env::TWIML_PARAMETERS_DEFAULT.to_string());
+    let mut names = Vec::new();
+    for name in raw.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(invalid(
+                env::TWIML_PARAMETERS,
+                "field names may contain only letters, digits and _",
+            ));
+        }
+        if name.to_ascii_lowercase().contains("token") {
+            return Err(invalid(
+                env::TWIML_PARAMETERS,
+                "token fields are never copied into TwiML",
+            ));
+        }
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+    }
+    Ok(names)
+}

@@ -1,0 +1,120 @@
+//! `POST /twiml`: Twilio's voice webhook. Validates `X-Twilio-Signature` (HMAC-SHA1 with the
+//! Auth Token) over the public URL, then answers `<Connect><Stream>` with a token bound to the
+//! call's CallSid, allow-listed `<Parameter>`s and the fallback verbs.
+
+use lambda_http::http::header::{HeaderValue, CONTENT_TYPE, HOST};
+use lambda_http::http::StatusCode;
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Request, RequestExt, Response};
+
+use super::token::{issuer, stream_url};
+use super::{body_bytes, valid_call_sid, LambdaError, LambdaState};
+use crate::twilio::signature::{
+    parse_form, RequestValidator, SignatureAlgorithm, SIGNATURE_HEADER,
+};
+use crate::twiml::{self, ConnectStream, MAX_PARAMETER_CHARS};
+
+const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
+
+/// Validates the webhook and renders the TwiML.
+pub(super) fn twiml(state: &LambdaState, req: &Request) -> Result<Response<Body>, LambdaError> {
+    let content_type = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    if !essence.eq_ignore_ascii_case(FORM_CONTENT_TYPE) {
+        return Err(LambdaError::UnsupportedMediaType);
+    }
+    let params = parse_form(body_bytes(req));
+
+    let url = match &state.config.public_webhook_url {
+        Some(url) => url.clone(),
+        None => webhook_url(req).ok_or(LambdaError::NoHost)?,
+    };
+    let presented = req
+        .headers()
+        .get(SIGNATURE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let key = LambdaState::secret(&state.twilio_auth_token, "TWILIO_AUTH_TOKEN")?;
+    // HMAC-SHA1 with the Auth Token only; the SharedKey (HMAC-SHA256) scheme is not supported.
+    let validator = RequestValidator::new(key.expose().as_bytes());
+    if !validator.validate(&url, &params, presented, SignatureAlgorithm::HmacSha1) {
+        return Err(LambdaError::BadSignature);
+    }
+
+    let field = |name: &str| {
+        params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    };
+    if let Some(expected) = &state.config.twilio_account_sid {
+        if field("AccountSid") != Some(expected.as_str()) {
+            return Err(LambdaError::AccountMismatch);
+        }
+    }
+    let call_sid = field("CallSid")
+        .filter(|s| !s.is_empty())
+        .ok_or(LambdaError::MissingCallSid)?;
+    if !valid_call_sid(call_sid) {
+        return Err(LambdaError::InvalidCallSid);
+    }
+
+    let minted = issuer(state)?.mint(Some(call_sid), state.config.token_ttl)?;
+    let mut parameters = Vec::new();
+    for name in &state.config.twiml_parameters {
+        let Some(value) = field(name) else { continue };
+        if name.encode_utf16().count() + value.encode_utf16().count() >= MAX_PARAMETER_CHARS {
+            tracing::warn!(parameter = %name, "webhook field too long for a stream parameter, skipped");
+            continue;
+        }
+        parameters.push((name.clone(), value.to_string()));
+    }
+    let stream = ConnectStream {
+        url: stream_url(&state.config.stream_url_base, minted.token.expose()),
+        parameters,
+        ..ConnectStream::default()
+    };
+    let xml = twiml::connect_stream_response(&stream, None, &state.config.fallback)?;
+    tracing::info!(call_sid, "stream twiml issued");
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(CONTENT_TYPE, HeaderValue::from_static("text/xml"))
+        .body(Body::Text(xml))?)
+}
+
+/// The URL Twilio called, rebuilt from the request: `https://` + `Host` header (else the
+/// request context's domain name) + the raw path + `?` + the raw query string when not empty.
+///
+/// API Gateway HTTP APIs deliver the raw path and query exactly as sent, so `%XX` escapes
+/// survive; other event sources get their query re-encoded by lambda_http (set
+/// `PUBLIC_WEBHOOK_URL` there).
+pub fn webhook_url(req: &Request) -> Option<String> {
+    let domain = match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.domain_name.as_deref(),
+        Some(RequestContext::ApiGatewayV1(ctx)) => ctx.domain_name.as_deref(),
+        _ => None,
+    };
+    let host = req
+        .headers()
+        .get(HOST)
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| !h.is_empty())
+        .or(domain)
+        .filter(|h| !h.is_empty())?;
+    let raw = req.raw_http_path();
+    let path = if raw.is_empty() {
+        req.uri().path()
+    } else {
+        raw
+    };
+    let mut url = format!("https://{host}{path}");
+    if let Some(query) = req.uri().query().filter(|q| !q.is_empty()) {
+        url.push('?');
+        url.push_str(query);
+    }
+    Some(url)
+}

@@ -1,0 +1,103 @@
+//! moto's server as SSM Parameter Store on a free loopback port, killed on drop, with an SSM
+//! client for the test's own parameter writes. A missing `moto_server` fails the test
+//! (`scripts/test.sh` installs it from `scripts/requirements-test.txt`).
+
+use std::net::TcpListener as StdListener;
+use std::process::Stdio;
+use std::time::Duration;
+
+use aws_sdk_ssm::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_ssm::types::ParameterType;
+use tokio::process::{Child, Command};
+
+/// A running moto server.
+pub struct Moto {
+    child: Child,
+    pub endpoint: String,
+    pub ssm: aws_sdk_ssm::Client,
+}
+
+impl Moto {
+    /// Starts `moto_server` (or `python3 -m moto.server`) and waits until it answers.
+    pub async fn start() -> Self {
+        let port = {
+            let probe = StdListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap().port()
+        };
+        let port_s = port.to_string();
+        let args = ["-H", "127.0.0.1", "-p", port_s.as_str()];
+        let spawn = |program: &str, pre: &[&str]| {
+            Command::new(program)
+                .args(pre)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+        };
+        let child = spawn("moto_server", &[])
+            .or_else(|_| spawn("python3", &["-m", "moto.server"]))
+            .expect(
+                "moto is required for the secrets tests: pip install -r scripts/requirements-test.txt",
+            );
+        let endpoint = format!("http://127.0.0.1:{port}");
+        let mut moto = Self {
+            child,
+            ssm: client(&endpoint),
+            endpoint,
+        };
+        moto.wait_ready().await;
+        moto
+    }
+
+    async fn wait_ready(&mut self) {
+        let url = format!("127.0.0.1:{}", self.endpoint.rsplit(':').next().unwrap());
+        for _ in 0..300 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("moto_server exited at start-up: {status} (is moto[server] installed?)");
+            }
+            if tokio::net::TcpStream::connect(&url).await.is_ok() {
+                // Accepting connections; one real call proves the SSM backend is loaded.
+                if self.ssm.describe_parameters().send().await.is_ok() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("moto_server did not answer within 15 s");
+    }
+
+    /// Creates or overwrites a SecureString parameter.
+    pub async fn put(&self, name: &str, value: &str) {
+        self.ssm
+            .put_parameter()
+            .name(name)
+            .value(value)
+            .r#type(ParameterType::SecureString)
+            .overwrite(true)
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// Deletes a parameter.
+    pub async fn delete(&self, name: &str) {
+        self.ssm.delete_parameter().name(name).send().await.unwrap();
+    }
+
+    /// The AWS environment pointing processes at this server.
+    pub fn env(&self) -> Vec<(String, String)> {
+        super::aws_env(&self.endpoint)
+    }
+}
+
+fn client(endpoint: &str) -> aws_sdk_ssm::Client {
+    let config = aws_sdk_ssm::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(Credentials::new("testing", "testing", None, None, "tests"))
+        .build();
+    aws_sdk_ssm::Client::from_conf(config)
+}
