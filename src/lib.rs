@@ -14,6 +14,7 @@
 //! - [`twiml`]: TwiML for `<Connect><Stream>`.
 //! - [`metrics`]: the Prometheus registry behind `GET /metrics`.
 //! - [`server`]: the HTTP + WebSocket server: routing, handshake, per-call tasks, drain.
+//! - [`sim`]: `media-sim`: simulated Twilio calls, load generation, an echo agent endpoint.
 //! - [`telemetry`]: one `tracing` setup for every binary.
 //! - [`shutdown`]: SIGTERM / SIGINT as a future.
 
@@ -27,6 +28,7 @@ pub mod relay;
 pub mod secret;
 pub mod server;
 pub mod shutdown;
+pub mod sim;
 pub mod telemetry;
 pub mod twilio;
 pub mod twiml;
