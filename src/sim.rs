@@ -10,7 +10,7 @@
 //! - [`load`]: N concurrent calls with a ramp; per-call and aggregate statistics.
 //! - [`agent_echo`]: the `--agent-listen` echo ElevenLabs endpoint.
 //! - [`procstat`]: CPU time and RSS of a local process from `/proc`.
-//! - [`stats`]: percentiles.
+//! - [`stats`] computes latency percentiles.
 
 pub mod agent_echo;
 pub mod caller;

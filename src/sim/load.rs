@@ -6,9 +6,9 @@
 //! Definitions:
 //! - A call is **ok** when the server closed it with 1000 after our `stop`; otherwise it
 //!   fails under `http_<status>`, `connect`, `close_<code>` or `lost`.
-//! - **Relayed frames** = frames sent by the callers (the server relays each to the agent)
-//!   + frames received by them (each relayed from the agent): one 20 ms frame moved in one
-//!   direction.
+//! - **Relayed frames** are the frames the callers sent (the server relays each to the
+//!   agent) plus the frames they received (each relayed from the agent): one 20 ms frame
+//!   moved in one direction.
 //! - **CPU per frame** is measured over the steady-state window, when every call is running
 //!   (from `ramp` + 1 s to `duration` − 0.5 s after the start; the whole run if that window is
 //!   under a second), so handshakes are not in it. **RSS per call** = (largest RSS seen −
@@ -152,6 +152,9 @@ fn classify(result: &Result<CallReport, super::SimError>) -> Result<(), String> 
     }
 }
 
+/// A CPU window: snapshots at its start and end.
+type Window = Option<(Snapshot, Snapshot)>;
+
 struct Snapshot {
     proc: Option<ProcSample>,
     frames: u64,
@@ -231,7 +234,7 @@ pub async fn run(opts: &LoadOptions, progress: Arc<Progress>) -> LoadReport {
     let sampler_stop = stop_sampling.clone();
     let sampler = tokio::spawn(async move {
         let mut peaks = (0u64, 0u64);
-        let mut window: (Option<(Snapshot, Snapshot)>, Option<(Snapshot, Snapshot)>) = (None, None);
+        let mut window: (Window, Window) = (None, None);
         let mut begin: Option<(Snapshot, Snapshot)> = None;
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         loop {
