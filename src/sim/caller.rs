@@ -254,15 +254,23 @@ impl Twilio {
     }
 
     fn media(&mut self, frame: &[u8], timestamp_ms: u64) -> Message {
-        let seq = self.next_seq();
+        self.seq += 1;
         self.chunk += 1;
-        Message::text(
-            json!({"event":"media","sequenceNumber":seq,
-                "media":{"track":"inbound","chunk":self.chunk.to_string(),
-                    "timestamp":timestamp_ms.to_string(),"payload":STANDARD.encode(frame)},
-                "streamSid":self.sids.stream})
-            .to_string(),
-        )
+        // Hand-built (the load generator sends thousands per second); same bytes as
+        // serde_json would produce for these plain strings, field order as Twilio's.
+        let mut s = String::with_capacity(300);
+        s.push_str(r#"{"event":"media","sequenceNumber":""#);
+        s.push_str(&self.seq.to_string());
+        s.push_str(r#"","media":{"track":"inbound","chunk":""#);
+        s.push_str(&self.chunk.to_string());
+        s.push_str(r#"","timestamp":""#);
+        s.push_str(&timestamp_ms.to_string());
+        s.push_str(r#"","payload":""#);
+        STANDARD.encode_string(frame, &mut s);
+        s.push_str(r#""},"streamSid":""#);
+        s.push_str(&self.sids.stream);
+        s.push_str(r#""}"#);
+        Message::text(s)
     }
 
     fn mark(&mut self, name: &str) -> Message {
@@ -356,6 +364,11 @@ impl Playback {
     }
 }
 
+/// A duration in whole microseconds, saturating at `u32::MAX` (71 minutes).
+fn micros(d: Duration) -> u32 {
+    u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Sending,
@@ -388,7 +401,8 @@ pub async fn run(mut ws: Ws, audio: &[u8], opts: &CallOptions, live: &Live) -> C
         return report;
     }
     let mut frames = audio.chunks(FRAME_BYTES);
-    let mut send_times: Vec<Instant> = Vec::with_capacity(audio.len() / FRAME_BYTES + 1);
+    // Send time of each frame, µs after the first (small: a load run holds one per frame).
+    let mut send_times: Vec<u32> = Vec::with_capacity(audio.len() / FRAME_BYTES + 1);
     let first_send = Instant::now();
     let mut tick = tokio::time::interval_at(first_send, FRAME);
     tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
@@ -412,7 +426,7 @@ pub async fn run(mut ws: Ws, audio: &[u8], opts: &CallOptions, live: &Live) -> C
                     report.late_frames += u64::from(lag > FRAME);
                     let ts = (now - first_send).as_millis() as u64;
                     let msg = tw.media(frame, ts);
-                    send_times.push(now);
+                    send_times.push(micros(now - first_send));
                     if let Err(e) = ws.send(msg).await {
                         step(&mut report, Step::Lost(e.to_string()));
                         return report;
@@ -462,8 +476,8 @@ pub async fn run(mut ws: Ws, audio: &[u8], opts: &CallOptions, live: &Live) -> C
                                 .checked_sub(1)
                                 .and_then(|last| send_times.get(last as usize / FRAME_BYTES))
                             {
-                                let us = (now - *sent).as_micros().min(u128::from(u32::MAX));
-                                report.latencies_us.push(us as u32);
+                                let us = micros(now - first_send).saturating_sub(*sent);
+                                report.latencies_us.push(us);
                             }
                             report.bytes_received = end;
                             report.frames_received += 1;
@@ -562,6 +576,9 @@ mod tests {
         assert_eq!(media["media"]["chunk"], "1");
         assert_eq!(media["media"]["timestamp"], "20");
         assert_eq!(media["media"]["track"], "inbound");
+        assert_eq!(media["media"]["payload"], STANDARD.encode([0xff; 160]));
+        assert_eq!(media["streamSid"], start["streamSid"]);
+        assert_eq!(media.as_object().unwrap().len(), 4);
         let stop: serde_json::Value = serde_json::from_str(tw.stop().to_text().unwrap()).unwrap();
         assert_eq!(stop["sequenceNumber"], "3");
         assert_eq!(stop["streamSid"], start["streamSid"]);
