@@ -25,7 +25,7 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum SimError {
     /// The input file could not be opened or read.
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     ReadFile {
         /// The file.
         path: PathBuf,
@@ -79,11 +79,8 @@ pub enum SimError {
         /// The HTTP status code.
         status: u16,
     },
-    /// The connection broke mid-call.
-    #[error("connection lost: {0}")]
-    Lost(String),
     /// The echo agent endpoint could not bind its address.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Listen {
         /// The address.
         addr: String,

@@ -1,6 +1,6 @@
 //! `media-sim`: simulated Twilio calls against a `media-ws` deployment (`call`), and load
 //! tests with latency and server-cost figures (`load`). Flags only; the logic is in
-//! `media_orchestrator::sim`. Errors: one line `media-sim: <error>` on stderr, exit 1.
+//! `media_orchestrator::sim`. Errors: one line `media-sim: <error>: <cause>…` on stderr, exit 1.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal as _;
