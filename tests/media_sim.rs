@@ -343,3 +343,43 @@ async fn load_through_agent_listen_transcodes_both_ways_and_delivers_every_frame
     );
     let _ = std::fs::remove_file(json);
 }
+
+#[tokio::test]
+async fn call_reports_a_server_that_ends_the_call_early() {
+    // The agent is unreachable: media-ws ends the stream with 1000 "agent unavailable" while
+    // the caller is still talking; the call stops sending and reports the close, not a loss.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let agent_url = format!("ws://127.0.0.1:{port}/v1/convai/conversation");
+    let s = Server::start(&[
+        ("AGENT", "elevenlabs"),
+        ("ELEVENLABS_WS_URL", agent_url.as_str()),
+        ("ELEVENLABS_CONNECT_RETRIES", "0"),
+    ])
+    .await;
+    let input = temp_path("early.wav");
+    write_test_wav(&input);
+    let out = sim(&[
+        "call",
+        &s.url("/rtm/voice"),
+        "--wav",
+        input.to_str().unwrap(),
+    ])
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("close 1000 \"agent unavailable\""),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("connection lost"), "{stdout}");
+    assert!(!stdout.contains("all audio sent"), "{stdout}");
+    let _ = std::fs::remove_file(input);
+}

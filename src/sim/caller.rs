@@ -428,7 +428,9 @@ pub async fn run(mut ws: Ws, audio: &[u8], opts: &CallOptions, live: &Live) -> C
                     let msg = tw.media(frame, ts);
                     send_times.push(micros(now - first_send));
                     if let Err(e) = ws.send(msg).await {
-                        step(&mut report, Step::Lost(e.to_string()));
+                        if report.close_code.is_none() {
+                            step(&mut report, Step::Lost(e.to_string()));
+                        }
                         return report;
                     }
                     report.frames_sent += 1;
@@ -509,6 +511,10 @@ pub async fn run(mut ws: Ws, audio: &[u8], opts: &CallOptions, live: &Live) -> C
                         });
                         report.close_code = Some(code);
                         step(&mut report, Step::Closed { code, reason });
+                        // The server ended the call (perhaps before our audio did): send
+                        // nothing more, wait for the socket to end.
+                        phase = Phase::Stopped;
+                        stop_deadline = now + CLOSE_TIMEOUT;
                     }
                     Some(Ok(Message::Binary(_))) => report.malformed += 1,
                     Some(Ok(_)) => {}
