@@ -18,6 +18,7 @@
 //! - [`metrics`]: the Prometheus registry behind `GET /metrics`.
 //! - [`server`]: the HTTP + WebSocket server: routing, handshake, per-call tasks, drain.
 //! - [`lambda`]: the `media-lambda` function: `/health`, `/token`, the Twilio voice webhook.
+//! - [`sim`]: `media-sim`: simulated Twilio calls, load generation, an echo agent endpoint.
 //! - [`telemetry`]: one `tracing` setup for every binary.
 //! - [`shutdown`]: SIGTERM / SIGINT as a future.
 
@@ -35,6 +36,7 @@ pub mod secret;
 pub mod secrets;
 pub mod server;
 pub mod shutdown;
+pub mod sim;
 pub mod telemetry;
 pub mod twilio;
 pub mod twiml;

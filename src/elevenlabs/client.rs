@@ -173,7 +173,8 @@ async fn converse(
     let mut from_agent: Option<FromAgent> = None;
     let mut held: VecDeque<Bytes> = VecDeque::new();
     let mut bufs = (String::with_capacity(512), String::with_capacity(1024));
-    let mut ulaw = Vec::with_capacity(8 * 1024);
+    // Grows to the agent's chunk size on first use (kept small for idle calls).
+    let mut ulaw = Vec::new();
     loop {
         tokio::select! {
             frame = io.audio_in.recv() => {
@@ -349,7 +350,9 @@ async fn connect(agent: &ElevenLabs) -> Result<AgentSocket, ConnectError> {
 
 fn websocket_config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(16 * 1024)
+        // 4 KiB read chunks: per-call memory stays small; a large agent message still
+        // arrives whole (the message buffer grows to it, up to the limit below).
+        .read_buffer_size(4096)
         .write_buffer_size(0)
         .max_message_size(Some(16 << 20))
 }

@@ -1,6 +1,8 @@
 //! Per-direction audio conversion between Twilio (μ-law 8 kHz) and the agent's formats, with
-//! buffers reused across frames: after warm-up a frame costs no allocation. Resampler state
-//! carries across frames, so frame edges are seamless.
+//! buffers reused across frames: after warm-up a frame costs no allocation. Buffers start
+//! empty and grow to the sizes the call's frames need (μ-law passthrough never touches them),
+//! which keeps an idle or passthrough call small. Resampler state carries across frames, so
+//! frame edges are seamless.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -43,9 +45,9 @@ impl ToAgent {
         Ok(Self {
             format,
             resampler,
-            pcm: Vec::with_capacity(320),
-            resampled: Vec::with_capacity(2048),
-            bytes: Vec::with_capacity(4096),
+            pcm: Vec::new(),
+            resampled: Vec::new(),
+            bytes: Vec::new(),
         })
     }
 
@@ -97,10 +99,10 @@ impl FromAgent {
         Ok(Self {
             format,
             resampler,
-            decoded: Vec::with_capacity(16 * 1024),
+            decoded: Vec::new(),
             carry: None,
-            pcm: Vec::with_capacity(8 * 1024),
-            resampled: Vec::with_capacity(4 * 1024),
+            pcm: Vec::new(),
+            resampled: Vec::new(),
         })
     }
 

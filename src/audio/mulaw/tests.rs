@@ -211,3 +211,10 @@ fn differs_from_itu_g191_exactly_as_the_fixture_summarizes() {
         assert!(differing.contains(&as_i64(example)), "{example}");
     }
 }
+
+#[test]
+fn encode_table_matches_the_formula_for_every_input() {
+    for s in i16::MIN..=i16::MAX {
+        assert_eq!(encode(s), super::encode_formula(s), "sample {s}");
+    }
+}

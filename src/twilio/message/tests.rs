@@ -172,3 +172,25 @@ fn outbound_messages_have_exactly_the_documented_shape() {
     let v: serde_json::Value = serde_json::from_str(&clear.to_json()).unwrap();
     assert_eq!(v, serde_json::json!({"event":"clear","streamSid":sid}));
 }
+
+#[test]
+fn media_fast_path_writes_exactly_what_serde_writes() {
+    for (sid, payload) in [
+        (
+            "MZ5f1c7e0b9a2d4c3e8f6a1b2c3d4e5f60",
+            "/+LX0M7O0Nfg+2RYUU5OT1Zfd+bZ0s7Oz9Xe82haUk5OT1Vd==",
+        ),
+        ("MZ\"quoted\\", "AAA="),
+        ("MZ\u{1}ctl", ""),
+    ] {
+        let media = Outbound::Media {
+            stream_sid: sid,
+            media: OutboundMedia { payload },
+        };
+        assert_eq!(
+            media.to_json(),
+            serde_json::to_string(&media).unwrap(),
+            "{sid:?}"
+        );
+    }
+}

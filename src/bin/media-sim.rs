@@ -1,0 +1,274 @@
+//! `media-sim`: simulated Twilio calls against a `media-ws` deployment (`call`), and load
+//! tests with latency and server-cost figures (`load`). Flags only; the logic is in
+//! `media_orchestrator::sim`. Errors: one line `media-sim: <error>: <cause>…` on stderr, exit 1.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand};
+use media_orchestrator::elevenlabs::message::AudioFormat;
+use media_orchestrator::sim::agent_echo::EchoAgent;
+use media_orchestrator::sim::caller::{self, CallOptions, Live, Step};
+use media_orchestrator::sim::load::{self, LoadOptions, Progress};
+use media_orchestrator::sim::{wav, SimError};
+
+/// Simulate Twilio Media Streams calls against media-ws.
+#[derive(Parser)]
+#[command(name = "media-sim", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Play a WAV file as one call in real time, record the reply, print a timeline.
+    Call(CallArgs),
+    /// Run N concurrent simulated calls against an echo and report latency and cost.
+    Load(LoadArgs),
+}
+
+#[derive(Args)]
+struct CallArgs {
+    /// WebSocket URL, e.g. ws://127.0.0.1:8080/rtm/voice
+    url: String,
+    /// Audio to play (any common rate and channel count; converted to 8 kHz μ-law).
+    #[arg(long)]
+    wav: PathBuf,
+    /// Write the audio that came back here (16-bit PCM, 8 kHz, mono).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// A <Parameter> for start.customParameters (repeatable).
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    params: Vec<String>,
+    /// Auth token, sent in the path as /jwt/<token>.
+    #[arg(long, env = "MEDIA_SIM_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// After the audio, hang up once no audio has come back for this long (seconds).
+    #[arg(long, default_value = "1.5", value_parser = seconds)]
+    linger: Duration,
+}
+
+#[derive(Args)]
+struct LoadArgs {
+    /// WebSocket URL, e.g. ws://127.0.0.1:8080/rtm/voice
+    url: String,
+    /// Concurrent calls.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    calls: u32,
+    /// Seconds over which the calls start.
+    #[arg(long, default_value = "1", value_parser = seconds)]
+    ramp: Duration,
+    /// Seconds of audio per call.
+    #[arg(long, default_value = "10", value_parser = seconds)]
+    duration: Duration,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// PID of a server on this machine: report its CPU per relayed frame and RSS per call.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Also play the ElevenLabs agent: an echo endpoint on this address (e.g. 127.0.0.1:9000)
+    /// for media-ws to dial (ELEVENLABS_WS_URL=ws://ADDR/v1/convai/conversation).
+    #[arg(long, value_name = "ADDR")]
+    agent_listen: Option<String>,
+    /// The echo agent's audio format, both directions.
+    #[arg(long, default_value = "ulaw_8000", value_parser = agent_format)]
+    agent_format: AudioFormat,
+    /// Auth token, sent in the path as /jwt/<token>.
+    #[arg(long, env = "MEDIA_SIM_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Most time a call waits for its echo after its audio before hanging up (seconds).
+    #[arg(long, default_value = "3", value_parser = seconds)]
+    linger: Duration,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn seconds(s: &str) -> Result<Duration, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    if !(0.0..=86_400.0).contains(&v) {
+        return Err(format!("{s} is out of range (0..=86400 s)"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+fn agent_format(s: &str) -> Result<AudioFormat, String> {
+    AudioFormat::parse(s).ok_or_else(|| format!("unknown format {s:?} (ulaw_8000, pcm_16000, …)"))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Call(args) => call(args).await,
+        Command::Load(args) => run_load(args).await,
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("media-sim: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn params(raw: &[String]) -> Result<BTreeMap<String, String>, SimError> {
+    raw.iter()
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+            _ => Err(SimError::BadParam(p.clone())),
+        })
+        .collect()
+}
+
+async fn call(args: CallArgs) -> anyhow::Result<()> {
+    let params = params(&args.params)?;
+    let audio = wav::read_ulaw(&args.wav)?;
+    let ws = caller::connect(&args.url, args.token.as_deref()).await?;
+    let opts = CallOptions {
+        params,
+        linger: args.linger,
+        record: args.out.is_some(),
+        ..CallOptions::default()
+    };
+    println!(
+        "call {} ({:.2} s of audio, {} frames)",
+        args.url,
+        audio.len() as f64 / 8000.0,
+        audio.len().div_ceil(caller::FRAME_BYTES)
+    );
+    let report = caller::run(ws, &audio, &opts, &Live::default()).await;
+    for entry in &report.timeline {
+        let what = match &entry.step {
+            Step::Connected => "connected".to_string(),
+            Step::FirstAudio => "first audio back".to_string(),
+            Step::Mark(name) => format!("mark {name}"),
+            Step::Clear => "clear".to_string(),
+            Step::AudioSent => "all audio sent".to_string(),
+            Step::StopSent => "stop sent".to_string(),
+            Step::Closed { code, reason } => format!("close {code} {reason:?}"),
+            Step::Lost(why) => format!("connection lost: {why}"),
+        };
+        println!("{:>9.3} s  {what}", entry.at.as_secs_f64());
+    }
+    let mut lat = report.latencies_us.clone();
+    let p = media_orchestrator::sim::stats::Percentiles::from_micros(&mut lat);
+    println!(
+        "summary: sent {} frames ({:.2} s), received {} frames ({:.2} s), {} marks, {} clears, \
+         first audio {}, round trip p50 {:.1} ms p99 {:.1} ms, close {}",
+        report.frames_sent,
+        report.bytes_sent as f64 / 8000.0,
+        report.frames_received,
+        report.bytes_received as f64 / 8000.0,
+        report.marks,
+        report.clears,
+        report
+            .first_audio
+            .map_or("never".to_string(), |d| format!("{} ms", d.as_millis())),
+        p.p50_ms,
+        p.p99_ms,
+        report
+            .close_code
+            .map_or("none".to_string(), |c| c.to_string()),
+    );
+    if let Some(out) = &args.out {
+        wav::write_ulaw(out, &report.received)?;
+        println!(
+            "wrote {} ({:.2} s)",
+            out.display(),
+            report.received.len() as f64 / 8000.0
+        );
+    }
+    match report.close_code {
+        Some(1000) => Ok(()),
+        Some(code) => bail!("the server closed the call with {code}"),
+        None => bail!("the call ended without a close frame"),
+    }
+}
+
+async fn run_load(args: LoadArgs) -> anyhow::Result<()> {
+    let stop_agent = tokio_util::sync::CancellationToken::new();
+    let mut agent_task = None;
+    if let Some(addr) = &args.agent_listen {
+        let agent = EchoAgent::bind(addr, args.agent_format).await?;
+        println!(
+            "echo agent ({}) listening on {}",
+            args.agent_format.name(),
+            agent.url().context("agent address")?
+        );
+        agent_task = Some(tokio::spawn(agent.serve(stop_agent.clone())));
+    }
+    let opts = LoadOptions {
+        url: args.url.clone(),
+        token: args.token.clone(),
+        calls: args.calls as usize,
+        ramp: args.ramp,
+        duration: args.duration,
+        server_pid: args.server_pid,
+        call: CallOptions {
+            linger: args.linger,
+            max_linger: args.linger,
+            expect_echo: true,
+            ..CallOptions::default()
+        },
+    };
+    let progress = Arc::new(Progress::default());
+    let bar = if args.quiet || !std::io::stdout().is_terminal() {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new(u64::from(args.calls))
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} calls started  {msg}",
+        )
+        .context("progress template")?
+        .progress_chars("=> "),
+    );
+    let ticker = {
+        let (bar, progress) = (bar.clone(), Arc::clone(&progress));
+        tokio::spawn(async move {
+            loop {
+                bar.set_position(progress.started.load(Ordering::Relaxed));
+                bar.set_message(format!(
+                    "ok {}  failed {}  frames sent {}  received {}",
+                    progress.ok.load(Ordering::Relaxed),
+                    progress.failed.load(Ordering::Relaxed),
+                    progress.live.frames_sent.load(Ordering::Relaxed),
+                    progress.live.frames_received.load(Ordering::Relaxed),
+                ));
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let report = load::run(&opts, progress).await;
+    ticker.abort(); // display only; nothing owed
+    bar.finish_and_clear();
+    stop_agent.cancel();
+    if let Some(task) = agent_task {
+        // The agent closes its conversations; a panic there is not the run's result.
+        let _ = task.await;
+    }
+    print!("{}", load::table(&report));
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report).context("report as json")?;
+        std::fs::write(path, json).map_err(|e| SimError::WriteFile {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+    }
+    if report.failed > 0 {
+        bail!("{} of {} calls failed", report.failed, report.calls);
+    }
+    Ok(())
+}
