@@ -288,11 +288,7 @@ async fn private_agents_connect_through_a_signed_url() {
 #[tokio::test]
 async fn unreachable_agent_ends_the_stream_normally_after_bounded_retries() {
     // A port with nothing listening.
-    let free = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let url = format!("ws://{free}/v1/convai/conversation");
+    let url = format!("ws://127.0.0.1:{}/v1/convai/conversation", free_port());
     let s = Server::start(&[
         ("AGENT", "elevenlabs"),
         ("ELEVENLABS_WS_URL", url.as_str()),

@@ -180,11 +180,7 @@ async fn bad_input_is_one_error_line_and_a_failure_exit() {
     // Unreachable: a port that was free a moment ago.
     let wav_in = temp_path("ok.wav");
     write_test_wav(&wav_in);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     let url = format!("ws://127.0.0.1:{port}/rtm/voice");
     let out = sim(&["call", &url, "--wav", wav_in.to_str().unwrap()]).await;
     assert!(!out.status.success());
@@ -283,11 +279,7 @@ async fn load_through_the_builtin_echo_delivers_every_frame() {
 #[tokio::test]
 async fn load_through_agent_listen_transcodes_both_ways_and_delivers_every_frame() {
     // A port for media-sim's echo agent: free now; media-ws dials it only at each call's start.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     let agent = format!("127.0.0.1:{port}");
     let agent_url = format!("ws://{agent}/v1/convai/conversation");
     let s = Server::start(&[
@@ -348,11 +340,7 @@ async fn load_through_agent_listen_transcodes_both_ways_and_delivers_every_frame
 async fn call_reports_a_server_that_ends_the_call_early() {
     // The agent is unreachable: media-ws ends the stream with 1000 "agent unavailable" while
     // the caller is still talking; the call stops sending and reports the close, not a loss.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     let agent_url = format!("ws://127.0.0.1:{port}/v1/convai/conversation");
     let s = Server::start(&[
         ("AGENT", "elevenlabs"),

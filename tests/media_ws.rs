@@ -466,11 +466,7 @@ async fn healthcheck_subcommand_probes_the_server() {
     assert!(status.success());
     drop(s);
     // Nothing listening on a fresh ephemeral port.
-    let free = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let free = support::free_port();
     let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_media-ws"))
         .arg("healthcheck")
         .env_clear()

@@ -160,6 +160,15 @@ impl Server {
     }
 }
 
+/// A loopback port with nothing listening on it (bound, read, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// A one-shot HTTP/1.1 request: (status, body).
 pub async fn http_request(
     addr: SocketAddr,
