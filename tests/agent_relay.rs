@@ -15,6 +15,16 @@ use tokio_tungstenite::tungstenite::Message;
 const NO_GAP: Duration = Duration::ZERO;
 const REAL_TIME: Duration = Duration::from_millis(20);
 
+/// What the agent must receive for caller μ-law `audio` in pcm_16000: G.711 decode, the
+/// same streaming resampler 8 kHz -> 16 kHz, S16LE.
+fn pcm16k_of(audio: &[u8]) -> Vec<u8> {
+    let mut pcm = Vec::new();
+    mulaw::decode_into(audio, &mut pcm);
+    let mut up = Vec::new();
+    Resampler::new(8000, 16000).unwrap().process(&pcm, &mut up);
+    up.iter().flat_map(|s| s.to_le_bytes()).collect()
+}
+
 async fn server_with(fake: &FakeEl, extra: &[(&str, &str)]) -> Server {
     let url = fake.ws_url();
     let mut env = vec![("AGENT", "elevenlabs"), ("ELEVENLABS_WS_URL", url.as_str())];
@@ -109,11 +119,7 @@ async fn pcm_16000_is_transcoded_sample_accurately_both_ways() {
     .await;
 
     // Expected: G.711 decode, then the same streaming resampler 8 kHz -> 16 kHz, S16LE.
-    let mut pcm = Vec::new();
-    mulaw::decode_into(&audio, &mut pcm);
-    let mut up = Vec::new();
-    Resampler::new(8000, 16000).unwrap().process(&pcm, &mut up);
-    let expected: Vec<u8> = up.iter().flat_map(|s| s.to_le_bytes()).collect();
+    let expected = pcm16k_of(&audio);
     assert_eq!(fake.conversation(0).audio, expected);
 
     // Agent -> caller: 16 kHz PCM in odd-sized chunks comes out as resampled, encoded μ-law.
@@ -246,11 +252,7 @@ async fn legacy_binary_mode_sends_pcm16le_16k_frames() {
         cs.len() == 1 && cs[0].binary.len() >= audio.len() * 4
     })
     .await;
-    let mut pcm = Vec::new();
-    mulaw::decode_into(&audio, &mut pcm);
-    let mut up = Vec::new();
-    Resampler::new(8000, 16000).unwrap().process(&pcm, &mut up);
-    let expected: Vec<u8> = up.iter().flat_map(|s| s.to_le_bytes()).collect();
+    let expected = pcm16k_of(&audio);
     assert_eq!(fake.conversation(0).binary, expected);
     assert_eq!(fake.conversation(0).audio_messages, 0);
 }

@@ -90,6 +90,17 @@ fn stderr_line(out: &Output) -> String {
     lines[0].to_string()
 }
 
+/// Asserts that media-sim exited 0 (showing both streams if not) and returns its stdout.
+fn succeeded(out: &Output) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 #[tokio::test]
 async fn call_against_the_echo_records_the_callers_audio() {
     let s = Server::start(&[("AGENT", "echo"), ("ECHO_DELAY_MS", "20")]).await;
@@ -108,12 +119,7 @@ async fn call_against_the_echo_records_the_callers_audio() {
         "0.5",
     ])
     .await;
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     for needle in [
         "connected",
         "first audio back",
@@ -253,12 +259,7 @@ async fn load_through_the_builtin_echo_delivers_every_frame() {
         "--quiet",
     ])
     .await;
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     assert!(stdout.contains("20 ok, 0 failed"), "{stdout}");
     let r = read_report(&json);
     assert_eq!(
@@ -307,12 +308,7 @@ async fn load_through_agent_listen_transcodes_both_ways_and_delivers_every_frame
         "--quiet",
     ])
     .await;
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     assert!(
         stdout.contains("echo agent (pcm_16000) listening on"),
         "{stdout}"
@@ -357,12 +353,7 @@ async fn call_reports_a_server_that_ends_the_call_early() {
         input.to_str().unwrap(),
     ])
     .await;
-    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     assert!(
         stdout.contains("close 1000 \"agent unavailable\""),
         "{stdout}"
