@@ -1,0 +1,916 @@
+#!/usr/bin/env python3
+"""Render what the shipped deployment files give a process, as one JSON object.
+
+    python3 scripts/render-deploy.py              # JSON on stdout
+    python3 scripts/render-deploy.py --self-test  # unit checks of the resolver, exit 0/1
+
+Reads, from the repository this script lives in:
+
+- README.md and infra/README.md: the fenced ```sh blocks. `aws ssm put-parameter --name`
+  gives the SSM parameter names, `aws cloudformation deploy --template-file
+  infra/media-ws.yaml` the media-ws stack name and overrides, `sam deploy` the
+  media-lambda (template.yaml) overrides. Shell variables assigned earlier in the same
+  file (`P=/media-orchestrator/prod`, `STACK=media-ws-prod`) are expanded.
+- infra/media-ws.yaml and template.yaml, decoded with cfn-lint (short-form intrinsics),
+  resolved with the overrides: Defaults, AllowedValues/AllowedPattern/Min/Max, the
+  template Rules, Conditions and the intrinsics Ref, Fn::Sub, Fn::If, Fn::Join,
+  Fn::FindInMap, Fn::Select, Fn::Split, Fn::GetAtt (resources get deterministic
+  physical names: "<stack>-<LogicalId>").
+- infra/ec2/media-ws.env.example with systemd EnvironmentFile semantics.
+
+Exits 1 with a message naming the file when anything is inconsistent: an unknown or
+invalid override, a failing Rule, READMEs that disagree, an `ssm:` reference that no
+README creates or that lies outside the stack's SsmParameterPath, stacks with different
+SsmParameterPath values. Needs only the stdlib and cfn-lint (scripts/requirements-test.txt).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+ECS_TEMPLATE = "infra/media-ws.yaml"
+LAMBDA_TEMPLATE = "template.yaml"
+EC2_ENV = "infra/ec2/media-ws.env.example"
+READMES = ("README.md", "infra/README.md")
+DEFAULT_LAMBDA_STACK = "media-lambda"
+
+PSEUDO = {
+    "AWS::Region": "us-east-1",
+    "AWS::AccountId": "123456789012",
+    "AWS::Partition": "aws",
+    "AWS::URLSuffix": "amazonaws.com",
+}
+NOVALUE = object()  # AWS::NoValue: the enclosing list item / map key disappears
+PLACEHOLDER = re.compile(r"\$|…|\.\.\.")
+AWS_ID_PATTERNS = {
+    "AWS::EC2::VPC::Id": r"vpc-[0-9a-f]{8,17}",
+    "AWS::EC2::Subnet::Id": r"subnet-[0-9a-f]{8,17}",
+    "AWS::EC2::SecurityGroup::Id": r"sg-[0-9a-f]{8,17}",
+}
+
+
+class DeployError(Exception):
+    def __init__(self, file: str, message: str):
+        super().__init__(f"{file}: {message}")
+        self.file = file
+        self.message = message
+
+
+# ----------------------------------------------------------------------------------
+# Templates
+
+
+def decode_template(path: Path, label: str) -> dict:
+    from cfnlint.decode import decode
+
+    template, matches = decode(str(path))
+    if matches or template is None:
+        problems = "; ".join(str(m) for m in matches) or "cannot be decoded"
+        raise DeployError(label, problems)
+    return template
+
+
+def decode_template_str(text: str, label: str = "<inline>") -> dict:
+    from cfnlint.decode import decode_str
+
+    template, matches = decode_str(text)
+    if matches or template is None:
+        raise DeployError(label, "; ".join(str(m) for m in matches) or "cannot be decoded")
+    return template
+
+
+def cfn_str(value) -> str:
+    """A scalar as CloudFormation passes it around: always a string."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+class Stack:
+    """One template resolved with one set of parameter values."""
+
+    def __init__(self, template: dict, label: str, stack_name: str, overrides: dict[str, str]):
+        self.t = template
+        self.label = label
+        self.stack_name = stack_name
+        self.params_decl = template.get("Parameters") or {}
+        self.resources = template.get("Resources") or {}
+        self.conditions_decl = template.get("Conditions") or {}
+        self.mappings = template.get("Mappings") or {}
+        self._cond_cache: dict[str, bool] = {}
+        self.parameters = self._bind_parameters(overrides)
+        self._check_rules()
+
+    # --- parameters -------------------------------------------------------------
+
+    def _bind_parameters(self, overrides: dict[str, str]) -> dict[str, str]:
+        unknown = sorted(set(overrides) - set(self.params_decl))
+        if unknown:
+            raise DeployError(
+                self.label,
+                f"parameter override(s) {', '.join(unknown)} not declared in Parameters "
+                f"(aws cloudformation deploy would refuse them)",
+            )
+        values: dict[str, str] = {}
+        for name, decl in self.params_decl.items():
+            decl = decl or {}
+            if name in overrides:
+                value = cfn_str(overrides[name])
+            elif "Default" in decl:
+                value = cfn_str(decl["Default"])
+            else:
+                raise DeployError(self.label, f"parameter {name} has no Default and is not given")
+            self._validate_parameter(name, decl, value)
+            values[name] = value
+        return values
+
+    def _validate_parameter(self, name: str, decl: dict, value: str) -> None:
+        if PLACEHOLDER.search(value):
+            return  # "$REGISTRY/media-ws:$TAG", "vpc-…": filled in by the operator
+        ptype = str(decl.get("Type", "String"))
+        where = f"parameter {name}={value!r}"
+        allowed = decl.get("AllowedValues")
+        if allowed is not None and value not in [cfn_str(a) for a in allowed]:
+            raise DeployError(
+                self.label, f"{where} not in AllowedValues {[cfn_str(a) for a in allowed]}"
+            )
+        pattern = decl.get("AllowedPattern")
+        if pattern is not None and ptype == "String" and not re.fullmatch(str(pattern), value):
+            raise DeployError(self.label, f"{where} does not match AllowedPattern {pattern}")
+        if ptype == "Number":
+            try:
+                number = float(value)
+            except ValueError:
+                raise DeployError(self.label, f"{where} is not a Number") from None
+            if "MinValue" in decl and number < float(decl["MinValue"]):
+                raise DeployError(self.label, f"{where} is below MinValue {decl['MinValue']}")
+            if "MaxValue" in decl and number > float(decl["MaxValue"]):
+                raise DeployError(self.label, f"{where} is above MaxValue {decl['MaxValue']}")
+        if ptype == "String":
+            if "MinLength" in decl and len(value) < int(decl["MinLength"]):
+                raise DeployError(self.label, f"{where} is shorter than MinLength {decl['MinLength']}")
+            if "MaxLength" in decl and len(value) > int(decl["MaxLength"]):
+                raise DeployError(self.label, f"{where} is longer than MaxLength {decl['MaxLength']}")
+        inner = ptype[5:-1] if ptype.startswith("List<") else ptype
+        if inner in AWS_ID_PATTERNS:
+            items = value.split(",") if ptype.startswith("List<") else [value]
+            for item in items:
+                if not re.fullmatch(AWS_ID_PATTERNS[inner], item.strip()):
+                    raise DeployError(self.label, f"{where}: {item!r} is not a valid {inner}")
+
+    def _ref_parameter(self, name: str):
+        value = self.parameters[name]
+        ptype = str((self.params_decl[name] or {}).get("Type", "String"))
+        if ptype.startswith("List<") or ptype == "CommaDelimitedList":
+            return [v.strip() for v in value.split(",")]
+        return value
+
+    # --- rules and conditions -----------------------------------------------------
+
+    def _check_rules(self) -> None:
+        for rule_name, rule in (self.t.get("Rules") or {}).items():
+            rule = rule or {}
+            if "RuleCondition" in rule and not self._truth(rule["RuleCondition"], f"Rules.{rule_name}"):
+                continue
+            for assertion in rule.get("Assertions") or []:
+                if not self._truth(assertion["Assert"], f"Rules.{rule_name}"):
+                    desc = assertion.get("AssertDescription", "(no AssertDescription)")
+                    raise DeployError(
+                        self.label, f"rule {rule_name} fails: {str(desc).strip()}"
+                    )
+
+    def condition(self, name: str) -> bool:
+        if name not in self._cond_cache:
+            if name not in self.conditions_decl:
+                raise DeployError(self.label, f"unknown condition {name}")
+            self._cond_cache[name] = self._truth(self.conditions_decl[name], f"Conditions.{name}")
+        return self._cond_cache[name]
+
+    def _truth(self, node, where: str) -> bool:
+        if isinstance(node, bool):
+            return node
+        if isinstance(node, str) and node in ("true", "false"):
+            return node == "true"
+        if not isinstance(node, dict) or len(node) != 1:
+            raise DeployError(self.label, f"{where}: not a condition: {node!r}")
+        (fn, arg), = node.items()
+        if fn == "Condition":
+            return self.condition(arg)
+        if fn == "Fn::Equals":
+            a, b = (self.resolve(x) for x in arg)
+            return self._norm(a) == self._norm(b)
+        if fn == "Fn::Not":
+            return not self._truth(arg[0], where)
+        if fn == "Fn::And":
+            return all(self._truth(x, where) for x in arg)
+        if fn == "Fn::Or":
+            return any(self._truth(x, where) for x in arg)
+        if fn == "Fn::Contains":
+            haystack, needle = self.resolve(arg[0]), self.resolve(arg[1])
+            return self._norm(needle) in [self._norm(h) for h in haystack]
+        if fn == "Fn::EachMemberEquals":
+            members, value = self.resolve(arg[0]), self.resolve(arg[1])
+            return all(self._norm(m) == self._norm(value) for m in members)
+        if fn == "Fn::EachMemberIn":
+            members, allowed = self.resolve(arg[0]), self.resolve(arg[1])
+            return all(self._norm(m) in [self._norm(a) for a in allowed] for m in members)
+        raise DeployError(self.label, f"{where}: unsupported condition function {fn}")
+
+    @staticmethod
+    def _norm(v):
+        if isinstance(v, list):
+            return [cfn_str(x) for x in v]
+        return cfn_str(v)
+
+    # --- intrinsics -----------------------------------------------------------------
+
+    def physical_ref(self, logical: str) -> str:
+        return f"{self.stack_name}-{logical}"
+
+    def get_att(self, logical: str, attr: str) -> str:
+        if logical not in self.resources:
+            raise DeployError(self.label, f"Fn::GetAtt of unknown resource {logical}")
+        rtype = self.resources[logical].get("Type")
+        if rtype == "AWS::DynamoDB::Table" and attr == "Arn":
+            name = self.table_name(logical)
+            return f"arn:{PSEUDO['AWS::Partition']}:dynamodb:{PSEUDO['AWS::Region']}:{PSEUDO['AWS::AccountId']}:table/{name}"
+        if rtype == "AWS::ElasticLoadBalancingV2::LoadBalancer" and attr == "DNSName":
+            return f"{self.stack_name}-alb.{PSEUDO['AWS::Region']}.elb.amazonaws.com"
+        return f"{self.stack_name}-{logical}.{attr}"
+
+    def table_name(self, logical: str) -> str:
+        props = self.resources[logical].get("Properties") or {}
+        if "TableName" in props:
+            return cfn_str(self.resolve(props["TableName"]))
+        return self.physical_ref(logical)
+
+    def ref(self, name: str):
+        if name == "AWS::NoValue":
+            return NOVALUE
+        if name == "AWS::StackName":
+            return self.stack_name
+        if name in PSEUDO:
+            return PSEUDO[name]
+        if name in self.params_decl:
+            return self._ref_parameter(name)
+        if name in self.resources:
+            if self.resources[name].get("Type") == "AWS::DynamoDB::Table":
+                return self.table_name(name)
+            return self.physical_ref(name)
+        raise DeployError(self.label, f"Ref to unknown name {name}")
+
+    def sub(self, text: str, variables: dict) -> str:
+        def one(match: re.Match) -> str:
+            inner = match.group(1)
+            if inner.startswith("!"):
+                return "${" + inner[1:] + "}"
+            if inner in variables:
+                value = variables[inner]
+            elif "." in inner and inner.split(".", 1)[0] in self.resources:
+                logical, attr = inner.split(".", 1)
+                value = self.get_att(logical, attr)
+            else:
+                value = self.ref(inner)
+            if value is NOVALUE or isinstance(value, (list, dict)):
+                raise DeployError(self.label, f"Fn::Sub ${{{inner}}} is not a string")
+            return cfn_str(value)
+
+        return re.sub(r"\$\{([^}]*)\}", one, text)
+
+    def resolve(self, node):
+        if isinstance(node, list):
+            out = [self.resolve(x) for x in node]
+            return [x for x in out if x is not NOVALUE]
+        if not isinstance(node, dict):
+            return node
+        if len(node) == 1:
+            (key, arg), = node.items()
+            if key == "Ref":
+                return self.ref(arg)
+            if key.startswith("Fn::"):
+                return self._fn(key, arg)
+        out = {}
+        for key, value in node.items():
+            value = self.resolve(value)
+            if value is not NOVALUE:
+                out[key] = value
+        return out
+
+    def _fn(self, fn: str, arg):
+        if fn == "Fn::Sub":
+            if isinstance(arg, str):
+                return self.sub(arg, {})
+            text, variables = arg
+            return self.sub(text, {k: self.resolve(v) for k, v in variables.items()})
+        if fn == "Fn::If":
+            cond, yes, no = arg
+            return self.resolve(yes if self.condition(cond) else no)
+        if fn == "Fn::Join":
+            sep, items = arg
+            items = self.resolve(items)
+            return cfn_str(self.resolve(sep)).join(cfn_str(i) for i in items)
+        if fn == "Fn::FindInMap":
+            name, top, second = (cfn_str(self.resolve(x)) for x in arg[:3])
+            try:
+                return self.mappings[name][top][second]
+            except KeyError:
+                raise DeployError(self.label, f"Fn::FindInMap [{name}, {top}, {second}] has no value") from None
+        if fn == "Fn::Select":
+            index, items = arg
+            items = self.resolve(items)
+            index = int(cfn_str(self.resolve(index)))
+            if not 0 <= index < len(items):
+                raise DeployError(self.label, f"Fn::Select index {index} out of range")
+            return items[index]
+        if fn == "Fn::Split":
+            sep, text = arg
+            return cfn_str(self.resolve(text)).split(cfn_str(self.resolve(sep)))
+        if fn == "Fn::GetAtt":
+            if isinstance(arg, str):
+                logical, attr = arg.split(".", 1)
+            else:
+                logical, attr = arg
+            return self.get_att(logical, cfn_str(self.resolve(attr)))
+        if fn in ("Fn::Equals", "Fn::Not", "Fn::And", "Fn::Or"):
+            return "true" if self._truth({fn: arg}, fn) else "false"
+        raise DeployError(self.label, f"unsupported intrinsic {fn}")
+
+    # --- views ------------------------------------------------------------------------
+
+    def resources_of(self, rtype: str) -> list[str]:
+        return [k for k, v in self.resources.items() if (v or {}).get("Type") == rtype]
+
+    def resource_active(self, logical: str) -> bool:
+        cond = self.resources[logical].get("Condition")
+        return cond is None or self.condition(cond)
+
+
+def env_list_to_dict(items, label: str, where: str) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in items:
+        if not isinstance(item, dict) or "Name" not in item:
+            raise DeployError(label, f"{where}: malformed environment entry {item!r}")
+        name = cfn_str(item["Name"])
+        if name in env:
+            raise DeployError(label, f"{where}: {name} is set twice")
+        value = item.get("Value", "")
+        if isinstance(value, (list, dict)):
+            raise DeployError(label, f"{where}: {name} does not resolve to a string: {value!r}")
+        env[name] = cfn_str(value)
+    return env
+
+
+def render_ecs(stack: Stack) -> dict:
+    label = stack.label
+    task_defs = [t for t in stack.resources_of("AWS::ECS::TaskDefinition") if stack.resource_active(t)]
+    if len(task_defs) != 1:
+        raise DeployError(label, f"expected one AWS::ECS::TaskDefinition, found {task_defs}")
+    td_raw = stack.resources[task_defs[0]].get("Properties") or {}
+    containers = stack.resolve(td_raw.get("ContainerDefinitions") or [])
+    container = next((c for c in containers if c.get("Name") == "media-ws"), None)
+    if container is None:
+        raise DeployError(label, "no container named media-ws in the task definition")
+    env = env_list_to_dict(container.get("Environment") or [], label, "media-ws container Environment")
+
+    tables = {}
+    for logical in stack.resources_of("AWS::DynamoDB::Table"):
+        props = stack.resolve(stack.resources[logical].get("Properties") or {})
+        hash_keys = [k["AttributeName"] for k in props.get("KeySchema", []) if k.get("KeyType") == "HASH"]
+        ttl = props.get("TimeToLiveSpecification") or {}
+        ttl_on = cfn_str(ttl.get("Enabled", False)) == "true"
+        tables[logical] = {
+            "name": stack.table_name(logical),
+            "hash_key": hash_keys[0] if hash_keys else None,
+            "ttl_attribute": ttl.get("AttributeName") if ttl_on else None,
+        }
+
+    role_node = td_raw.get("TaskRoleArn")
+    role = "TaskRole"
+    if isinstance(role_node, dict) and "Fn::GetAtt" in role_node:
+        att = role_node["Fn::GetAtt"]
+        role = att.split(".", 1)[0] if isinstance(att, str) else att[0]
+    if role not in stack.resources:
+        raise DeployError(label, f"task role {role} is not a resource")
+    actions: dict[str, set[str]] = {}
+    policies = stack.resolve((stack.resources[role].get("Properties") or {}).get("Policies") or [])
+    for policy in policies:
+        statements = (policy.get("PolicyDocument") or {}).get("Statement") or []
+        if isinstance(statements, dict):
+            statements = [statements]
+        for st in statements:
+            if st.get("Effect") != "Allow":
+                continue
+            acts = st.get("Action") or []
+            for act in [acts] if isinstance(acts, str) else acts:
+                actions.setdefault(act.split(":", 1)[0], set()).add(act)
+
+    # The table the app is told about is the one the role may write.
+    table_env = env.get("CALL_REGISTRY_TABLE")
+    if table_env is not None and table_env not in {t["name"] for t in tables.values()}:
+        raise DeployError(label, f"CALL_REGISTRY_TABLE={table_env} is not a table of this stack")
+
+    outputs = stack.resolve(stack.t.get("Outputs") or {})
+    stream_url = (outputs.get("StreamUrlBase") or {}).get("Value")
+    if stream_url is not None and env.get("PUBLIC_STREAM_BASE") != stream_url:
+        raise DeployError(
+            label,
+            f"PUBLIC_STREAM_BASE={env.get('PUBLIC_STREAM_BASE')} differs from the StreamUrlBase output {stream_url}",
+        )
+
+    return {
+        "stack": stack.stack_name,
+        "parameters": stack.parameters,
+        "env": env,
+        "tables": tables,
+        "actions": {k: sorted(v) for k, v in sorted(actions.items())},
+        "stream_url_base": stream_url,
+    }
+
+
+def render_lambda(stack: Stack) -> dict:
+    label = stack.label
+    functions = stack.resources_of("AWS::Serverless::Function") + stack.resources_of("AWS::Lambda::Function")
+    logical = "MediaLambdaFunction" if "MediaLambdaFunction" in functions else None
+    if logical is None:
+        if len(functions) != 1:
+            raise DeployError(label, f"expected MediaLambdaFunction or one function, found {functions}")
+        logical = functions[0]
+    glob = (((stack.t.get("Globals") or {}).get("Function") or {}).get("Environment") or {}).get("Variables") or {}
+    own = ((stack.resources[logical].get("Properties") or {}).get("Environment") or {}).get("Variables") or {}
+    merged = dict(stack.resolve(glob))
+    merged.update(stack.resolve(own))
+    env = {}
+    for key, value in merged.items():
+        if isinstance(value, (list, dict)):
+            raise DeployError(label, f"{logical} env {key} does not resolve to a string: {value!r}")
+        env[key] = cfn_str(value)
+    return {"stack": stack.stack_name, "parameters": stack.parameters, "env": env}
+
+
+# ----------------------------------------------------------------------------------
+# READMEs
+
+
+def sh_blocks(text: str) -> list[str]:
+    """The ```sh fenced blocks of a Markdown file (fences may be indented in lists)."""
+    blocks, current, indent = [], None, 0
+    for line in text.splitlines():
+        stripped = line.lstrip()
+        if current is None:
+            if re.fullmatch(r"```\s*(sh|bash|shell)\s*", stripped):
+                current, indent = [], len(line) - len(stripped)
+        elif stripped.startswith("```"):
+            blocks.append("\n".join(current))
+            current = None
+        else:
+            current.append(line[indent:] if line[:indent].strip() == "" else line.lstrip())
+    return blocks
+
+
+def logical_lines(block: str) -> list[str]:
+    out, buf = [], ""
+    for line in block.splitlines():
+        if line.rstrip().endswith("\\"):
+            buf += line.rstrip()[:-1] + " "
+            continue
+        out.append(buf + line)
+        buf = ""
+    if buf:
+        out.append(buf)
+    return out
+
+
+def expand(word: str, variables: dict[str, str]) -> str:
+    def one(m: re.Match) -> str:
+        name = m.group(1) or m.group(2)
+        return variables.get(name, m.group(0))
+
+    return re.sub(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)", one, word)
+
+
+def split_commands(line: str) -> list[list[str]]:
+    lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    lexer.commenters = "#"
+    try:
+        tokens = list(lexer)
+    except ValueError:
+        return []
+    commands, cur = [], []
+    for tok in tokens:
+        if tok and all(c in "();<>|&" for c in tok):
+            if cur:
+                commands.append(cur)
+            cur = []
+        else:
+            cur.append(tok)
+    if cur:
+        commands.append(cur)
+    return commands
+
+
+def option_values(args: list[str], name: str) -> list[str] | None:
+    """Values of --name: `--name v`, `--name=v`; --parameter-overrides takes all following
+    non-option words."""
+    for i, arg in enumerate(args):
+        if arg == name:
+            if name == "--parameter-overrides":
+                vals = []
+                for a in args[i + 1:]:
+                    if a.startswith("--"):
+                        break
+                    vals.append(a)
+                return vals
+            return args[i + 1: i + 2]
+        if arg.startswith(name + "="):
+            return [arg[len(name) + 1:]]
+    return None
+
+
+def parse_overrides(words: list[str], label: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for word in words:
+        for item in shlex.split(word) if " " in word else [word]:
+            m = re.fullmatch(r"ParameterKey=([^,]+),ParameterValue=(.*)", item)
+            key, value = (m.group(1), m.group(2)) if m else item.split("=", 1) if "=" in item else (item, None)
+            if value is None:
+                raise DeployError(label, f"--parameter-overrides item {item!r} is not Key=Value")
+            if key in out and out[key] != value:
+                raise DeployError(label, f"--parameter-overrides sets {key} twice")
+            out[key] = value
+    return out
+
+
+def parse_readme(text: str, label: str) -> dict:
+    variables: dict[str, str] = {}
+    found = {"ssm": set(), "ecs": [], "lambda": []}
+    for block in sh_blocks(text):
+        for line in logical_lines(block):
+            # NAME=value on its own line. A command substitution ($(...), `...`) is left
+            # unknown, so "$NAME" stays in the words that use it (a placeholder).
+            m = re.fullmatch(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)", line)
+            if m:
+                name, value = m.groups()
+                if value.lstrip().startswith(("$(", "`")):
+                    variables.pop(name, None)
+                    continue
+                try:
+                    words = shlex.split(value, comments=True)
+                except ValueError:
+                    words = []
+                if len(words) <= 1:
+                    variables[name] = expand(words[0] if words else "", variables)
+                    continue
+            for cmd in split_commands(line):
+                if cmd and cmd[0] == "export":
+                    cmd = cmd[1:]
+                args = [expand(a, variables) for a in cmd]
+                if args[:3] == ["aws", "ssm", "put-parameter"]:
+                    names = option_values(args, "--name")
+                    if not names:
+                        raise DeployError(label, f"aws ssm put-parameter without --name: {line.strip()}")
+                    found["ssm"].add(names[0])
+                    continue
+                is_cfn = args[:3] == ["aws", "cloudformation", "deploy"]
+                is_sam = args[:2] == ["sam", "deploy"]
+                if not (is_cfn or is_sam):
+                    continue
+                template = (option_values(args, "--template-file") or option_values(args, "--template") or [None])[0]
+                stack = (option_values(args, "--stack-name") or [None])[0]
+                overrides = parse_overrides(option_values(args, "--parameter-overrides") or [], label)
+                if template is None and is_sam:
+                    template = LAMBDA_TEMPLATE
+                if template is None:
+                    raise DeployError(label, f"aws cloudformation deploy without --template-file: {line.strip()}")
+                template = template.removeprefix("./")
+                if template == ECS_TEMPLATE:
+                    found["ecs"].append({"stack": stack, "overrides": overrides, "command": " ".join(cmd[:3])})
+                elif template == LAMBDA_TEMPLATE:
+                    found["lambda"].append({"stack": stack, "overrides": overrides, "command": " ".join(cmd[:2])})
+    return found
+
+
+def one_deploy(entries: list[dict], label: str, what: str) -> dict | None:
+    if not entries:
+        return None
+    first = entries[0]
+    for other in entries[1:]:
+        if other["stack"] != first["stack"] or other["overrides"] != first["overrides"]:
+            raise DeployError(label, f"two {what} deploy commands disagree: {describe_diff(first, other)}")
+    return first
+
+
+def describe_diff(a: dict, b: dict) -> str:
+    parts = []
+    if a["stack"] != b["stack"]:
+        parts.append(f"--stack-name {a['stack']} vs {b['stack']}")
+    oa, ob = a["overrides"], b["overrides"]
+    for key in sorted(set(oa) | set(ob)):
+        if oa.get(key) != ob.get(key):
+            parts.append(f"{key}: {oa.get(key, '(absent)')} vs {ob.get(key, '(absent)')}")
+    return "; ".join(parts)
+
+
+def collect_readmes(texts: dict[str, str]) -> dict:
+    parsed = {label: parse_readme(text, label) for label, text in texts.items()}
+    main, infra = parsed[READMES[0]], parsed[READMES[1]]
+    if not main["ssm"]:
+        raise DeployError(READMES[0], "shows no `aws ssm put-parameter --name ...` command")
+    ecs = {label: one_deploy(p["ecs"], label, ECS_TEMPLATE) for label, p in parsed.items()}
+    lam = {label: one_deploy(p["lambda"], label, LAMBDA_TEMPLATE) for label, p in parsed.items()}
+    if ecs[READMES[0]] is None:
+        raise DeployError(READMES[0], f"shows no `aws cloudformation deploy --template-file {ECS_TEMPLATE}` command")
+    if lam[READMES[0]] is None:
+        raise DeployError(READMES[0], "shows no `sam deploy` command for template.yaml")
+    if infra["ssm"] and infra["ssm"] != main["ssm"]:
+        only_main = sorted(main["ssm"] - infra["ssm"])
+        only_infra = sorted(infra["ssm"] - main["ssm"])
+        raise DeployError(
+            f"{READMES[0]} vs {READMES[1]}",
+            f"put-parameter names differ: only in {READMES[0]}: {only_main or '-'}; "
+            f"only in {READMES[1]}: {only_infra or '-'}",
+        )
+    for what, per_file in ((ECS_TEMPLATE, ecs), (LAMBDA_TEMPLATE, lam)):
+        a, b = per_file[READMES[0]], per_file[READMES[1]]
+        if a is not None and b is not None and (a["stack"], a["overrides"]) != (b["stack"], b["overrides"]):
+            raise DeployError(
+                f"{READMES[0]} vs {READMES[1]}",
+                f"deploy commands for {what} differ: {describe_diff(a, b)}",
+            )
+    ecs_stack = ecs[READMES[0]]["stack"]
+    if not ecs_stack or PLACEHOLDER.search(ecs_stack):
+        raise DeployError(READMES[0], f"the {ECS_TEMPLATE} deploy has no concrete --stack-name ({ecs_stack!r})")
+    lam_stack = lam[READMES[0]]["stack"] or DEFAULT_LAMBDA_STACK
+    return {
+        "ssm": sorted(main["ssm"] | infra["ssm"]),
+        "ecs": {"stack": ecs_stack, "overrides": ecs[READMES[0]]["overrides"]},
+        "lambda": {"stack": lam_stack, "overrides": lam[READMES[0]]["overrides"]},
+    }
+
+
+# ----------------------------------------------------------------------------------
+# EC2 env file
+
+
+def parse_env_file(text: str, label: str) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        m = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)", line)
+        if not m:
+            raise DeployError(label, f"line {number} is not KEY=value: {raw!r}")
+        key, value = m.groups()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        env[key] = value
+    return env
+
+
+# ----------------------------------------------------------------------------------
+# Cross-checks and main
+
+
+def check_ssm_refs(env: dict[str, str], created: list[str], label: str, where: str, path: str | None) -> None:
+    for key, value in sorted(env.items()):
+        if not value.startswith("ssm:"):
+            continue
+        name = value[4:]
+        if name not in created:
+            raise DeployError(
+                label,
+                f"{where} {key}={value}: parameter {name} is not created by any `aws ssm put-parameter` "
+                f"in {' / '.join(READMES)} (they create: {', '.join(created)})",
+            )
+        if path is not None and not name.startswith(path.rstrip("/") + "/"):
+            raise DeployError(label, f"{where} {key}={value} lies outside SsmParameterPath {path}")
+
+
+def render() -> dict:
+    texts = {}
+    for label in READMES:
+        path = REPO / label
+        if not path.is_file():
+            raise DeployError(label, "missing")
+        texts[label] = path.read_text(encoding="utf-8")
+    readmes = collect_readmes(texts)
+
+    ecs_stack = Stack(
+        decode_template(REPO / ECS_TEMPLATE, ECS_TEMPLATE), ECS_TEMPLATE,
+        readmes["ecs"]["stack"], readmes["ecs"]["overrides"],
+    )
+    ecs = render_ecs(ecs_stack)
+    lam_stack = Stack(
+        decode_template(REPO / LAMBDA_TEMPLATE, LAMBDA_TEMPLATE), LAMBDA_TEMPLATE,
+        readmes["lambda"]["stack"], readmes["lambda"]["overrides"],
+    )
+    lam = render_lambda(lam_stack)
+    ec2_env = parse_env_file((REPO / EC2_ENV).read_text(encoding="utf-8"), EC2_ENV)
+
+    created = readmes["ssm"]
+    ecs_path = ecs["parameters"].get("SsmParameterPath")
+    lam_path = lam["parameters"].get("SsmParameterPath")
+    if ecs_path != lam_path:
+        raise DeployError(
+            f"{ECS_TEMPLATE} vs {LAMBDA_TEMPLATE}",
+            f"the stacks use different SsmParameterPath: {ecs_path} vs {lam_path}",
+        )
+    check_ssm_refs(ecs["env"], created, ECS_TEMPLATE, "media-ws container env", ecs_path)
+    check_ssm_refs(lam["env"], created, LAMBDA_TEMPLATE, "MediaLambdaFunction env", lam_path)
+    check_ssm_refs(ec2_env, created, EC2_ENV, "env file", None)
+
+    stream = ecs["env"].get("PUBLIC_STREAM_BASE")
+    if lam["env"].get("STREAM_URL_BASE") != stream:
+        raise DeployError(
+            f"{LAMBDA_TEMPLATE} vs {ECS_TEMPLATE}",
+            f"media-lambda STREAM_URL_BASE={lam['env'].get('STREAM_URL_BASE')} is not the media-ws "
+            f"StreamUrlBase/PUBLIC_STREAM_BASE {stream}",
+        )
+    ec2_base, ec2_path = ec2_env.get("PUBLIC_STREAM_BASE", ""), ec2_env.get("WS_PATH", "/rtm/voice")
+    if ec2_base and not (ec2_base.startswith("wss://") and ec2_base.endswith(ec2_path)):
+        raise DeployError(EC2_ENV, f"PUBLIC_STREAM_BASE={ec2_base} is not wss://<host>{ec2_path}")
+
+    return {
+        "ssm_parameters": created,
+        "ecs": {"stack": ecs["stack"], "parameters": ecs["parameters"], "env": ecs["env"]},
+        "ecs_tables": ecs["tables"],
+        "ecs_task_role_actions": ecs["actions"],
+        "lambda": lam,
+        "ec2": {"env": ec2_env},
+    }
+
+
+# ----------------------------------------------------------------------------------
+# Self-test
+
+
+def self_test() -> int:
+    failures: list[str] = []
+
+    def check(name: str, cond: bool, detail: str = "") -> None:
+        print(f"{'ok  ' if cond else 'FAIL'} {name}{(': ' + detail) if detail and not cond else ''}")
+        if not cond:
+            failures.append(name)
+
+    def expect_error(name: str, fn, needle: str) -> None:
+        try:
+            fn()
+        except DeployError as e:
+            check(name, needle in str(e), f"error {str(e)!r} lacks {needle!r}")
+        else:
+            check(name, False, "no error raised")
+
+    base = """
+Parameters:
+  Path: {Type: String, Default: /app/prod, AllowedPattern: '^(/[a-z]+)+$'}
+  Mode: {Type: String, AllowedValues: [a, b], Default: a}
+  Secret: {Type: String, Default: ''}
+  Drain: {Type: Number, Default: 25, MinValue: 10, MaxValue: 60}
+  Ids: {Type: CommaDelimitedList, Default: 'x,y,z'}
+Mappings:
+  Timings: {'25': {Stop: 40}, '30': {Stop: 45}}
+Conditions:
+  IsA: !Equals [!Ref Mode, a]
+  HasSecret: !Not [!Equals [!Ref Secret, '']]
+  Both: !And [!Condition IsA, !Or [!Condition HasSecret, !Equals [x, x]]]
+Rules:
+  BNeedsSecret:
+    RuleCondition: !Equals [!Ref Mode, b]
+    Assertions:
+      - Assert: !Not [!Equals [!Ref Secret, '']]
+        AssertDescription: Mode=b needs Secret.
+Resources:
+  Table: {Type: AWS::DynamoDB::Table, Properties: {}}
+  Lb: {Type: AWS::ElasticLoadBalancingV2::LoadBalancer, Properties: {}}
+  Thing:
+    Type: AWS::SNS::Topic
+    Properties:
+      Sub1: !Sub 'ssm:${Path}/secret'
+      Sub2: !Sub ['wss://${Host}${Path}/${AWS::Region}/${!Keep}', {Host: !GetAtt Lb.DNSName}]
+      Sub3: !Sub '${Table.Arn}|${Table}|${AWS::StackName}'
+      Env:
+        - {Name: A, Value: '1'}
+        - !If [HasSecret, {Name: S, Value: !Ref Secret}, !Ref AWS::NoValue]
+        - !If [IsA, {Name: M, Value: !Sub '${Drain}000'}, !Ref AWS::NoValue]
+      Map:
+        Kept: x
+        Gone: !If [HasSecret, y, !Ref AWS::NoValue]
+      Stop: !FindInMap [Timings, !Ref Drain, Stop]
+      Second: !Select [1, !Ref Ids]
+      Split: !Select [2, !Split [',', 'p,q,r']]
+      Joined: !Join ['-', [!Ref Mode, !Select [0, !Ref Ids]]]
+      Both: !If [Both, 'on', 'off']
+"""
+    tpl = decode_template_str(base, "selftest.yaml")
+
+    def props(overrides):
+        s = Stack(tpl, "selftest.yaml", "st", overrides)
+        return s.resolve(s.resources["Thing"]["Properties"])
+
+    p = props({})
+    check("Sub string form", p["Sub1"] == "ssm:/app/prod/secret", p["Sub1"])
+    check(
+        "Sub with vars, pseudo, GetAtt DNSName, ${!literal}",
+        p["Sub2"] == "wss://st-alb.us-east-1.elb.amazonaws.com/app/prod/us-east-1/${Keep}", p["Sub2"],
+    )
+    check(
+        "Sub ${Res.Attr} table Arn, ${Res}, AWS::StackName",
+        p["Sub3"] == "arn:aws:dynamodb:us-east-1:123456789012:table/st-Table|st-Table|st", p["Sub3"],
+    )
+    check("If/NoValue drops list items", p["Env"] == [{"Name": "A", "Value": "1"}, {"Name": "M", "Value": "25000"}], repr(p["Env"]))
+    check("If/NoValue drops map keys", p["Map"] == {"Kept": "x"}, repr(p["Map"]))
+    check("FindInMap with a Number parameter", p["Stop"] == 40, repr(p["Stop"]))
+    check("Select over CommaDelimitedList", p["Second"] == "y", repr(p["Second"]))
+    check("Select over Split", p["Split"] == "r", repr(p["Split"]))
+    check("Join", p["Joined"] == "a-x", repr(p["Joined"]))
+    check("And/Or/Condition", p["Both"] == "on", repr(p["Both"]))
+    p = props({"Secret": "s3", "Drain": "30", "Mode": "b"})
+    check("override feeds If", {"Name": "S", "Value": "s3"} in p["Env"] and len(p["Env"]) == 2, repr(p["Env"]))
+    check("override feeds FindInMap", p["Stop"] == 45, repr(p["Stop"]))
+    expect_error("failing Rule quotes AssertDescription", lambda: props({"Mode": "b"}), "Mode=b needs Secret.")
+    expect_error("unknown override", lambda: props({"Nope": "1"}), "Nope not declared")
+    expect_error("AllowedValues", lambda: props({"Mode": "c"}), "AllowedValues")
+    expect_error("AllowedPattern", lambda: props({"Path": "/App"}), "AllowedPattern")
+    expect_error("MaxValue", lambda: props({"Drain": "61"}), "MaxValue")
+    check("placeholder skips AllowedPattern", props({"Path": "/app/$X"})["Sub1"] == "ssm:/app/$X/secret")
+    expect_error(
+        "missing required parameter",
+        lambda: Stack(decode_template_str("Parameters: {X: {Type: String}}\nResources: {}\n"), "t.yaml", "st", {}),
+        "X has no Default",
+    )
+
+    readme = """
+```sh
+P=/app/prod
+STACK=svc-prod
+ACCOUNT=$(aws sts get-caller-identity --query Account --output text)
+REGISTRY=$ACCOUNT.dkr.ecr.us-east-1.amazonaws.com
+aws ssm put-parameter --type SecureString --name $P/one --value "$(openssl rand -hex 32)"
+aws ssm put-parameter --name ${P}/two \\
+    --type SecureString --value x   # comment
+aws cloudformation deploy --template-file infra/media-ws.yaml --stack-name "$STACK" \\
+  --capabilities CAPABILITY_IAM --parameter-overrides \\
+    ImageUri="$REGISTRY/img:$TAG" Path=$P
+```
+   ```sh
+   sam deploy --guided --parameter-overrides Path=/app/prod Mode=b
+   ```
+"""
+    r = parse_readme(readme, "R.md")
+    check("put-parameter names with $P and ${P}", r["ssm"] == {"/app/prod/one", "/app/prod/two"}, repr(r["ssm"]))
+    check(
+        "cloudformation deploy: stack and overrides",
+        r["ecs"] == [{"stack": "svc-prod", "overrides": {"ImageUri": "$ACCOUNT.dkr.ecr.us-east-1.amazonaws.com/img:$TAG", "Path": "/app/prod"},
+                      "command": "aws cloudformation deploy"}],
+        repr(r["ecs"]),
+    )
+    check(
+        "sam deploy in an indented block",
+        r["lambda"] and r["lambda"][0]["overrides"] == {"Path": "/app/prod", "Mode": "b"} and r["lambda"][0]["stack"] is None,
+        repr(r["lambda"]),
+    )
+    other = readme.replace("$P/one", "$P/uno")
+    expect_error(
+        "READMEs disagreeing on put-parameter names",
+        lambda: collect_readmes({READMES[0]: readme, READMES[1]: other}),
+        "only in README.md: ['/app/prod/one']",
+    )
+    env = parse_env_file("# c\n\nA=1\nB=\"two words\"\n;x\nC='3'\n", "e.env")
+    check("env file", env == {"A": "1", "B": "two words", "C": "3"}, repr(env))
+
+    print(f"render-deploy self-test: {'FAILED ' + ', '.join(failures) if failures else 'all passed'}")
+    return 1 if failures else 0
+
+
+def main(argv: list[str]) -> int:
+    if argv[1:] == ["--self-test"]:
+        try:
+            return self_test()
+        except DeployError as e:
+            print(f"render-deploy self-test: error: {e}", file=sys.stderr)
+            return 1
+    if argv[1:]:
+        print(__doc__.strip().splitlines()[0], file=sys.stderr)
+        print("usage: render-deploy.py [--self-test]", file=sys.stderr)
+        return 2
+    try:
+        result = render()
+    except DeployError as e:
+        print(f"render-deploy: error: {e}", file=sys.stderr)
+        return 1
+    json.dump(result, sys.stdout, indent=2, sort_keys=False)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
