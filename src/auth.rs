@@ -82,6 +82,9 @@ pub enum AuthError {
     /// The secret to check against has no value (an SSM reference never loaded).
     #[error("secret unavailable")]
     SecretUnavailable,
+    /// A token bound to no call (no `sub`) that lives longer than [`UNBOUND_MAX_TTL`].
+    #[error("unbound token lives too long")]
+    UnboundTooLong,
 }
 
 impl AuthError {
@@ -98,6 +101,7 @@ impl AuthError {
             Self::NotYetValid => "token_not_yet_valid",
             Self::StaticMismatch => "token_static_mismatch",
             Self::SecretUnavailable => "secret_unavailable",
+            Self::UnboundTooLong => "token_unbound_lifetime",
         }
     }
 }
@@ -204,6 +208,18 @@ impl JwtVerifier {
         if future(claims.nbf) || future(claims.iat) {
             return Err(AuthError::NotYetValid);
         }
+        if claims.sub.is_none() {
+            // Unbound tokens open a stream for any call: keep them short-lived, measured from
+            // their issue time when they carry one and from now in any case.
+            let max = UNBOUND_MAX_TTL.as_secs();
+            let from_iat = claims
+                .iat
+                .is_some_and(|iat| claims.exp.saturating_sub(iat) > max);
+            let remaining = claims.exp.saturating_sub(now) > max.saturating_add(self.leeway_s);
+            if from_iat || remaining {
+                return Err(AuthError::UnboundTooLong);
+            }
+        }
         Ok(claims)
     }
 }
@@ -239,6 +255,10 @@ fn map_jwt_error(kind: &jsonwebtoken::errors::ErrorKind) -> AuthError {
         _ => AuthError::Malformed,
     }
 }
+
+/// Longest lifetime of a token bound to no call (no `sub`): such a token opens a stream for
+/// any call, so it must not outlive the few seconds a backend needs to hand it to Twilio.
+pub const UNBOUND_MAX_TTL: Duration = Duration::from_secs(60);
 
 /// Mints stream tokens with the first configured secret: HS256, `aud=media`, `iat`, `exp`, a
 /// random `jti`, and `sub` when bound to a CallSid.
@@ -279,12 +299,18 @@ impl TokenIssuer {
         }
     }
 
-    /// Mints a token valid for `ttl`, bound to `call_sid` when given.
+    /// Mints a token valid for `ttl`, bound to `call_sid` when given; an unbound token's
+    /// lifetime is capped at [`UNBOUND_MAX_TTL`].
     ///
     /// # Errors
     /// [`MintError::Sign`] if signing fails.
     pub fn mint(&self, call_sid: Option<&str>, ttl: Duration) -> Result<MintedToken, MintError> {
         let now = self.clock.now();
+        let ttl = if call_sid.is_none() {
+            ttl.min(UNBOUND_MAX_TTL)
+        } else {
+            ttl
+        };
         let exp = now.saturating_add(ttl.as_secs().max(1));
         let claims = Claims {
             aud: AUDIENCE.to_string(),
@@ -319,6 +345,10 @@ pub enum Authenticator {
 pub struct Grant {
     /// The CallSid the token is bound to, if any.
     pub call_sid: Option<String>,
+    /// The JWT's `jti` (single use across the fleet with a call registry).
+    pub jti: Option<String>,
+    /// The JWT's `exp`, seconds since the Unix epoch.
+    pub expires_at: Option<u64>,
 }
 
 impl Authenticator {
@@ -377,6 +407,8 @@ impl Authenticator {
                 let claims = verifier.verifier()?.verify(token)?;
                 Ok(Grant {
                     call_sid: claims.sub,
+                    jti: claims.jti,
+                    expires_at: Some(claims.exp),
                 })
             }
         }

@@ -143,8 +143,21 @@ async fn every_route_and_error_through_the_runtime_api() {
     assert_eq!(v["streamUrl"], format!("{STREAM_URL_BASE}/jwt/{token}"));
     issued_tokens.push(token);
 
-    // ttlSeconds is capped by TOKEN_MAX_TTL_SECONDS; no body: default TTL, no sub.
+    // ttlSeconds is capped by TOKEN_MAX_TTL_SECONDS; a token bound to no call (no callSid,
+    // or no body at all) lives at most 60 s whatever was asked.
     let bearer = format!("Bearer {TEST_MINT_API_KEY}");
+    let resp = api
+        .call(&token_event(
+            Some(&bearer),
+            Some(&format!(
+                r#"{{"callSid": "{CALL_SID}", "ttlSeconds": 86400}}"#
+            )),
+        ))
+        .await;
+    let token = resp.json()["token"].as_str().unwrap().to_string();
+    let claims = verifier(SHARED_SECRET).verify(&token).unwrap();
+    assert_eq!(claims.exp - claims.iat.unwrap(), 600);
+    issued_tokens.push(token);
     let resp = api
         .call(&token_event(
             Some(&bearer),
@@ -153,13 +166,13 @@ async fn every_route_and_error_through_the_runtime_api() {
         .await;
     let token = resp.json()["token"].as_str().unwrap().to_string();
     let claims = verifier(SHARED_SECRET).verify(&token).unwrap();
-    assert_eq!(claims.exp - claims.iat.unwrap(), 600);
+    assert_eq!(claims.exp - claims.iat.unwrap(), 60);
     assert_eq!(claims.sub, None);
     issued_tokens.push(token);
     let resp = api.call(&token_event(Some(&bearer), None)).await;
     let token = resp.json()["token"].as_str().unwrap().to_string();
     let claims = verifier(SHARED_SECRET).verify(&token).unwrap();
-    assert_eq!(claims.exp - claims.iat.unwrap(), 300);
+    assert_eq!(claims.exp - claims.iat.unwrap(), 60);
     issued_tokens.push(token);
 
     // Client errors.

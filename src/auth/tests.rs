@@ -166,3 +166,45 @@ fn jwt_mode_reads_the_secret_list_and_fails_closed_without_a_value() {
     assert_eq!(auth.check(Some(&t)), Err(AuthError::SecretUnavailable));
     assert_eq!(AuthError::SecretUnavailable.label(), "secret_unavailable");
 }
+
+#[test]
+fn unbound_tokens_live_at_most_60_seconds() {
+    let v = verifier(&["s1"]);
+    // Bound tokens may live long (the webhook's, /token's with a callSid).
+    let bound = sign(
+        "s1",
+        json!({"aud":"media","exp":NOW+3600,"iat":NOW,"sub":"CA1"}),
+    );
+    assert!(v.verify(&bound).is_ok());
+    // Unbound: 60 s from issue is fine, 61 s is not, and neither is a far exp without iat.
+    let ok = sign("s1", json!({"aud":"media","exp":NOW+60,"iat":NOW}));
+    assert!(v.verify(&ok).is_ok());
+    let long = sign("s1", json!({"aud":"media","exp":NOW+61,"iat":NOW}));
+    assert_eq!(v.verify(&long), Err(AuthError::UnboundTooLong));
+    let no_iat = sign("s1", json!({"aud":"media","exp":NOW+3600}));
+    assert_eq!(v.verify(&no_iat), Err(AuthError::UnboundTooLong));
+    // The lifetime counts from issue, not from now: an old long-lived token stays refused.
+    let old = sign("s1", json!({"aud":"media","exp":NOW+30,"iat":NOW-1000}));
+    assert_eq!(v.verify(&old), Err(AuthError::UnboundTooLong));
+
+    // The issuer caps unbound tokens itself, and leaves bound ones alone.
+    let issuer = TokenIssuer::new(&Secret::new("s1".into()), Clock::Fixed(NOW));
+    let minted = issuer.mint(None, Duration::from_secs(3600)).unwrap();
+    assert_eq!(minted.expires_at, NOW + UNBOUND_MAX_TTL.as_secs());
+    assert!(v.verify(minted.token.expose()).is_ok());
+    let minted = issuer.mint(Some("CA1"), Duration::from_secs(3600)).unwrap();
+    assert_eq!(minted.expires_at, NOW + 3600);
+}
+
+#[test]
+fn a_grant_carries_jti_and_expiry() {
+    let mode = AuthMode::Jwt(crate::secrets::SecretSpec::Value(Secret::new("s1".into())));
+    let auth = Authenticator::new(&mode, Duration::ZERO, Clock::Fixed(NOW));
+    let t = sign(
+        "s1",
+        json!({"aud":"media","exp":NOW+300,"iat":NOW,"sub":"CA1","jti":"j-1"}),
+    );
+    let grant = auth.check(Some(&t)).unwrap();
+    assert_eq!(grant.jti.as_deref(), Some("j-1"));
+    assert_eq!(grant.expires_at, Some(NOW + 300));
+}
