@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""Recompute the X-Twilio-Signature of an API Gateway (HTTP API, payload 2.0) event file.
+"""Recompute the X-Twilio-Signature of an API Gateway event file (HTTP API payload 2.0, or
+REST API payload 1.0).
 
     scripts/sign-twilio-event.py events/twiml.json [AUTH_TOKEN]
 
-Signs https://<host header><rawPath>[?<rawQueryString>] plus the sorted form fields of the
-(optionally base64) body with HMAC-SHA1, as Twilio does, and writes the header back into the
-file. AUTH_TOKEN defaults to the documented test token in events/README.md. Standard library
+Signs the URL Twilio called plus the sorted form fields of the (optionally base64) body with
+HMAC-SHA1, as Twilio does, and writes the header back into the file. The URL is
+https://<host header> followed by the path as the client sent it: `rawPath` (2.0; it keeps a
+named stage and a custom domain's base path) or `requestContext.path` (1.0; `path` drops the
+stage), then `?<rawQueryString>` when there is one (2.0 only). AUTH_TOKEN defaults to the documented test token in events/README.md. Standard library
 only; the Rust tests check the result with the crate's own validator.
 """
 import base64
@@ -19,11 +22,14 @@ TEST_AUTH_TOKEN = "test-auth-token-0123456789abcdef"
 
 
 def signature(event, token):
-    headers = event["headers"]
+    headers = {k.lower(): v for k, v in event["headers"].items()}
     host = headers.get("host") or event["requestContext"]["domainName"]
-    url = "https://" + host + event["rawPath"]
-    if event.get("rawQueryString"):
-        url += "?" + event["rawQueryString"]
+    if event.get("version") == "2.0":
+        url = "https://" + host + event["rawPath"]
+        if event.get("rawQueryString"):
+            url += "?" + event["rawQueryString"]
+    else:
+        url = "https://" + host + event["requestContext"]["path"]
     body = event.get("body") or ""
     raw = base64.b64decode(body) if event.get("isBase64Encoded") else body.encode()
     pairs = sorted(set(parse_qsl(raw.decode(), keep_blank_values=True)))
@@ -37,11 +43,14 @@ def main():
     token = sys.argv[2] if len(sys.argv) > 2 else TEST_AUTH_TOKEN
     with open(path, encoding="utf-8") as f:
         event = json.load(f)
-    event["headers"]["x-twilio-signature"] = signature(event, token)
+    name = "X-Twilio-Signature" if event.get("version") != "2.0" else "x-twilio-signature"
+    event["headers"][name] = signature(event, token)
+    if "multiValueHeaders" in event:
+        event["multiValueHeaders"][name] = [event["headers"][name]]
     with open(path, "w", encoding="utf-8") as f:
         json.dump(event, f, indent=2)
         f.write("\n")
-    print(f"{path}: x-twilio-signature = {event['headers']['x-twilio-signature']}")
+    print(f"{path}: {name} = {event['headers'][name]}")
 
 
 if __name__ == "__main__":

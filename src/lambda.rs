@@ -13,7 +13,6 @@ use std::time::SystemTime;
 
 use lambda_http::http::header::{HeaderValue, CONTENT_TYPE};
 use lambda_http::http::{Method, StatusCode};
-use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 
 pub use config::LambdaConfig;
@@ -84,7 +83,7 @@ impl LambdaState {
 pub async fn handle(state: &LambdaState, req: Request) -> Result<Response<Body>, LambdaError> {
     let path = route_path(&req);
     let method = req.method();
-    match path.as_str() {
+    match path {
         "/health" => match *method {
             Method::GET | Method::HEAD => health(),
             _ => Err(LambdaError::MethodNotAllowed("GET, HEAD")),
@@ -126,27 +125,34 @@ pub async fn respond(state: &LambdaState, req: Request) -> Response<Body> {
     }
 }
 
-/// The path routed on: the raw path without a named API Gateway stage prefix.
-fn route_path(req: &Request) -> String {
+/// The routes this function answers.
+const ROUTES: [&str; 3] = ["/health", "/token", "/twiml"];
+
+/// The route a request is for, whatever API Gateway front door it came through: the path's
+/// last segment names it, and whatever API Gateway puts before it is ignored — a named stage
+/// (`/prod/twiml` on an HTTP API), a custom domain's base path mapping (`/voice/twiml`, on
+/// HTTP and REST APIs alike), or both. API Gateway only forwards the paths it was configured
+/// with, so nothing else reaches the function through a prefix.
+fn route_path(req: &Request) -> &'static str {
     let raw = req.raw_http_path();
     let path = if raw.is_empty() {
         req.uri().path()
     } else {
         raw
     };
-    let stage = match req.request_context_ref() {
-        Some(RequestContext::ApiGatewayV2(ctx)) => ctx.stage.as_deref(),
-        Some(RequestContext::ApiGatewayV1(ctx)) => ctx.stage.as_deref(),
-        _ => None,
+    route_of(path)
+}
+
+/// [`route_path`] on a path: the known route it ends with, or `""`.
+fn route_of(path: &str) -> &'static str {
+    let path = match path.trim_end_matches('/') {
+        "" => "/",
+        p => p,
     };
-    if let Some(stage) = stage.filter(|s| *s != "$default" && !s.is_empty()) {
-        if let Some(rest) = path.strip_prefix('/').and_then(|p| p.strip_prefix(stage)) {
-            if rest.starts_with('/') {
-                return rest.to_string();
-            }
-        }
-    }
-    path.to_string()
+    ROUTES
+        .into_iter()
+        .find(|route| path.ends_with(route))
+        .unwrap_or("")
 }
 
 fn health() -> Result<Response<Body>, LambdaError> {

@@ -178,14 +178,18 @@ async fn token_route_mints_what_media_ws_verifies() {
     assert_eq!(claims.sub.as_deref(), Some(CALL_SID));
     assert_eq!((claims.iat, claims.exp), (Some(NOW), NOW + 120));
 
-    // ttlSeconds is capped; no body means the default TTL and no sub.
+    // ttlSeconds is capped; an unbound token (no callSid) lives at most 60 s, whatever the
+    // default or the request says; no body means no sub.
     let mut e = event("token");
-    e["body"] = r#"{"ttlSeconds": 100000}"#.into();
+    e["body"] = format!(r#"{{"callSid": "{CALL_SID}", "ttlSeconds": 100000}}"#).into();
     let v: Value = serde_json::from_str(&text(&call(&s, &e).await.unwrap())).unwrap();
     assert_eq!(v["expiresAt"], NOW + 600);
+    e["body"] = r#"{"ttlSeconds": 100000}"#.into();
+    let v: Value = serde_json::from_str(&text(&call(&s, &e).await.unwrap())).unwrap();
+    assert_eq!(v["expiresAt"], NOW + 60);
     e.as_object_mut().unwrap().remove("body");
     let v: Value = serde_json::from_str(&text(&call(&s, &e).await.unwrap())).unwrap();
-    assert_eq!(v["expiresAt"], NOW + 300);
+    assert_eq!(v["expiresAt"], NOW + 60);
     assert_eq!(
         verifier().verify(v["token"].as_str().unwrap()).unwrap().sub,
         None
@@ -467,4 +471,106 @@ async fn signature_vectors_through_the_handler() {
         checked += 1;
     }
     assert!(checked >= 8, "only {checked} vectors applied");
+}
+
+/// Every API Gateway front door: the route matches and the signed URL is the one Twilio
+/// called (each event is signed over its own public URL, as Twilio would).
+#[tokio::test]
+async fn twiml_behind_every_api_gateway_front_door() {
+    let s = state(&[]);
+    for (name, url) in [
+        ("twiml", EVENT_URL),
+        (
+            "twiml-http-stage",
+            "https://abc123defg.execute-api.us-east-1.amazonaws.com/prod/twiml",
+        ),
+        ("twiml-custom-domain", "https://api.example.com/voice/twiml"),
+        (
+            "twiml-rest",
+            "https://abc123defg.execute-api.us-east-1.amazonaws.com/prod/twiml",
+        ),
+        (
+            "twiml-rest-custom-domain",
+            "https://api.example.com/voice/twiml",
+        ),
+    ] {
+        let e = event(name);
+        assert_eq!(webhook_url(&request(&e)).as_deref(), Some(url), "{name}");
+        let resp = call(&s, &e)
+            .await
+            .unwrap_or_else(|err| panic!("{name}: {err:?}"));
+        assert_eq!(resp.status(), 200, "{name}");
+        assert!(
+            text(&resp).contains("<Connect><Stream url=\"wss://media.example.com/rtm/voice/jwt/"),
+            "{name}"
+        );
+
+        // The same request signed over the URL without the prefix (what the old code
+        // checked) is refused: the signature really covers the prefix.
+        let mut bare = e.clone();
+        let host = url.split('/').nth(2).unwrap();
+        resign_any(&mut bare, &format!("https://{host}/twiml"));
+        if url != format!("https://{host}/twiml") {
+            assert!(
+                matches!(call(&s, &bare).await, Err(LambdaError::BadSignature)),
+                "{name}"
+            );
+        }
+    }
+}
+
+/// Re-signs a 1.0 or 2.0 event for `url`.
+fn resign_any(e: &mut Value, url: &str) {
+    if e["version"] == "2.0" {
+        resign(e, url);
+        return;
+    }
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(e["body"].as_str().unwrap())
+        .unwrap();
+    let params = crate::twilio::signature::parse_form(&raw);
+    let sig = compute_signature(
+        AUTH_TOKEN.as_bytes(),
+        SignatureAlgorithm::HmacSha1,
+        url,
+        &params,
+    );
+    e["headers"]["X-Twilio-Signature"] = sig.clone().into();
+    e["multiValueHeaders"]["X-Twilio-Signature"] = serde_json::json!([sig]);
+}
+
+#[tokio::test]
+async fn every_route_matches_behind_stages_and_base_paths() {
+    let s = state(&[]);
+    assert_eq!(route_of("/health"), "/health");
+    assert_eq!(route_of("/prod/health"), "/health");
+    assert_eq!(route_of("/voice/prod/token/"), "/token");
+    assert_eq!(route_of("/twimlx"), "");
+    assert_eq!(route_of("/"), "");
+    assert_eq!(route_of(""), "");
+    for path in [
+        "/health",
+        "/prod/health",
+        "/voice/health",
+        "/voice/v1/health",
+    ] {
+        let mut e = event("health");
+        e["rawPath"] = path.into();
+        assert_eq!(call(&s, &e).await.unwrap().status(), 200, "{path}");
+    }
+    // REST API (1.0): the resource path, with the custom domain's base path in `path`.
+    let mut e = event("twiml-rest-custom-domain");
+    e["path"] = "/voice/health".into();
+    e["resource"] = "/health".into();
+    e["httpMethod"] = "GET".into();
+    e["requestContext"]["path"] = "/voice/health".into();
+    assert_eq!(call(&s, &e).await.unwrap().status(), 200);
+    for path in ["/nope", "/prod/nope", "/voice/healthz"] {
+        let mut e = event("health");
+        e["rawPath"] = path.into();
+        assert!(
+            matches!(call(&s, &e).await, Err(LambdaError::NotFound)),
+            "{path}"
+        );
+    }
 }

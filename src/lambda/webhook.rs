@@ -87,11 +87,14 @@ pub(super) fn twiml(state: &LambdaState, req: &Request) -> Result<Response<Body>
 }
 
 /// The URL Twilio called, rebuilt from the request: `https://` + `Host` header (else the
-/// request context's domain name) + the raw path + `?` + the raw query string when not empty.
+/// request context's domain name) + the path as the client sent it + `?` + the query string
+/// when not empty.
 ///
-/// API Gateway HTTP APIs deliver the raw path and query exactly as sent, so `%XX` escapes
-/// survive; other event sources get their query re-encoded by lambda_http (set
-/// `PUBLIC_WEBHOOK_URL` there).
+/// The path as sent keeps a named stage (`/prod/twiml`) and a custom domain's base path
+/// (`/voice/twiml`): it is `rawPath` on an HTTP API (payload 2.0) and `requestContext.path`
+/// on a REST API (payload 1.0, whose top-level `path` drops the stage). HTTP APIs deliver the
+/// raw query exactly as sent, so `%XX` escapes survive; other event sources get their query
+/// re-encoded by lambda_http (set `PUBLIC_WEBHOOK_URL` there).
 pub fn webhook_url(req: &Request) -> Option<String> {
     let domain = match req.request_context_ref() {
         Some(RequestContext::ApiGatewayV2(ctx)) => ctx.domain_name.as_deref(),
@@ -106,10 +109,14 @@ pub fn webhook_url(req: &Request) -> Option<String> {
         .or(domain)
         .filter(|h| !h.is_empty())?;
     let raw = req.raw_http_path();
-    let path = if raw.is_empty() {
-        req.uri().path()
-    } else {
-        raw
+    let rest_path = match req.request_context_ref() {
+        Some(RequestContext::ApiGatewayV1(ctx)) => ctx.path.as_deref().filter(|p| !p.is_empty()),
+        _ => None,
+    };
+    let path = match rest_path {
+        Some(path) => path,
+        None if raw.is_empty() => req.uri().path(),
+        None => raw,
     };
     let mut url = format!("https://{host}{path}");
     if let Some(query) = req.uri().query().filter(|q| !q.is_empty()) {
