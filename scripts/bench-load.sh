@@ -58,7 +58,7 @@ run_point() {
     if [[ $server == floor ]]; then
         FLOOR_PORT=$port AGENT_URL=$agent_url "$FLOOR" >/dev/null &
     else
-        env -i PATH="$PATH" PORT="$port" AGENT=elevenlabs ELEVENLABS_WS_URL="$agent_url" \
+        env -i PATH="$PATH" PORT="$port" AGENT=elevenlabs ALLOW_UNAUTHENTICATED=true ELEVENLABS_WS_URL="$agent_url" \
             MAX_CALLS=10000 RUST_LOG=warn LOG_FORMAT=json "$WS" >"$OUT/$server-$n.log" 2>&1 &
     fi
     SERVER_PID=$!

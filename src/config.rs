@@ -114,9 +114,27 @@ pub mod env {
     pub const VERIFY_TWILIO_SIGNATURE_DEFAULT: bool = false;
     /// Twilio account Auth Token (value or `ssm:` reference): the key of Twilio's signatures.
     pub const TWILIO_AUTH_TOKEN: &str = "TWILIO_AUTH_TOKEN";
-    /// Public origin Twilio connects to (`wss://host[:port]`); the request path is appended
-    /// to rebuild the signed URL. Unset: `wss://<Host header><path>`.
+    /// Public origin Twilio connects to (`wss://host[:port]`, or the same followed by
+    /// `WS_PATH`, i.e. the Lambda's `STREAM_URL_BASE`); the request path is appended to it to
+    /// rebuild the signed URL. Unset: `wss://<Host header><path>`.
     pub const PUBLIC_STREAM_BASE: &str = "PUBLIC_STREAM_BASE";
+    /// `true` lets a server whose agent costs money (`AGENT=elevenlabs`) run without
+    /// stream authentication; without it such a server refuses to start.
+    pub const ALLOW_UNAUTHENTICATED: &str = "ALLOW_UNAUTHENTICATED";
+    /// The Twilio account (`AC…`) whose streams are accepted; a `start` from another account
+    /// is closed with 1008.
+    pub const TWILIO_ACCOUNT_SID: &str = "TWILIO_ACCOUNT_SID";
+    /// DynamoDB table of the fleet-wide call registry (single-use tokens, one stream per
+    /// CallSid across every task). Unset: per-process checks only.
+    pub const CALL_REGISTRY_TABLE: &str = "CALL_REGISTRY_TABLE";
+    /// How long a CallSid claim lives without renewal (renewed at a third of it).
+    pub const CALL_REGISTRY_LEASE_SECONDS: &str = "CALL_REGISTRY_LEASE_SECONDS";
+    /// Default for [`CALL_REGISTRY_LEASE_SECONDS`].
+    pub const CALL_REGISTRY_LEASE_SECONDS_DEFAULT: u64 = 60;
+    /// Time allowed for one registry request (a slower one counts as an outage).
+    pub const CALL_REGISTRY_TIMEOUT_MS: &str = "CALL_REGISTRY_TIMEOUT_MS";
+    /// Default for [`CALL_REGISTRY_TIMEOUT_MS`].
+    pub const CALL_REGISTRY_TIMEOUT_MS_DEFAULT: u64 = 2_000;
     /// How long a secret read from SSM is used before it is fetched again.
     pub const SECRETS_TTL_SECONDS: &str = "SECRETS_TTL_SECONDS";
     /// Default for [`SECRETS_TTL_SECONDS`].
@@ -249,6 +267,21 @@ pub struct Config {
     pub stream_signature: Option<StreamSignatureConfig>,
     /// Lifetime of secrets read from SSM.
     pub secrets_ttl: Duration,
+    /// The only Twilio account whose streams are accepted, when set.
+    pub twilio_account_sid: Option<String>,
+    /// The fleet-wide call registry, when configured.
+    pub call_registry: Option<CallRegistryConfig>,
+}
+
+/// The DynamoDB call registry (`CALL_REGISTRY_TABLE`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallRegistryConfig {
+    /// Table name (or ARN).
+    pub table: String,
+    /// Lifetime of an unrenewed CallSid claim.
+    pub lease: Duration,
+    /// Time allowed for one request.
+    pub timeout: Duration,
 }
 
 impl Config {
@@ -289,6 +322,19 @@ impl Config {
             (None, Some(token)) => AuthMode::StaticToken(secret_spec(MEDIA_AUTH_TOKEN, &token)?),
             (None, None) => AuthMode::Open,
         };
+        let agent = agent(src)?;
+        if matches!(agent, AgentKind::ElevenLabs(_))
+            && auth == AuthMode::Open
+            && !boolean(src, ALLOW_UNAUTHENTICATED, false)?
+        {
+            return Err(invalid(
+                MEDIA_SHARED_SECRET,
+                "required with AGENT=elevenlabs (every stream would open a paid agent \
+                 conversation for anyone): set MEDIA_SHARED_SECRET (or MEDIA_AUTH_TOKEN), \
+                 or ALLOW_UNAUTHENTICATED=true to run open on purpose",
+            ));
+        }
+        let stream_signature = stream_signature(src, &ws_path)?;
         let keepalive = millis(src, KEEPALIVE_MS, KEEPALIVE_MS_DEFAULT)?;
         let idle_timeout = millis(src, IDLE_TIMEOUT_MS, IDLE_TIMEOUT_MS_DEFAULT)?;
         Ok(Self {
@@ -319,7 +365,7 @@ impl Config {
             )?),
             handshake_timeout: millis(src, HANDSHAKE_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS_DEFAULT)?,
             log_format: log_format(src)?,
-            agent: agent(src)?,
+            agent,
             playout_lead: Duration::from_millis(number(
                 src,
                 PLAYOUT_LEAD_MS,
@@ -334,13 +380,15 @@ impl Config {
             )?),
             task_protection: task_protection(src)?,
             emf: emf(src)?,
-            stream_signature: stream_signature(src)?,
+            stream_signature,
             secrets_ttl: Duration::from_secs(number(
                 src,
                 SECRETS_TTL_SECONDS,
                 SECRETS_TTL_SECONDS_DEFAULT,
                 1,
             )?),
+            twilio_account_sid: twilio_account_sid(src)?,
+            call_registry: call_registry(src)?,
         })
     }
 
@@ -494,7 +542,60 @@ pub fn boolean(src: &dyn Source, var: &'static str, default: bool) -> Result<boo
     }
 }
 
-fn stream_signature(src: &dyn Source) -> Result<Option<StreamSignatureConfig>, ConfigError> {
+/// `TWILIO_ACCOUNT_SID`: `AC` and 32 hex digits.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] for anything else.
+pub fn twilio_account_sid(src: &dyn Source) -> Result<Option<String>, ConfigError> {
+    let Some(sid) = src.get(env::TWILIO_ACCOUNT_SID) else {
+        return Ok(None);
+    };
+    let sid = sid.trim().to_string();
+    let hex = sid.get(2..).unwrap_or_default();
+    if !sid.starts_with("AC") || hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(invalid(
+            env::TWILIO_ACCOUNT_SID,
+            "expected AC followed by 32 hex digits",
+        ));
+    }
+    Ok(Some(sid))
+}
+
+fn call_registry(src: &dyn Source) -> Result<Option<CallRegistryConfig>, ConfigError> {
+    use env::*;
+    let Some(table) = src.get(CALL_REGISTRY_TABLE) else {
+        return Ok(None);
+    };
+    let lease = number(
+        src,
+        CALL_REGISTRY_LEASE_SECONDS,
+        CALL_REGISTRY_LEASE_SECONDS_DEFAULT,
+        3,
+    )?;
+    Ok(Some(CallRegistryConfig {
+        table: table.trim().to_string(),
+        lease: Duration::from_secs(lease),
+        timeout: millis(
+            src,
+            CALL_REGISTRY_TIMEOUT_MS,
+            CALL_REGISTRY_TIMEOUT_MS_DEFAULT,
+        )?,
+    }))
+}
+
+/// The origin of a `PUBLIC_STREAM_BASE`: `wss://host[:port]`, with a trailing `ws_path`
+/// (the value operators also give the Lambda as `STREAM_URL_BASE`) or `/` removed.
+fn public_stream_origin(base: &str, ws_path: &str) -> Option<String> {
+    let base = base.trim().trim_end_matches('/');
+    let base = base.strip_suffix(ws_path).unwrap_or(base);
+    let host = base.strip_prefix("wss://")?;
+    (!host.is_empty() && !host.contains(['/', '?', '#', ' ', '@'])).then(|| base.to_string())
+}
+
+fn stream_signature(
+    src: &dyn Source,
+    ws_path: &str,
+) -> Result<Option<StreamSignatureConfig>, ConfigError> {
     use env::*;
     if !boolean(
         src,
@@ -511,17 +612,16 @@ fn stream_signature(src: &dyn Source) -> Result<Option<StreamSignatureConfig>, C
     };
     let public_base = match src.get(PUBLIC_STREAM_BASE) {
         None => None,
-        Some(base) => {
-            let base = base.trim().trim_end_matches('/').to_string();
-            let host = base.strip_prefix("wss://").unwrap_or_default();
-            if host.is_empty() || host.contains(['/', '?', '#', ' ', '@']) {
-                return Err(invalid(
-                    PUBLIC_STREAM_BASE,
-                    "expected wss://host[:port] without a path",
-                ));
-            }
-            Some(base)
-        }
+        Some(base) => Some(public_stream_origin(&base, ws_path).ok_or_else(|| {
+            invalid(
+                PUBLIC_STREAM_BASE,
+                format!(
+                    "expected the public wss:// origin Twilio dials, wss://host[:port] or \
+                     wss://host[:port]{ws_path} (the STREAM_URL_BASE given to media-lambda), \
+                     e.g. wss://media.example.com{ws_path}"
+                ),
+            )
+        })?),
     };
     Ok(Some(StreamSignatureConfig {
         auth_token: secret_spec(TWILIO_AUTH_TOKEN, &raw)?,

@@ -11,6 +11,8 @@
 //! - [`audio`]: G.711 μ-law codec and resampling (pure, synchronous).
 //! - [`agent`]: the agent boundary (one session per call) and the built-in echo agent.
 //! - [`elevenlabs`]: the ElevenLabs conversational agent client.
+//! - [`registry`]: the fleet-wide call registry on DynamoDB (single-use tokens, one stream
+//!   per CallSid across every task).
 //! - [`relay`]: playout pacing and barge-in, per-direction transcoding.
 //! - [`twiml`]: TwiML for `<Connect><Stream>`.
 //! - [`ecs`]: ECS task scale-in protection and CloudWatch EMF metrics.
@@ -31,6 +33,7 @@ pub mod elevenlabs;
 pub mod json;
 pub mod lambda;
 pub mod metrics;
+pub mod registry;
 pub mod relay;
 pub mod secret;
 pub mod secrets;

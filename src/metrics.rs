@@ -38,6 +38,8 @@ pub enum Outcome {
     duplicate,
     /// A bug panicked inside the call's task.
     panic,
+    /// The call registry could not be written at `start`: refused (fails closed).
+    unavailable,
 }
 
 /// Direction of audio and messages.
@@ -71,6 +73,12 @@ struct EventLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RegistryLabels {
+    op: &'static str,
+    result: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TypeLabels {
     kind: &'static str,
 }
@@ -89,6 +97,8 @@ pub struct Metrics {
     agent_events: Family<TypeLabels, Counter>,
     call_duration: Histogram,
     bargein: Histogram,
+    registry_requests: Family<RegistryLabels, Counter>,
+    registry_seconds: Histogram,
 }
 
 impl Default for Metrics {
@@ -156,6 +166,20 @@ impl Metrics {
             "Duration of ended calls",
             call_duration.clone(),
         );
+        let registry_requests = Family::<RegistryLabels, Counter>::default();
+        let registry_seconds = Histogram::new([
+            0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0,
+        ]);
+        registry.register(
+            "call_registry_requests",
+            "Call registry (DynamoDB) requests, by operation and result (ok, taken, error)",
+            registry_requests.clone(),
+        );
+        registry.register(
+            "call_registry_seconds",
+            "Latency of call registry requests",
+            registry_seconds.clone(),
+        );
         Self {
             registry,
             active_calls,
@@ -168,7 +192,17 @@ impl Metrics {
             agent_events,
             call_duration,
             bargein,
+            registry_requests,
+            registry_seconds,
         }
+    }
+
+    /// Counts one call registry request and records its latency.
+    pub fn registry_request(&self, op: &'static str, result: &'static str, seconds: f64) {
+        self.registry_requests
+            .get_or_create(&RegistryLabels { op, result })
+            .inc();
+        self.registry_seconds.observe(seconds);
     }
 
     /// A call started; returns the number of calls now active.

@@ -31,6 +31,7 @@ use crate::auth::{Authenticator, Clock};
 use crate::config::{AgentKind, Config};
 use crate::elevenlabs::client::ElevenLabs;
 use crate::metrics::Metrics;
+use crate::registry::CallRegistry;
 use crate::secrets::Secrets;
 use crate::twilio::stream_signature::StreamSignatureVerifier;
 
@@ -50,6 +51,8 @@ pub struct AppState {
     pub metrics: Metrics,
     /// The agent that answers calls (`None`: frames are only counted).
     pub agent: Option<Arc<dyn Agent>>,
+    /// The fleet-wide call registry (`CALL_REGISTRY_TABLE`).
+    pub registry: Option<Arc<CallRegistry>>,
     call_slots: Arc<Semaphore>,
     live_call_sids: Mutex<HashSet<String>>,
     active_calls: tokio::sync::watch::Sender<i64>,
@@ -93,6 +96,10 @@ impl AppState {
             stream_signature,
             metrics: Metrics::new(),
             agent,
+            registry: config
+                .call_registry
+                .clone()
+                .map(|c| Arc::new(CallRegistry::new(c))),
             live_call_sids: Mutex::new(HashSet::new()),
             active_calls: tokio::sync::watch::Sender::new(0),
             call_slots: Arc::new(Semaphore::new(config.max_calls)),
@@ -113,6 +120,7 @@ impl AppState {
         live.insert(call_sid.to_string()).then(|| CallClaim {
             state: Arc::clone(self),
             call_sid: call_sid.to_string(),
+            fleet: false,
         })
     }
 
@@ -142,11 +150,32 @@ impl AppState {
     }
 }
 
-/// Holds a call's CallSid in the live set until dropped.
+/// Holds a call's CallSid in the live set until dropped, and in the fleet-wide registry once
+/// [`CallClaim::claim_fleet`] succeeded (released in the background on drop, tracked with the
+/// calls so a drain waits for it).
 #[derive(Debug)]
 pub struct CallClaim {
     state: Arc<AppState>,
     call_sid: String,
+    fleet: bool,
+}
+
+impl CallClaim {
+    /// Claims the CallSid in the call registry too, when one is configured.
+    ///
+    /// # Errors
+    /// [`crate::registry::ClaimError`] when another task's stream holds it or the table
+    /// cannot be written.
+    pub async fn claim_fleet(&mut self) -> Result<(), crate::registry::ClaimError> {
+        let Some(registry) = &self.state.registry else {
+            return Ok(());
+        };
+        registry
+            .claim_call(&self.call_sid, &self.state.metrics)
+            .await?;
+        self.fleet = true;
+        Ok(())
+    }
 }
 
 impl Drop for CallClaim {
@@ -156,6 +185,18 @@ impl Drop for CallClaim {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(&self.call_sid);
+        if let (true, Some(registry)) = (self.fleet, &self.state.registry) {
+            let registry = Arc::clone(registry);
+            let state = Arc::clone(&self.state);
+            let call_sid = std::mem::take(&mut self.call_sid);
+            if tokio::runtime::Handle::try_current().is_ok() {
+                self.state.calls.spawn(async move {
+                    registry.release_call(&call_sid, &state.metrics).await;
+                });
+            } else {
+                registry.forget(&call_sid);
+            }
+        }
     }
 }
 
@@ -192,6 +233,10 @@ pub async fn run(
     }
     if let Some(emf) = state.config.emf.clone() {
         background.spawn(crate::ecs::publish_emf(emf, state.active_calls.subscribe()));
+    }
+    if let Some(registry) = state.registry.clone() {
+        let state = Arc::clone(&state);
+        background.spawn(async move { registry.renew_loop(&state.metrics).await });
     }
     let accept = accept_loop(&listener, &state, &connections, &stop_accepting);
     let lifecycle = async {
@@ -275,7 +320,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, state: Arc<AppSta
     let handshake_timeout = state.config.handshake_timeout;
     let service = hyper::service::service_fn(move |req| {
         let state = Arc::clone(&state);
-        async move { Ok::<_, std::convert::Infallible>(http::route(req, &state, peer)) }
+        async move { Ok::<_, std::convert::Infallible>(http::route(req, &state, peer).await) }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder

@@ -27,7 +27,11 @@ fn pcm16k_of(audio: &[u8]) -> Vec<u8> {
 
 async fn server_with(fake: &FakeEl, extra: &[(&str, &str)]) -> Server {
     let url = fake.ws_url();
-    let mut env = vec![("AGENT", "elevenlabs"), ("ELEVENLABS_WS_URL", url.as_str())];
+    let mut env = vec![
+        ("AGENT", "elevenlabs"),
+        ("ALLOW_UNAUTHENTICATED", "true"),
+        ("ELEVENLABS_WS_URL", url.as_str()),
+    ];
     env.extend_from_slice(extra);
     Server::start(&env).await
 }
@@ -267,6 +271,7 @@ async fn private_agents_connect_through_a_signed_url() {
     let base = fake.api_base();
     let s = Server::start(&[
         ("AGENT", "elevenlabs"),
+        ("ALLOW_UNAUTHENTICATED", "true"),
         ("ELEVENLABS_AGENT_ID", "agent_test"),
         ("ELEVENLABS_API_KEY", "xi-test-key"),
         ("ELEVENLABS_API_BASE", base.as_str()),
@@ -293,6 +298,7 @@ async fn unreachable_agent_ends_the_stream_normally_after_bounded_retries() {
     let url = format!("ws://127.0.0.1:{}/v1/convai/conversation", free_port());
     let s = Server::start(&[
         ("AGENT", "elevenlabs"),
+        ("ALLOW_UNAUTHENTICATED", "true"),
         ("ELEVENLABS_WS_URL", url.as_str()),
         ("ELEVENLABS_CONNECT_RETRIES", "2"),
     ])
@@ -318,6 +324,7 @@ async fn unreachable_agent_ends_the_stream_normally_after_bounded_retries() {
     );
     let s = Server::start(&[
         ("AGENT", "elevenlabs"),
+        ("ALLOW_UNAUTHENTICATED", "true"),
         ("ELEVENLABS_WS_URL", url.as_str()),
         ("ELEVENLABS_CONNECT_RETRIES", "0"),
         ("ELEVENLABS_CONNECT_TIMEOUT_MS", "300"),
@@ -428,6 +435,7 @@ async fn agent_traffic_never_reaches_the_log() {
     let url = fake.ws_url();
     let s = Server::start(&[
         ("AGENT", "elevenlabs"),
+        ("ALLOW_UNAUTHENTICATED", "true"),
         ("ELEVENLABS_WS_URL", url.as_str()),
         ("ELEVENLABS_API_KEY", "XIKEYMARKER"),
         ("RUST_LOG", "trace"),

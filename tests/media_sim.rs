@@ -285,6 +285,7 @@ async fn load_through_agent_listen_transcodes_both_ways_and_delivers_every_frame
     let agent_url = format!("ws://{agent}/v1/convai/conversation");
     let s = Server::start(&[
         ("AGENT", "elevenlabs"),
+        ("ALLOW_UNAUTHENTICATED", "true"),
         ("ELEVENLABS_WS_URL", agent_url.as_str()),
         ("RUST_LOG", "info"),
     ])
@@ -340,6 +341,7 @@ async fn call_reports_a_server_that_ends_the_call_early() {
     let agent_url = format!("ws://127.0.0.1:{port}/v1/convai/conversation");
     let s = Server::start(&[
         ("AGENT", "elevenlabs"),
+        ("ALLOW_UNAUTHENTICATED", "true"),
         ("ELEVENLABS_WS_URL", agent_url.as_str()),
         ("ELEVENLABS_CONNECT_RETRIES", "0"),
     ])

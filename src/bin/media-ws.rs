@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use media_orchestrator::config::Config;
+use media_orchestrator::config::{AgentKind, AuthMode, Config};
 use media_orchestrator::secrets::Secrets;
 use media_orchestrator::server::{self, AppState};
 use media_orchestrator::{shutdown, telemetry};
@@ -53,6 +53,15 @@ async fn serve() -> ExitCode {
         return ExitCode::from(2);
     }
     let config = &state.config;
+    if config.auth == AuthMode::Open && matches!(config.agent, AgentKind::ElevenLabs(_)) {
+        tracing::warn!(
+            "ALLOW_UNAUTHENTICATED=true: streams open ElevenLabs conversations without a token"
+        );
+    }
+    if let Some(registry) = &state.registry {
+        registry.warm().await;
+        tracing::info!(table = registry.table(), "call registry on");
+    }
     let listener = match tokio::net::TcpListener::bind(("0.0.0.0", config.port)).await {
         Ok(l) => l,
         Err(e) => {

@@ -3,6 +3,9 @@ use std::time::Duration;
 
 use super::*;
 
+/// Runs open on purpose (the agent tests are not about auth).
+const OPEN: (&str, &str) = ("ALLOW_UNAUTHENTICATED", "true");
+
 fn cfg(pairs: &[(&'static str, &'static str)]) -> Result<Config, ConfigError> {
     let map: HashMap<&str, &str> = pairs.iter().copied().collect();
     Config::from_source(&map)
@@ -88,7 +91,9 @@ fn agent_selection() {
         AgentKind::Echo(Duration::from_millis(200))
     );
     assert_eq!(cfg(&[("AGENT", "none")]).unwrap().agent, AgentKind::None);
-    let AgentKind::ElevenLabs(el) = cfg(&[("ELEVENLABS_AGENT_ID", "agent_1")]).unwrap().agent
+    let AgentKind::ElevenLabs(el) = cfg(&[("ELEVENLABS_AGENT_ID", "agent_1"), OPEN])
+        .unwrap()
+        .agent
     else {
         panic!("an agent id selects elevenlabs")
     };
@@ -98,6 +103,7 @@ fn agent_selection() {
         ("ELEVENLABS_WS_URL", "ws://127.0.0.1:9/x"),
         ("EL_FORWARD_BINARY", "true"),
         ("ELEVENLABS_API_KEY", "k"),
+        OPEN,
     ])
     .unwrap()
     .agent
@@ -229,4 +235,101 @@ fn twilio_signature_on_the_upgrade() {
         let ConfigError::Invalid { var: named, .. } = &err;
         assert_eq!(*named, var, "{pairs:?}");
     }
+}
+
+#[test]
+fn public_stream_base_takes_the_origin_or_the_stream_url_base() {
+    let base = |value: &'static str, ws_path: &'static str| {
+        cfg(&[
+            ("VERIFY_TWILIO_SIGNATURE", "true"),
+            ("TWILIO_AUTH_TOKEN", "t"),
+            ("WS_PATH", ws_path),
+            ("PUBLIC_STREAM_BASE", value),
+        ])
+        .map(|c| c.stream_signature.and_then(|s| s.public_base))
+    };
+    // What the shipped templates set (the Lambda's STREAM_URL_BASE) and the bare origin agree.
+    for value in [
+        "wss://media.example.com/rtm/voice",
+        "wss://media.example.com/rtm/voice/",
+        "wss://media.example.com",
+        " wss://media.example.com/ ",
+    ] {
+        assert_eq!(
+            base(value, "/rtm/voice").unwrap().as_deref(),
+            Some("wss://media.example.com"),
+            "{value}"
+        );
+    }
+    assert_eq!(
+        base("wss://m.example.com:8443/custom/path", "/custom/path")
+            .unwrap()
+            .as_deref(),
+        Some("wss://m.example.com:8443")
+    );
+    // Another path, or another scheme: refused, and the message says what to put.
+    let err = base("wss://media.example.com/other", "/rtm/voice").unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("PUBLIC_STREAM_BASE"), "{msg}");
+    assert!(
+        msg.contains("wss://media.example.com/rtm/voice") && msg.contains("wss://host[:port]"),
+        "{msg}"
+    );
+    assert!(base("ws://media.example.com", "/rtm/voice").is_err());
+}
+
+#[test]
+fn a_paid_agent_never_runs_open_by_accident() {
+    let el = ("ELEVENLABS_AGENT_ID", "agent_1");
+    let err = cfg(&[el]).unwrap_err();
+    let ConfigError::Invalid { var, reason } = &err;
+    assert_eq!(*var, "MEDIA_SHARED_SECRET");
+    assert!(reason.contains("ALLOW_UNAUTHENTICATED=true"), "{reason}");
+    assert!(cfg(&[("AGENT", "elevenlabs"), ("ELEVENLABS_WS_URL", "wss://x/y")]).is_err());
+    // A secret, a static token, or an explicit opt-in: starts.
+    assert!(cfg(&[el, ("MEDIA_SHARED_SECRET", "s")]).is_ok());
+    assert!(cfg(&[el, ("MEDIA_AUTH_TOKEN", "t")]).is_ok());
+    assert!(cfg(&[el, ("ALLOW_UNAUTHENTICATED", "true")]).is_ok());
+    assert!(cfg(&[el, ("ALLOW_UNAUTHENTICATED", "false")]).is_err());
+    // The free agents may run open (a fresh machine's `cargo run`).
+    assert!(cfg(&[]).is_ok());
+    assert!(cfg(&[("AGENT", "none")]).is_ok());
+}
+
+#[test]
+fn twilio_account_sid_and_call_registry() {
+    let c = cfg(&[]).unwrap();
+    assert_eq!(c.twilio_account_sid, None);
+    assert_eq!(c.call_registry, None);
+    let sid = "AC0123456789abcdef0123456789abcdef";
+    assert_eq!(
+        cfg(&[("TWILIO_ACCOUNT_SID", sid)])
+            .unwrap()
+            .twilio_account_sid
+            .as_deref(),
+        Some(sid)
+    );
+    for bad in [
+        "AC123",
+        "CA0123456789abcdef0123456789abcdef",
+        "ACzz23456789abcdef0123456789abcdef",
+    ] {
+        let err = cfg(&[("TWILIO_ACCOUNT_SID", bad)]).unwrap_err();
+        let ConfigError::Invalid { var, .. } = err;
+        assert_eq!(var, "TWILIO_ACCOUNT_SID");
+    }
+    let c = cfg(&[("CALL_REGISTRY_TABLE", "calls")]).unwrap();
+    assert_eq!(
+        c.call_registry,
+        Some(CallRegistryConfig {
+            table: "calls".into(),
+            lease: Duration::from_secs(60),
+            timeout: Duration::from_millis(2000),
+        })
+    );
+    assert!(cfg(&[
+        ("CALL_REGISTRY_TABLE", "calls"),
+        ("CALL_REGISTRY_LEASE_SECONDS", "1")
+    ])
+    .is_err());
 }

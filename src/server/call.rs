@@ -29,6 +29,7 @@ use super::{AppState, CallClaim};
 use crate::agent::{self, AgentEnd, AgentEvent, AgentHandle, CallStart};
 use crate::auth::Grant;
 use crate::metrics::{Direction, Outcome};
+use crate::registry::ClaimError;
 use crate::relay::playout::{mark_name, Accepted, Playout, Release, FRAME_BYTES};
 use crate::twilio::message::{ProtocolError, Start};
 
@@ -159,7 +160,8 @@ where
     let mut call = Call {
         state,
         outbox,
-        session: Session::new(grant.call_sid, cfg.max_media_payload_bytes),
+        session: Session::new(grant.call_sid, cfg.max_media_payload_bytes)
+            .with_account(cfg.twilio_account_sid.clone()),
         agent: None,
         agent_tasks: JoinSet::new(),
         claim: None,
@@ -225,7 +227,7 @@ where
                         .err()
                         .map(|_| Summary::new(Outcome::disconnected, None, "writer closed"))
                 } else {
-                    call.on_text(text.as_str())
+                    call.on_text(text.as_str()).await
                 }
             }
             Some(Ok(Message::Binary(_))) => Some(call_error(ProtocolError::BinaryFrame.into())),
@@ -305,13 +307,26 @@ struct Call<'a> {
 }
 
 impl Call<'_> {
-    fn on_text(&mut self, text: &str) -> Option<Summary> {
+    async fn on_text(&mut self, text: &str) -> Option<Summary> {
         let (name, result) = self.session.on_text(text, &mut self.audio);
         self.state.metrics.event(name);
         match result {
+            Ok(Event::Started(start)) => self.on_start(*start).await,
             Ok(event) => self.on_event(event),
             Err(e) => Some(call_error(e)),
         }
+    }
+
+    async fn on_start(&mut self, start: Start) -> Option<Summary> {
+        let span = tracing::Span::current();
+        span.record("stream_sid", start.stream_sid.as_str());
+        span.record("call_sid", start.call_sid.as_str());
+        tracing::info!(
+            tracks = start.tracks.len(),
+            custom_parameters = start.custom_parameters.0.len(),
+            "stream started"
+        );
+        self.start_agent(start).await
     }
 
     fn on_event(&mut self, event: Event) -> Option<Summary> {
@@ -321,17 +336,8 @@ impl Call<'_> {
                 self.playout.on_mark(&name, Instant::now());
                 None
             }
-            Event::Started(start) => {
-                let span = tracing::Span::current();
-                span.record("stream_sid", start.stream_sid.as_str());
-                span.record("call_sid", start.call_sid.as_str());
-                tracing::info!(
-                    tracks = start.tracks.len(),
-                    custom_parameters = start.custom_parameters.0.len(),
-                    "stream started"
-                );
-                self.start_agent(*start)
-            }
+            // Handled by `on_start` (it may wait for the call registry).
+            Event::Started(_) => None,
             Event::Audio(bytes) => {
                 self.frames_in += 1;
                 self.state.metrics.frame(Direction::inbound, bytes);
@@ -350,16 +356,31 @@ impl Call<'_> {
         }
     }
 
-    fn start_agent(&mut self, start: Start) -> Option<Summary> {
+    async fn start_agent(&mut self, start: Start) -> Option<Summary> {
         let agent = self.state.agent.as_ref()?;
-        let Some(claim) = self.state.claim_call(start.call_sid.as_str()) else {
+        let duplicate = || {
             tracing::warn!("second stream for a live call refused");
-            return Some(Summary::new(
+            Some(Summary::new(
                 Outcome::duplicate,
                 Some(1008),
                 "duplicate stream for call",
-            ));
+            ))
         };
+        let Some(mut claim) = self.state.claim_call(start.call_sid.as_str()) else {
+            return duplicate();
+        };
+        match claim.claim_fleet().await {
+            Ok(()) => {}
+            Err(ClaimError::Taken) => return duplicate(),
+            Err(ClaimError::Unavailable(cause)) => {
+                tracing::error!(error = %cause, "call registry unavailable, refusing the call");
+                return Some(Summary::new(
+                    Outcome::unavailable,
+                    Some(1013),
+                    "call registry unavailable",
+                ));
+            }
+        }
         self.claim = Some(claim);
         let (handle, io) = agent::channels(Arc::clone(self.state));
         let call = CallStart {

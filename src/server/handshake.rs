@@ -14,12 +14,14 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::http::{error_json, Body};
 use super::{call, AppState};
+use crate::auth::{Authenticator, Grant};
+use crate::registry::{CallRegistry, ClaimError};
 
 /// Header carrying a token for legacy clients.
 pub const AUTH_HEADER: &str = "x-media-auth";
 
 /// Handles a request on the stream path; `path_token` is the `/jwt/<token>` segment.
-pub fn upgrade(
+pub async fn upgrade(
     mut req: Request<Incoming>,
     state: &Arc<AppState>,
     path_token: Option<String>,
@@ -90,6 +92,16 @@ pub fn upgrade(
     let Ok(permit) = Arc::clone(&state.call_slots).try_acquire_owned() else {
         return reject(StatusCode::SERVICE_UNAVAILABLE, "capacity");
     };
+    if let Some(registry) = &state.registry {
+        if let Err(reason) = claim_token(state, registry, &grant).await {
+            let status = if reason == "registry_unavailable" {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::UNAUTHORIZED
+            };
+            return reject(status, reason);
+        }
+    }
     let on_upgrade = hyper::upgrade::on(&mut req);
     super::spawn_call(
         state,
@@ -104,6 +116,35 @@ pub fn upgrade(
         h.insert(SEC_WEBSOCKET_ACCEPT, v);
     }
     resp
+}
+
+/// Single use across the fleet: the token's `jti` is written once; a replay on any task is
+/// refused. A JWT without `jti` cannot be single-use and is refused; static-token and open
+/// modes have no token id (their streams are still one per CallSid at `start`).
+async fn claim_token(
+    state: &AppState,
+    registry: &CallRegistry,
+    grant: &Grant,
+) -> Result<(), &'static str> {
+    if !matches!(state.auth, Authenticator::Jwt(_)) {
+        return Ok(());
+    }
+    let (Some(jti), Some(exp)) = (grant.jti.as_deref(), grant.expires_at) else {
+        return Err("token_no_jti");
+    };
+    let until = exp.saturating_add(state.config.jwt_leeway.as_secs());
+    match registry.claim_token(jti, until, &state.metrics).await {
+        Ok(()) => Ok(()),
+        Err(ClaimError::Taken) => Err("token_replayed"),
+        Err(ClaimError::Unavailable(cause)) => {
+            tracing::error!(
+                error = %cause,
+                table = registry.table(),
+                "call registry unavailable, refusing new calls"
+            );
+            Err("registry_unavailable")
+        }
+    }
 }
 
 /// Whether a comma-separated header contains `token` (case-insensitive).

@@ -21,11 +21,15 @@ pub type Body = Full<Bytes>;
 pub const SERVICE: &str = "media";
 
 /// Routes one request. Never fails: every problem is a status code.
-pub fn route(req: Request<Incoming>, state: &Arc<AppState>, peer: SocketAddr) -> Response<Body> {
+pub async fn route(
+    req: Request<Incoming>,
+    state: &Arc<AppState>,
+    peer: SocketAddr,
+) -> Response<Body> {
     let path = req.uri().path();
     if let Some(path_token) = stream_route(path, &state.config.ws_path) {
         let path_token = path_token.map(str::to_string);
-        return handshake::upgrade(req, state, path_token, peer);
+        return handshake::upgrade(req, state, path_token, peer).await;
     }
     let method_ok = req.method() == Method::GET || req.method() == Method::HEAD;
     match path {

@@ -24,6 +24,9 @@ pub enum CallError {
     /// `start.callSid` differs from the token's `sub`.
     #[error("call sid does not match token")]
     CallSidMismatch,
+    /// `start.accountSid` is missing or not `TWILIO_ACCOUNT_SID`.
+    #[error("account sid not accepted")]
+    AccountMismatch,
 }
 
 impl CallError {
@@ -34,7 +37,7 @@ impl CallError {
                 Outcome::payload
             }
             Self::Protocol(_) => Outcome::protocol_error,
-            Self::CallSidMismatch => Outcome::auth,
+            Self::CallSidMismatch | Self::AccountMismatch => Outcome::auth,
         }
     }
 
@@ -45,7 +48,7 @@ impl CallError {
             Self::Protocol(ProtocolError::PayloadNotBase64) => 1007,
             Self::Protocol(ProtocolError::BinaryFrame) => 1003,
             Self::Protocol(_) => 1002,
-            Self::CallSidMismatch => 1008,
+            Self::CallSidMismatch | Self::AccountMismatch => 1008,
         }
     }
 
@@ -64,6 +67,7 @@ impl CallError {
                 ProtocolError::PayloadTooLarge => "payload too large",
             },
             Self::CallSidMismatch => "call sid mismatch",
+            Self::AccountMismatch => "account mismatch",
         }
     }
 }
@@ -89,6 +93,7 @@ pub enum Event {
 #[derive(Debug)]
 pub struct Session {
     bound_call_sid: Option<String>,
+    account_sid: Option<String>,
     max_payload_bytes: usize,
     stream_sid: Option<StreamSid>,
     stopped: bool,
@@ -99,10 +104,18 @@ impl Session {
     pub fn new(bound_call_sid: Option<String>, max_payload_bytes: usize) -> Self {
         Self {
             bound_call_sid,
+            account_sid: None,
             max_payload_bytes,
             stream_sid: None,
             stopped: false,
         }
+    }
+
+    /// Accepts only streams whose `start.accountSid` is `account_sid` (`TWILIO_ACCOUNT_SID`).
+    #[must_use]
+    pub fn with_account(mut self, account_sid: Option<String>) -> Self {
+        self.account_sid = account_sid;
+        self
     }
 
     /// The stream's SID once `start` has arrived.
@@ -153,6 +166,11 @@ impl Session {
                 if let Some(bound) = &self.bound_call_sid {
                     if bound != start.call_sid.as_str() {
                         return Err(CallError::CallSidMismatch);
+                    }
+                }
+                if let Some(expected) = &self.account_sid {
+                    if start.account_sid.as_ref().map(|a| a.as_str()) != Some(expected.as_str()) {
+                        return Err(CallError::AccountMismatch);
                     }
                 }
                 self.stream_sid = Some(start.stream_sid.clone());

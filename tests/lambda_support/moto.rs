@@ -15,6 +15,7 @@ pub struct Moto {
     child: Child,
     pub endpoint: String,
     pub ssm: aws_sdk_ssm::Client,
+    pub dynamodb: aws_sdk_dynamodb::Client,
 }
 
 impl Moto {
@@ -45,6 +46,7 @@ impl Moto {
         let mut moto = Self {
             child,
             ssm: client(&endpoint),
+            dynamodb: dynamodb_client(&endpoint),
             endpoint,
         };
         moto.wait_ready().await;
@@ -86,10 +88,77 @@ impl Moto {
         self.ssm.delete_parameter().name(name).send().await.unwrap();
     }
 
+    /// Creates a DynamoDB table as CloudFormation would from the template: a string hash key,
+    /// on-demand billing, TTL on `ttl_attribute`.
+    pub async fn create_table(&self, name: &str, hash_key: &str, ttl_attribute: &str) {
+        use aws_sdk_dynamodb::types::{
+            AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+            TimeToLiveSpecification,
+        };
+        self.dynamodb
+            .create_table()
+            .table_name(name)
+            .billing_mode(BillingMode::PayPerRequest)
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(hash_key)
+                    .attribute_type(ScalarAttributeType::S)
+                    .build()
+                    .unwrap(),
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(hash_key)
+                    .key_type(KeyType::Hash)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        self.dynamodb
+            .update_time_to_live()
+            .table_name(name)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name(ttl_attribute)
+                    .enabled(true)
+                    .build()
+                    .unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// Every item's `pk` in `table`.
+    pub async fn table_keys(&self, table: &str) -> Vec<String> {
+        let out = self.dynamodb.scan().table_name(table).send().await.unwrap();
+        let mut keys: Vec<String> = out
+            .items()
+            .iter()
+            .filter_map(|item| item.get("pk")?.as_s().ok().cloned())
+            .collect();
+        keys.sort();
+        keys
+    }
+
     /// The AWS environment pointing processes at this server.
     pub fn env(&self) -> Vec<(String, String)> {
         super::aws_env(&self.endpoint)
     }
+}
+
+fn dynamodb_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+        .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+            "testing", "testing", None, None, "tests",
+        ))
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(config)
 }
 
 fn client(endpoint: &str) -> aws_sdk_ssm::Client {

@@ -66,6 +66,27 @@ fn token_bound_call_sid_must_match() {
 }
 
 #[test]
+fn twilio_account_sid_must_match_when_configured() {
+    let ours = "AC0123456789abcdef0123456789abcdef";
+    let with = |account: &str| {
+        format!(
+            r#"{{"event":"start","start":{{"streamSid":"MZ1","callSid":"CA1","accountSid":"{account}"}},"streamSid":"MZ1"}}"#
+        )
+    };
+    let mut s = Session::new(None, 160).with_account(Some(ours.into()));
+    assert!(run(&mut s, &with(ours)).is_ok());
+    let mut s = Session::new(None, 160).with_account(Some(ours.into()));
+    let err = run(&mut s, &with("AC00000000000000000000000000000000")).unwrap_err();
+    assert_eq!(err, CallError::AccountMismatch);
+    assert_eq!((err.close_code(), err.reason()), (1008, "account mismatch"));
+    // No accountSid at all is refused too; without the setting any account is accepted.
+    let mut s = Session::new(None, 160).with_account(Some(ours.into()));
+    assert_eq!(run(&mut s, START), Err(CallError::AccountMismatch));
+    let mut s = Session::new(None, 160);
+    assert!(run(&mut s, &with("AC00000000000000000000000000000000")).is_ok());
+}
+
+#[test]
 fn payload_limits_are_checked_before_decoding() {
     let mut out = Vec::new();
     let b64 = |n: usize| base64::engine::general_purpose::STANDARD.encode(vec![7u8; n]);

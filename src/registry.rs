@@ -1,0 +1,280 @@
+//! The fleet-wide call registry on DynamoDB (`CALL_REGISTRY_TABLE`): a token opens one
+//! stream, once, on any task, and a live CallSid has one stream across the fleet.
+//!
+//! One table, one string hash key `pk`, a number `expires_at` (the table's TTL attribute):
+//! - `jti#<jti>`: written at the handshake with `attribute_not_exists(pk)`, expiring with the
+//!   token (its `exp` plus the verifier's leeway), never deleted: a replay finds it.
+//! - `call#<CallSid>`: written at `start` when absent or expired, with this process as
+//!   `holder` and a lease renewed while the call lives ([`CallRegistry::renew_held`]);
+//!   deleted by its holder at the end, expiring on its own if the task dies. TTL deletion
+//!   is lazy, so every condition checks `expires_at` itself.
+//!
+//! Only `PutItem` and `DeleteItem` are used. Failures are typed: [`ClaimError::Taken`] (the
+//! condition failed) or [`ClaimError::Unavailable`] (timeout, throttling, network, IAM);
+//! callers fail closed on either for new calls and never end a live call over it.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata as _};
+use aws_sdk_dynamodb::types::AttributeValue;
+use tokio::sync::OnceCell;
+
+use crate::config::CallRegistryConfig;
+use crate::metrics::Metrics;
+
+/// The table's hash key attribute.
+pub const KEY: &str = "pk";
+/// The table's TTL attribute: seconds since the Unix epoch.
+pub const EXPIRES_AT: &str = "expires_at";
+/// The attribute naming the process that holds a CallSid claim.
+pub const HOLDER: &str = "holder";
+
+/// Why a claim was not granted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimError {
+    /// Someone holds it already (a replayed token, a second stream for a live call).
+    #[error("already claimed")]
+    Taken,
+    /// The table could not be written (timeout, throttling, network, permissions); the
+    /// text is the SDK's error code or kind, never item data.
+    #[error("call registry unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The registry client of one process.
+#[derive(Debug)]
+pub struct CallRegistry {
+    config: CallRegistryConfig,
+    holder: String,
+    client: OnceCell<aws_sdk_dynamodb::Client>,
+    held: Mutex<HashSet<String>>,
+}
+
+impl CallRegistry {
+    /// A registry for `config`; the AWS client is built on first use (or by [`Self::warm`]).
+    pub fn new(config: CallRegistryConfig) -> Self {
+        Self {
+            config,
+            holder: uuid::Uuid::new_v4().simple().to_string(),
+            client: OnceCell::new(),
+            held: Mutex::new(HashSet::new()),
+        }
+    }
+
+    /// The table name.
+    pub fn table(&self) -> &str {
+        &self.config.table
+    }
+
+    /// How often held claims are renewed: a third of the lease.
+    pub fn renew_interval(&self) -> Duration {
+        self.config.lease / 3
+    }
+
+    /// Builds the AWS client now (region, credentials chain, `AWS_ENDPOINT_URL`), so the
+    /// first call does not pay for it.
+    pub async fn warm(&self) {
+        self.client().await;
+    }
+
+    async fn client(&self) -> &aws_sdk_dynamodb::Client {
+        self.client
+            .get_or_init(|| async {
+                let timeouts = aws_config::timeout::TimeoutConfig::builder()
+                    .operation_timeout(self.config.timeout)
+                    .operation_attempt_timeout(self.config.timeout / 2)
+                    .connect_timeout(self.config.timeout / 2)
+                    .build();
+                let retry = aws_config::retry::RetryConfig::standard().with_max_attempts(2);
+                let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+                    .timeout_config(timeouts)
+                    .retry_config(retry)
+                    .load()
+                    .await;
+                aws_sdk_dynamodb::Client::new(&sdk)
+            })
+            .await
+    }
+
+    /// Claims a token id for good: `Ok` the first time, [`ClaimError::Taken`] on a replay.
+    /// The item expires at `expires_at` (the token's `exp` plus the verifier's leeway).
+    ///
+    /// # Errors
+    /// [`ClaimError`] as above.
+    pub async fn claim_token(
+        &self,
+        jti: &str,
+        expires_at: u64,
+        metrics: &Metrics,
+    ) -> Result<(), ClaimError> {
+        let request = self
+            .client()
+            .await
+            .put_item()
+            .table_name(&self.config.table)
+            .item(KEY, AttributeValue::S(format!("jti#{jti}")))
+            .item(EXPIRES_AT, AttributeValue::N(expires_at.to_string()))
+            .condition_expression("attribute_not_exists(#k)")
+            .expression_attribute_names("#k", KEY);
+        self.timed("claim_token", metrics, request.send()).await
+    }
+
+    /// Claims `call_sid` for this process for one lease; renewed by [`Self::renew_held`]
+    /// until [`Self::release_call`].
+    ///
+    /// # Errors
+    /// [`ClaimError::Taken`] while another live stream holds it; [`ClaimError::Unavailable`].
+    pub async fn claim_call(&self, call_sid: &str, metrics: &Metrics) -> Result<(), ClaimError> {
+        let now = unix_now();
+        let request = self
+            .client()
+            .await
+            .put_item()
+            .table_name(&self.config.table)
+            .item(KEY, AttributeValue::S(call_key(call_sid)))
+            .item(HOLDER, AttributeValue::S(self.holder.clone()))
+            .item(EXPIRES_AT, AttributeValue::N(self.lease_end(now)))
+            .condition_expression("attribute_not_exists(#k) OR #e < :now OR #h = :me")
+            .expression_attribute_names("#k", KEY)
+            .expression_attribute_names("#e", EXPIRES_AT)
+            .expression_attribute_names("#h", HOLDER)
+            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+            .expression_attribute_values(":me", AttributeValue::S(self.holder.clone()));
+        self.timed("claim_call", metrics, request.send()).await?;
+        self.held_set().insert(call_sid.to_string());
+        Ok(())
+    }
+
+    /// Releases this process's claim on `call_sid` (a claim someone else took over after
+    /// our lease ran out is left alone). Failures are logged and counted: the lease expires.
+    pub async fn release_call(&self, call_sid: &str, metrics: &Metrics) {
+        if !self.held_set().remove(call_sid) {
+            return;
+        }
+        let request = self
+            .client()
+            .await
+            .delete_item()
+            .table_name(&self.config.table)
+            .key(KEY, AttributeValue::S(call_key(call_sid)))
+            .condition_expression("#h = :me")
+            .expression_attribute_names("#h", HOLDER)
+            .expression_attribute_values(":me", AttributeValue::S(self.holder.clone()));
+        if let Err(e) = self.timed("release_call", metrics, request.send()).await {
+            tracing::warn!(error = %e, "call registry release failed; the claim expires with its lease");
+        }
+    }
+
+    /// Renews the lease of every CallSid this process holds. A failure never touches the
+    /// call: it is logged and counted, and the next round tries again.
+    pub async fn renew_held(&self, metrics: &Metrics) {
+        let held: Vec<String> = self.held_set().iter().cloned().collect();
+        for call_sid in held {
+            let now = unix_now();
+            let request = self
+                .client()
+                .await
+                .put_item()
+                .table_name(&self.config.table)
+                .item(KEY, AttributeValue::S(call_key(&call_sid)))
+                .item(HOLDER, AttributeValue::S(self.holder.clone()))
+                .item(EXPIRES_AT, AttributeValue::N(self.lease_end(now)))
+                .condition_expression("attribute_not_exists(#k) OR #h = :me")
+                .expression_attribute_names("#k", KEY)
+                .expression_attribute_names("#h", HOLDER)
+                .expression_attribute_values(":me", AttributeValue::S(self.holder.clone()));
+            if let Err(e) = self.timed("renew_call", metrics, request.send()).await {
+                tracing::warn!(error = %e, call_sid = %call_sid, "call registry lease renewal failed");
+            }
+        }
+    }
+
+    /// Renews held claims every [`Self::renew_interval`], forever (run it as a background
+    /// task of the server).
+    pub async fn renew_loop(&self, metrics: &Metrics) {
+        let mut tick = tokio::time::interval(self.renew_interval());
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            self.renew_held(metrics).await;
+        }
+    }
+
+    /// Forgets a claim without touching the table (the call task is gone without a
+    /// release; the lease expires on its own).
+    pub fn forget(&self, call_sid: &str) {
+        self.held_set().remove(call_sid);
+    }
+
+    /// Whether this process holds `call_sid`.
+    pub fn holds(&self, call_sid: &str) -> bool {
+        self.held_set().contains(call_sid)
+    }
+
+    fn held_set(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lease_end(&self, now: u64) -> String {
+        now.saturating_add(self.config.lease.as_secs()).to_string()
+    }
+
+    /// Runs one request with the overall timeout, counting its result and latency.
+    async fn timed<T, E>(
+        &self,
+        op: &'static str,
+        metrics: &Metrics,
+        request: impl std::future::Future<Output = Result<T, aws_sdk_dynamodb::error::SdkError<E>>>,
+    ) -> Result<(), ClaimError>
+    where
+        E: aws_sdk_dynamodb::error::ProvideErrorMetadata
+            + std::error::Error
+            + Send
+            + Sync
+            + 'static,
+    {
+        let started = Instant::now();
+        let result = match tokio::time::timeout(self.config.timeout, request).await {
+            Err(_) => Err(ClaimError::Unavailable("timeout".into())),
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(classify(&e)),
+        };
+        let label = match &result {
+            Ok(()) => "ok",
+            Err(ClaimError::Taken) => "taken",
+            Err(ClaimError::Unavailable(_)) => "error",
+        };
+        metrics.registry_request(op, label, started.elapsed().as_secs_f64());
+        result
+    }
+}
+
+fn call_key(call_sid: &str) -> String {
+    format!("call#{call_sid}")
+}
+
+fn classify<E>(e: &aws_sdk_dynamodb::error::SdkError<E>) -> ClaimError
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+{
+    match e.code() {
+        Some("ConditionalCheckFailedException") => ClaimError::Taken,
+        Some(code) => ClaimError::Unavailable(code.to_string()),
+        None => {
+            let text = DisplayErrorContext(e).to_string();
+            // The SDK's own words (dispatch failure, timeout); no item data is in them.
+            ClaimError::Unavailable(text.chars().take(200).collect())
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

@@ -1,0 +1,262 @@
+//! The fleet-wide call registry (`CALL_REGISTRY_TABLE`) against moto's DynamoDB, with two real
+//! `media-ws` processes standing in for two tasks behind the ALB: a token opens one stream,
+//! once, on any task; a live CallSid has one stream across both; an unreachable table refuses
+//! new calls with 503 and leaves live calls alone.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod lambda_support;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use futures_util::SinkExt;
+use lambda_support::Moto;
+use media_orchestrator::auth::{Clock, TokenIssuer};
+use media_orchestrator::secret::Secret;
+use serde_json::json;
+use support::{
+    connected, expect_close, media, start, stop, tone, Caller, Server, CALL_SID, SILENCE_B64,
+};
+
+const T: Duration = Duration::from_secs(10);
+const SECRET: &str = "registry-test-secret";
+const TABLE: &str = "media-calls";
+
+fn mint(call_sid: Option<&str>) -> String {
+    TokenIssuer::new(&Secret::new(SECRET.into()), Clock::System)
+        .mint(call_sid, Duration::from_secs(300))
+        .unwrap()
+        .token
+        .expose()
+        .clone()
+}
+
+fn path(token: &str) -> String {
+    format!("/rtm/voice/jwt/{token}")
+}
+
+/// Moto with the registry table, as infra/media-ws.yaml creates it.
+async fn moto_with_table() -> Moto {
+    let moto = Moto::start().await;
+    moto.create_table(TABLE, "pk", "expires_at").await;
+    moto
+}
+
+/// A media-ws "task" using the registry (echo agent, JWT auth).
+async fn task(moto: &Moto, extra: &[(&str, &str)]) -> Server {
+    let mut env: Vec<(String, String)> = vec![
+        ("AGENT".into(), "echo".into()),
+        ("ECHO_DELAY_MS".into(), "20".into()),
+        ("MEDIA_SHARED_SECRET".into(), SECRET.into()),
+        ("CALL_REGISTRY_TABLE".into(), TABLE.into()),
+    ];
+    env.extend(moto.env());
+    env.extend(extra.iter().map(|(k, v)| ((*k).into(), (*v).into())));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Server::start(&env).await
+}
+
+/// A caller whose stream has started and whose echo has come back.
+async fn live_call(s: &Server, token: &str) -> Caller {
+    let caller = Caller::new(s.connect(&path(token), &[]).await.unwrap());
+    caller.send(connected());
+    caller.send(start());
+    let audio = tone(1, 5);
+    caller.play(&audio, 2, Duration::from_millis(20)).await;
+    caller.wait("echo", |l| l.audio.len() >= audio.len()).await;
+    caller
+}
+
+async fn hang_up(caller: &Caller) {
+    caller.send(stop(100));
+    let log = caller.wait("close", |l| l.close.is_some()).await;
+    assert_eq!(log.close, Some((1000, "stream stopped".into())));
+}
+
+#[tokio::test]
+async fn a_token_opens_one_stream_once_across_tasks() {
+    let moto = moto_with_table().await;
+    let a = task(&moto, &[]).await;
+    let b = task(&moto, &[]).await;
+
+    let token = mint(Some(CALL_SID));
+    let caller = live_call(&a, &token).await;
+    // Replayed on the other task while the call lives, and on the same task: refused.
+    assert_eq!(b.connect(&path(&token), &[]).await.err(), Some(401));
+    assert_eq!(a.connect(&path(&token), &[]).await.err(), Some(401));
+    hang_up(&caller).await;
+    // ... and after the call ended too: a token is single-use, not single-concurrent.
+    assert_eq!(b.connect(&path(&token), &[]).await.err(), Some(401));
+    assert_eq!(
+        b.metric("media_handshake_rejections_total{reason=\"token_replayed\"}")
+            .await,
+        2.0
+    );
+    assert_eq!(
+        b.metric("media_call_registry_requests_total{op=\"claim_token\",result=\"taken\"}")
+            .await,
+        2.0
+    );
+
+    // A JWT without jti cannot be single-use: refused when the registry is on.
+    let no_jti = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &json!({"aud": "media", "exp": Clock::System.now() + 60, "sub": CALL_SID}),
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(a.connect(&path(&no_jti), &[]).await.err(), Some(401));
+    assert_eq!(
+        a.metric("media_handshake_rejections_total{reason=\"token_no_jti\"}")
+            .await,
+        1.0
+    );
+    // The token item expires with the token (TTL attribute = exp + leeway).
+    let keys = moto.table_keys(TABLE).await;
+    assert_eq!(
+        keys.iter().filter(|k| k.starts_with("jti#")).count(),
+        1,
+        "{keys:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_live_call_has_one_stream_across_tasks() {
+    let moto = moto_with_table().await;
+    let a = task(&moto, &[]).await;
+    let b = task(&moto, &[]).await;
+
+    let first = live_call(&a, &mint(Some(CALL_SID))).await;
+    assert!(moto
+        .table_keys(TABLE)
+        .await
+        .contains(&format!("call#{CALL_SID}")));
+    // A second stream for the same call (another valid token) on the other task: upgraded,
+    // then refused at `start` with 1008 — the first call goes on.
+    let mut second = b.connect(&path(&mint(Some(CALL_SID))), &[]).await.unwrap();
+    second.send(connected()).await.unwrap();
+    second.send(start()).await.unwrap();
+    assert_eq!(
+        expect_close(&mut second, T).await,
+        (1008, "duplicate stream for call".into())
+    );
+    let before = first.snapshot().audio.len();
+    let audio = tone(2, 5);
+    first.play(&audio, 50, Duration::from_millis(20)).await;
+    first
+        .wait("echo after the refusal", |l| {
+            l.audio.len() >= before + audio.len()
+        })
+        .await;
+    hang_up(&first).await;
+
+    // Ended: the claim is released, so the call may stream again (e.g. after a <Redirect>).
+    for _ in 0..100 {
+        if moto
+            .table_keys(TABLE)
+            .await
+            .iter()
+            .all(|k| !k.starts_with("call#"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let again = live_call(&b, &mint(Some(CALL_SID))).await;
+    hang_up(&again).await;
+}
+
+#[tokio::test]
+async fn a_dead_task_releases_its_calls_when_the_lease_runs_out() {
+    let moto = moto_with_table().await;
+    let b = task(&moto, &[]).await;
+    let mut a = task(&moto, &[("CALL_REGISTRY_LEASE_SECONDS", "3")]).await;
+    let _first = live_call(&a, &mint(Some(CALL_SID))).await;
+    // Renewed while alive (every second with a 3 s lease): still held after two leases.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let mut dup = b.connect(&path(&mint(Some(CALL_SID))), &[]).await.unwrap();
+    dup.send(connected()).await.unwrap();
+    dup.send(start()).await.unwrap();
+    assert_eq!(expect_close(&mut dup, T).await.0, 1008);
+    // The task dies without releasing anything: the claim expires on its own.
+    a.signal("KILL");
+    a.wait_exit(T).await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let again = live_call(&b, &mint(Some(CALL_SID))).await;
+    hang_up(&again).await;
+}
+
+#[tokio::test]
+async fn an_unreachable_table_refuses_new_calls_and_spares_live_ones() {
+    let moto = moto_with_table().await;
+    let s = task(&moto, &[("CALL_REGISTRY_TIMEOUT_MS", "1000")]).await;
+    let live = live_call(&s, &mint(Some(CALL_SID))).await;
+
+    drop(moto); // DynamoDB goes away.
+    let started = Instant::now();
+    assert_eq!(
+        s.connect(
+            &path(&mint(Some("CA11111111111111111111111111111111"))),
+            &[]
+        )
+        .await
+        .err(),
+        Some(503)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "bounded by the timeout"
+    );
+    s.wait_log("call registry unavailable, refusing new calls")
+        .await;
+    assert_eq!(
+        s.metric("media_handshake_rejections_total{reason=\"registry_unavailable\"}")
+            .await,
+        1.0
+    );
+
+    // The live call is untouched: audio still flows both ways, and it ends normally.
+    let before = live.snapshot().audio.len();
+    for seq in 60..70 {
+        live.send(media(seq, SILENCE_B64));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    live.wait("echo during the outage", |l| l.audio.len() >= before + 1600)
+        .await;
+    hang_up(&live).await;
+    assert_eq!(s.metric("media_calls_total{outcome=\"normal\"}").await, 1.0);
+}
+
+/// Handshake latency the registry adds (one conditional PutItem), measured against moto on
+/// loopback; see BENCHMARKS.md. `cargo test --release --test call_registry -- --ignored
+/// --nocapture handshake_latency`
+#[tokio::test]
+#[ignore = "benchmark: run by hand, figures in BENCHMARKS.md"]
+async fn handshake_latency_with_and_without_the_registry() {
+    let moto = moto_with_table().await;
+    let with = task(&moto, &[("RUST_LOG", "warn")]).await;
+    let without = Server::start(&[
+        ("AGENT", "echo"),
+        ("MEDIA_SHARED_SECRET", SECRET),
+        ("RUST_LOG", "warn"),
+    ])
+    .await;
+    for (name, server) in [("without registry", &without), ("with registry", &with)] {
+        let mut times = Vec::new();
+        for _ in 0..200 {
+            let token = mint(Some(CALL_SID));
+            let t0 = Instant::now();
+            let ws = server.connect(&path(&token), &[]).await.unwrap();
+            times.push(t0.elapsed());
+            drop(ws);
+        }
+        times.sort();
+        let pct = |p: usize| times[times.len() * p / 100].as_secs_f64() * 1000.0;
+        println!(
+            "{name}: upgrade p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms (200 handshakes)",
+            pct(50),
+            pct(90),
+            pct(99)
+        );
+    }
+}
