@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine: installs the Python tools it needs, then
-# format and lint checks, the release build of the image's binary, every cargo test
+# the deployment renderer's own checks, format and lint checks, the release build of the image's binary, every cargo test
 # (debug), and the deployment lints.
 #
 #   scripts/test.sh
@@ -13,6 +13,10 @@ step "python test tools"
 python3 -m pip install --quiet --disable-pip-version-check -r scripts/requirements-test.txt
 command -v pyenv >/dev/null 2>&1 && pyenv rehash
 hash -r
+
+step "deployment renderer self-test (scripts/render-deploy.py, used by tests/as_shipped.rs)"
+python3 scripts/render-deploy.py --self-test
+python3 scripts/render-deploy.py > /dev/null
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

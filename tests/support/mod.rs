@@ -409,3 +409,47 @@ pub fn tone(seed: u8, frames: usize) -> Vec<u8> {
         })
         .collect()
 }
+
+/// A fake ECS agent endpoint recording the task-protection requests it receives.
+pub async fn fake_ecs_agent() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, String, serde_json::Value)>>>,
+) {
+    use http_body_util::BodyExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = std::sync::Arc::clone(&seen);
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let record = std::sync::Arc::clone(&record);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let record = std::sync::Arc::clone(&record);
+                        async move {
+                            let method = req.method().to_string();
+                            let path = req.uri().path().to_string();
+                            let body = req.into_body().collect().await.unwrap().to_bytes();
+                            let v: serde_json::Value =
+                                serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+                            record.lock().unwrap().push((method, path, v));
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(
+                                http_body_util::Full::new(bytes::Bytes::from(
+                                    r#"{"protection":{"ProtectionEnabled":true}}"#,
+                                )),
+                            ))
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (format!("http://{addr}/v4/task-abc"), seen)
+}

@@ -1,0 +1,275 @@
+//! As shipped: the deployment files, deployed. `scripts/render-deploy.py` renders the ECS
+//! container environment from `infra/media-ws.yaml` and the function environment from
+//! `template.yaml` (CloudFormation intrinsics resolved from cfn-lint's template decoder, with
+//! exactly the `--parameter-overrides` the READMEs show), reads
+//! `infra/ec2/media-ws.env.example`, and lists the SSM parameters the READMEs'
+//! `put-parameter` commands create. This test creates those parameters and the stack's
+//! DynamoDB table in moto, starts the real `media-lambda` and `media-ws` with those
+//! environments — changed only where a deployment injects its own endpoints: the port, the
+//! AWS endpoint, the ECS agent URI and the ElevenLabs API base — and plays Twilio: the signed
+//! voice webhook → TwiML → its `<Stream url>` dialled with the upgrade signature Twilio sends →
+//! an agent call echoed back, with task protection held and the token single-use.
+//!
+//! A parameter renamed in one file and not another fails here: the renderer refuses any
+//! `ssm:` reference no README creates, and a process given a reference moto lacks exits 2.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod lambda_support;
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use lambda_support::{event, sign_form, LambdaProcess, Moto, RuntimeApi, EVENT_URL};
+use lambda_support::{TEST_AUTH_TOKEN, TEST_MINT_API_KEY};
+use media_orchestrator::twilio::signature::{compute_signature, SignatureAlgorithm};
+use serde_json::{json, Value};
+use support::fake_el::{Behaviour, FakeEl};
+use support::{connected, fake_ecs_agent, start_with, stop, tone, Caller, Server, CALL_SID};
+
+const XI_KEY: &str = "xi-as-shipped-key";
+const SECOND_CALL_SID: &str = "CA0123456789abcdef0123456789abcdef";
+
+/// The renderer's JSON; its stderr is shown when it refuses the files.
+fn render() -> Value {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/render-deploy.py");
+    let out = std::process::Command::new("python3")
+        .arg(script)
+        .output()
+        .expect(
+            "python3 runs scripts/render-deploy.py (cfn-lint from scripts/requirements-test.txt)",
+        );
+    assert!(
+        out.status.success(),
+        "the shipped deployment files disagree:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The value a test stores under each parameter the READMEs create, by its leaf name.
+fn parameter_value(name: &str) -> &'static str {
+    match name.rsplit('/').next().unwrap() {
+        "shared-secret" => "as-shipped-jwt-secret-0123456789",
+        "twilio-auth-token" => TEST_AUTH_TOKEN,
+        "mint-api-key" => TEST_MINT_API_KEY,
+        "elevenlabs-api-key" => XI_KEY,
+        other => panic!("the READMEs create a parameter this test does not know: {other}"),
+    }
+}
+
+fn env_map(v: &Value) -> BTreeMap<String, String> {
+    v.as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+        .collect()
+}
+
+/// A rendered environment with what a deployment injects: the port, moto as the AWS
+/// endpoint (with test credentials), and the given endpoints.
+fn deployed(
+    mut env: BTreeMap<String, String>,
+    moto: &Moto,
+    injected: &[(&str, &str)],
+) -> Vec<(String, String)> {
+    if env.contains_key("PORT") {
+        env.insert("PORT".into(), "0".into());
+    }
+    for (k, v) in moto.env() {
+        if k != "AWS_REGION" || !env.contains_key("AWS_REGION") {
+            env.insert(k, v);
+        }
+    }
+    for (k, v) in injected {
+        env.insert((*k).to_string(), (*v).to_string());
+    }
+    env.into_iter().collect()
+}
+
+fn refs(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+/// The `<Stream url>` of a TwiML answer.
+fn stream_url(xml: &str) -> String {
+    let doc = roxmltree::Document::parse(xml).unwrap();
+    doc.descendants()
+        .find(|n| n.has_tag_name("Stream"))
+        .and_then(|n| n.attribute("url"))
+        .unwrap()
+        .to_string()
+}
+
+/// Dials a `<Stream url>` as Twilio does behind the ALB: TLS ends at the load balancer, the
+/// request keeps the public Host, and Twilio signs the wss:// URL exactly as written.
+async fn dial(ws: &Server, url: &str) -> Result<support::Ws, u16> {
+    let rest = url.strip_prefix("wss://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let signature = compute_signature(
+        TEST_AUTH_TOKEN.as_bytes(),
+        SignatureAlgorithm::HmacSha1,
+        url,
+        &[],
+    );
+    ws.connect(path, &[("host", host), ("x-twilio-signature", &signature)])
+        .await
+}
+
+/// Plays a short call with a tone and checks the agent's echo comes back intact.
+async fn echoed_call(ws: support::Ws, call_sid: &str) -> Caller {
+    let caller = Caller::new(ws);
+    caller.send(connected());
+    caller.send(start_with(call_sid, json!({"CallSid": call_sid})));
+    let sent = tone(3, 25);
+    caller.play(&sent, 2, Duration::from_millis(20)).await;
+    let log = caller
+        .wait("the agent's echo", |l| l.audio.len() >= sent.len())
+        .await;
+    assert_eq!(&log.audio[..sent.len()], &sent[..], "echoed byte for byte");
+    caller
+}
+
+#[tokio::test]
+async fn the_shipped_files_run_as_one_system() {
+    let rendered = render();
+    let moto = Moto::start().await;
+    for name in rendered["ssm_parameters"].as_array().unwrap() {
+        let name = name.as_str().unwrap();
+        moto.put(name, parameter_value(name)).await;
+    }
+    let tables = rendered["ecs_tables"].as_object().unwrap();
+    for table in tables.values() {
+        moto.create_table(
+            table["name"].as_str().unwrap(),
+            table["hash_key"].as_str().unwrap(),
+            table["ttl_attribute"].as_str().unwrap(),
+        )
+        .await;
+    }
+    let actions = &rendered["ecs_task_role_actions"]["dynamodb"];
+    assert_eq!(
+        actions,
+        &json!(["dynamodb:DeleteItem", "dynamodb:PutItem"]),
+        "the task role may write the registry and nothing more"
+    );
+
+    let agent = FakeEl::start(Behaviour {
+        api_key: Some(XI_KEY),
+        ..Behaviour::default()
+    })
+    .await;
+    let agent_api = agent.api_base();
+    let (ecs_agent_uri, protection) = fake_ecs_agent().await;
+
+    // media-lambda, with the function environment of template.yaml.
+    let lambda_env = deployed(env_map(&rendered["lambda"]["env"]), &moto, &[]);
+    let api = RuntimeApi::start().await;
+    let lambda = LambdaProcess::start(&api, &lambda_env);
+
+    // media-ws as the Fargate task runs it (ECS injects ECS_AGENT_URI).
+    let ecs_env = env_map(&rendered["ecs"]["env"]);
+    let registry_table = ecs_env["CALL_REGISTRY_TABLE"].clone();
+    let ecs_env = deployed(
+        ecs_env,
+        &moto,
+        &[
+            ("ECS_AGENT_URI", ecs_agent_uri.as_str()),
+            ("ELEVENLABS_API_BASE", agent_api.as_str()),
+        ],
+    );
+    let task = Server::start(&refs(&ecs_env)).await;
+    // media-ws as the EC2 unit runs it, from the shipped environment file.
+    let ec2_env = deployed(
+        env_map(&rendered["ec2"]["env"]),
+        &moto,
+        &[("ELEVENLABS_API_BASE", agent_api.as_str())],
+    );
+    let instance = Server::start(&refs(&ec2_env)).await;
+    api.wait_ready(Duration::from_secs(20)).await;
+    assert!(api.init_error().is_none(), "{}", lambda.logs());
+
+    // Twilio's voice webhook, as API Gateway delivers it to the TwimlWebhookUrl output.
+    let resp = api.call(&event("twiml")).await;
+    assert_eq!(resp.status, 200, "{resp:?}\n{}", lambda.logs());
+    let url = stream_url(&resp.body);
+    let base = &rendered["lambda"]["env"]["STREAM_URL_BASE"];
+    assert!(url.starts_with(&format!("{}/jwt/", base.as_str().unwrap())));
+
+    // Its <Stream url>, on the Fargate task: an agent call echoed back.
+    let conn = dial(&task, &url)
+        .await
+        .unwrap_or_else(|s| panic!("upgrade refused with {s}:\n{}", task.logs()));
+    let caller = echoed_call(conn, CALL_SID).await;
+    assert_eq!(
+        agent.signed_url_requests(),
+        1,
+        "private agent: a signed URL"
+    );
+    let init = agent.conversation(0).init.unwrap();
+    assert_eq!(init["dynamic_variables"]["CallSid"], CALL_SID);
+    {
+        let seen = protection.lock().unwrap();
+        assert_eq!(
+            seen.first().map(|r| r.2["ProtectionEnabled"].clone()),
+            Some(json!(true))
+        );
+    }
+    caller.send(stop(200));
+    let log = caller.wait("the close", |l| l.close.is_some()).await;
+    assert_eq!(log.close, Some((1000, "stream stopped".into())));
+
+    // The same stream URL again — a replay from Twilio's request inspector or an ALB access
+    // log — is refused before the upgrade, on this task and on any other using the table.
+    assert_eq!(dial(&task, &url).await.err(), Some(401));
+    assert_eq!(
+        task.metric("media_handshake_rejections_total{reason=\"token_replayed\"}")
+            .await,
+        1.0
+    );
+    let keys = moto.table_keys(&registry_table).await;
+    assert_eq!(
+        keys.iter().filter(|k| k.starts_with("jti#")).count(),
+        1,
+        "{keys:?}"
+    );
+
+    // A second call, to the EC2 instance: same secrets, same webhook, same signature check.
+    let mut second = event("twiml");
+    sign_form(
+        &mut second,
+        &[
+            ("AccountSid", "AC0123456789abcdef0123456789abcdef"),
+            ("CallSid", SECOND_CALL_SID),
+            ("Direction", "inbound"),
+        ],
+        EVENT_URL,
+        TEST_AUTH_TOKEN,
+    );
+    let resp = api.call(&second).await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let conn = dial(&instance, &stream_url(&resp.body))
+        .await
+        .unwrap_or_else(|s| panic!("upgrade refused with {s}:\n{}", instance.logs()));
+    let caller = echoed_call(conn, SECOND_CALL_SID).await;
+    caller.send(stop(200));
+    let log = caller.wait("the close", |l| l.close.is_some()).await;
+    assert_eq!(log.close, Some((1000, "stream stopped".into())));
+
+    // The Fargate call's CallSid claim was released when it ended.
+    for _ in 0..100 {
+        if !moto
+            .table_keys(&registry_table)
+            .await
+            .iter()
+            .any(|k| k.starts_with("call#"))
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "call claim not released: {:?}",
+        moto.table_keys(&registry_table).await
+    );
+}
