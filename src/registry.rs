@@ -127,6 +127,18 @@ impl CallRegistry {
     /// # Errors
     /// [`ClaimError::Taken`] while another live stream holds it; [`ClaimError::Unavailable`].
     pub async fn claim_call(&self, call_sid: &str, metrics: &Metrics) -> Result<(), ClaimError> {
+        self.put_claim(Claim::New, call_sid, metrics).await?;
+        self.held_set().insert(call_sid.to_string());
+        Ok(())
+    }
+
+    /// Writes this process's claim on `call_sid` with a fresh lease.
+    async fn put_claim(
+        &self,
+        claim: Claim,
+        call_sid: &str,
+        metrics: &Metrics,
+    ) -> Result<(), ClaimError> {
         let now = unix_now();
         let request = self
             .client()
@@ -136,15 +148,21 @@ impl CallRegistry {
             .item(KEY, AttributeValue::S(call_key(call_sid)))
             .item(HOLDER, AttributeValue::S(self.holder.clone()))
             .item(EXPIRES_AT, AttributeValue::N(self.lease_end(now)))
-            .condition_expression("attribute_not_exists(#k) OR #e < :now OR #h = :me")
-            .expression_attribute_names("#k", KEY)
-            .expression_attribute_names("#e", EXPIRES_AT)
             .expression_attribute_names("#h", HOLDER)
-            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
             .expression_attribute_values(":me", AttributeValue::S(self.holder.clone()));
-        self.timed("claim_call", metrics, request.send()).await?;
-        self.held_set().insert(call_sid.to_string());
-        Ok(())
+        let (op, request) = match claim {
+            Claim::New => (
+                "claim_call",
+                request
+                    .condition_expression("attribute_not_exists(#k) OR #e < :now OR #h = :me")
+                    .expression_attribute_names("#k", KEY)
+                    .expression_attribute_names("#e", EXPIRES_AT)
+                    .expression_attribute_values(":now", AttributeValue::N(now.to_string())),
+            ),
+            // Never recreates an item a release deleted meanwhile.
+            Claim::Renewal => ("renew_call", request.condition_expression("#h = :me")),
+        };
+        self.timed(op, metrics, request.send()).await
     }
 
     /// Releases this process's claim on `call_sid` (a claim someone else took over after
@@ -172,20 +190,7 @@ impl CallRegistry {
     pub async fn renew_held(&self, metrics: &Metrics) {
         let held: Vec<String> = self.held_set().iter().cloned().collect();
         for call_sid in held {
-            let now = unix_now();
-            let request = self
-                .client()
-                .await
-                .put_item()
-                .table_name(&self.config.table)
-                .item(KEY, AttributeValue::S(call_key(&call_sid)))
-                .item(HOLDER, AttributeValue::S(self.holder.clone()))
-                .item(EXPIRES_AT, AttributeValue::N(self.lease_end(now)))
-                .condition_expression("attribute_not_exists(#k) OR #h = :me")
-                .expression_attribute_names("#k", KEY)
-                .expression_attribute_names("#h", HOLDER)
-                .expression_attribute_values(":me", AttributeValue::S(self.holder.clone()));
-            if let Err(e) = self.timed("renew_call", metrics, request.send()).await {
+            if let Err(e) = self.put_claim(Claim::Renewal, &call_sid, metrics).await {
                 tracing::warn!(error = %e, call_sid = %call_sid, "call registry lease renewal failed");
             }
         }
@@ -252,6 +257,15 @@ impl CallRegistry {
         metrics.registry_request(op, label, started.elapsed().as_secs_f64());
         result
     }
+}
+
+/// Which CallSid claim [`CallRegistry::put_claim`] writes.
+#[derive(Debug, Clone, Copy)]
+enum Claim {
+    /// At `start`: granted when the item is absent, expired, or already ours.
+    New,
+    /// A lease renewal: granted only while the item is ours.
+    Renewal,
 }
 
 fn call_key(call_sid: &str) -> String {

@@ -67,6 +67,32 @@ async fn live_call(s: &Server, token: &str) -> Caller {
     caller
 }
 
+/// Another valid token for the same call on `s`: upgraded, then refused at `start`.
+async fn assert_second_stream_refused(s: &Server) {
+    let mut second = s.connect(&path(&mint(Some(CALL_SID))), &[]).await.unwrap();
+    second.send(connected()).await.unwrap();
+    second.send(start()).await.unwrap();
+    assert_eq!(
+        expect_close(&mut second, T).await,
+        (1008, "duplicate stream for call".into())
+    );
+}
+
+/// Waits until no CallSid claim is left in the table.
+async fn wait_released(moto: &Moto) {
+    for _ in 0..100 {
+        let keys = moto.table_keys(TABLE).await;
+        if keys.iter().all(|k| !k.starts_with("call#")) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!(
+        "call claim not released: {:?}",
+        moto.table_keys(TABLE).await
+    );
+}
+
 async fn hang_up(caller: &Caller) {
     caller.send(stop(100));
     let log = caller.wait("close", |l| l.close.is_some()).await;
@@ -133,13 +159,7 @@ async fn a_live_call_has_one_stream_across_tasks() {
         .contains(&format!("call#{CALL_SID}")));
     // A second stream for the same call (another valid token) on the other task: upgraded,
     // then refused at `start` with 1008 — the first call goes on.
-    let mut second = b.connect(&path(&mint(Some(CALL_SID))), &[]).await.unwrap();
-    second.send(connected()).await.unwrap();
-    second.send(start()).await.unwrap();
-    assert_eq!(
-        expect_close(&mut second, T).await,
-        (1008, "duplicate stream for call".into())
-    );
+    assert_second_stream_refused(&b).await;
     let before = first.snapshot().audio.len();
     let audio = tone(2, 5);
     first.play(&audio, 50, Duration::from_millis(20)).await;
@@ -151,17 +171,7 @@ async fn a_live_call_has_one_stream_across_tasks() {
     hang_up(&first).await;
 
     // Ended: the claim is released, so the call may stream again (e.g. after a <Redirect>).
-    for _ in 0..100 {
-        if moto
-            .table_keys(TABLE)
-            .await
-            .iter()
-            .all(|k| !k.starts_with("call#"))
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_released(&moto).await;
     let again = live_call(&b, &mint(Some(CALL_SID))).await;
     hang_up(&again).await;
 }
@@ -174,10 +184,7 @@ async fn a_dead_task_releases_its_calls_when_the_lease_runs_out() {
     let _first = live_call(&a, &mint(Some(CALL_SID))).await;
     // Renewed while alive (every second with a 3 s lease): still held after two leases.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let mut dup = b.connect(&path(&mint(Some(CALL_SID))), &[]).await.unwrap();
-    dup.send(connected()).await.unwrap();
-    dup.send(start()).await.unwrap();
-    assert_eq!(expect_close(&mut dup, T).await.0, 1008);
+    assert_second_stream_refused(&b).await;
     // The task dies without releasing anything: the claim expires on its own.
     a.signal("KILL");
     a.wait_exit(T).await;
@@ -234,11 +241,11 @@ async fn an_unreachable_table_refuses_new_calls_and_spares_live_ones() {
 #[ignore = "benchmark: run by hand, figures in BENCHMARKS.md"]
 async fn handshake_latency_with_and_without_the_registry() {
     let moto = moto_with_table().await;
-    let with = task(&moto, &[("RUST_LOG", "warn")]).await;
+    let with = task(&moto, &[("RUST_LOG", "info")]).await;
     let without = Server::start(&[
         ("AGENT", "echo"),
         ("MEDIA_SHARED_SECRET", SECRET),
-        ("RUST_LOG", "warn"),
+        ("RUST_LOG", "info"),
     ])
     .await;
     for (name, server) in [("without registry", &without), ("with registry", &with)] {
