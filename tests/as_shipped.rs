@@ -8,7 +8,8 @@
 //! environments — changed only where a deployment injects its own endpoints: the port, the
 //! AWS endpoint, the ECS agent URI and the ElevenLabs API base — and plays Twilio: the signed
 //! voice webhook → TwiML → its `<Stream url>` dialled with the upgrade signature Twilio sends →
-//! an agent call echoed back, with task protection held and the token single-use.
+//! an agent call echoed back, with task protection held and the token single-use. Both
+//! signatures are computed by Twilio's own library (twilio-python), not by the code under test.
 //!
 //! A parameter renamed in one file and not another fails here: the renderer refuses any
 //! `ssm:` reference no README creates, and a process given a reference moto lacks exits 2.
@@ -20,9 +21,9 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use lambda_support::{event, sign_form, LambdaProcess, Moto, RuntimeApi, EVENT_URL};
+use base64::Engine as _;
+use lambda_support::{event, LambdaProcess, Moto, RuntimeApi, EVENT_URL};
 use lambda_support::{TEST_AUTH_TOKEN, TEST_MINT_API_KEY};
-use media_orchestrator::twilio::signature::{compute_signature, SignatureAlgorithm};
 use serde_json::{json, Value};
 use support::fake_el::{Behaviour, FakeEl};
 use support::{connected, fake_ecs_agent, start_with, stop, tone, Caller, Server, CALL_SID};
@@ -45,6 +46,39 @@ fn render() -> Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// What Twilio sends as `X-Twilio-Signature` for `url` and `form`, computed by Twilio's own
+/// library (twilio-python's RequestValidator), not by the code under test.
+fn twilio_signature(url: &str, form: &str) -> String {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/twilio_sign.py");
+    let out = std::process::Command::new("python3")
+        .args([script, TEST_AUTH_TOKEN, url, form])
+        .output()
+        .expect(
+            "python3 runs tests/interop/twilio_sign.py (twilio from scripts/requirements-test.txt)",
+        );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Twilio's voice webhook for `fields`, as API Gateway delivers it to the TwimlWebhookUrl,
+/// signed by Twilio's library.
+fn webhook(fields: &[(&str, &str)]) -> Value {
+    let form = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(fields)
+        .finish();
+    let mut e = event("twiml");
+    e["headers"]["x-twilio-signature"] = twilio_signature(EVENT_URL, &form).into();
+    e["body"] = base64::engine::general_purpose::STANDARD
+        .encode(&form)
+        .into();
+    e["isBase64Encoded"] = true.into();
+    e
 }
 
 /// The value a test stores under each parameter the READMEs create, by its leaf name.
@@ -106,12 +140,7 @@ fn stream_url(xml: &str) -> String {
 async fn dial(ws: &Server, url: &str) -> Result<support::Ws, u16> {
     let rest = url.strip_prefix("wss://").unwrap();
     let (host, path) = rest.split_at(rest.find('/').unwrap());
-    let signature = compute_signature(
-        TEST_AUTH_TOKEN.as_bytes(),
-        SignatureAlgorithm::HmacSha1,
-        url,
-        &[],
-    );
+    let signature = twilio_signature(url, "");
     ws.connect(path, &[("host", host), ("x-twilio-signature", &signature)])
         .await
 }
@@ -190,7 +219,16 @@ async fn the_shipped_files_run_as_one_system() {
     assert!(api.init_error().is_none(), "{}", lambda.logs());
 
     // Twilio's voice webhook, as API Gateway delivers it to the TwimlWebhookUrl output.
-    let resp = api.call(&event("twiml")).await;
+    let resp = api
+        .call(&webhook(&[
+            ("AccountSid", "AC0123456789abcdef0123456789abcdef"),
+            ("CallSid", CALL_SID),
+            ("CallStatus", "ringing"),
+            ("Direction", "inbound"),
+            ("From", "+15005550001"),
+            ("To", "+15005550006"),
+        ]))
+        .await;
     assert_eq!(resp.status, 200, "{resp:?}\n{}", lambda.logs());
     let url = stream_url(&resp.body);
     let base = &rendered["lambda"]["env"]["STREAM_URL_BASE"];
@@ -235,18 +273,13 @@ async fn the_shipped_files_run_as_one_system() {
     );
 
     // A second call, to the EC2 instance: same secrets, same webhook, same signature check.
-    let mut second = event("twiml");
-    sign_form(
-        &mut second,
-        &[
+    let resp = api
+        .call(&webhook(&[
             ("AccountSid", "AC0123456789abcdef0123456789abcdef"),
             ("CallSid", SECOND_CALL_SID),
             ("Direction", "inbound"),
-        ],
-        EVENT_URL,
-        TEST_AUTH_TOKEN,
-    );
-    let resp = api.call(&second).await;
+        ]))
+        .await;
     assert_eq!(resp.status, 200, "{resp:?}");
     let conn = dial(&instance, &stream_url(&resp.body))
         .await
