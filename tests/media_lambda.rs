@@ -323,6 +323,36 @@ async fn every_route_and_error_through_the_runtime_api() {
     }
 }
 
+/// The webhook behind every API Gateway front door, through the real binary and the Runtime
+/// API: each event is signed over the URL Twilio called there (stage, base path included).
+#[tokio::test]
+async fn the_webhook_behind_every_api_gateway_front_door() {
+    let api = RuntimeApi::start().await;
+    let _lambda = LambdaProcess::start(&api, &base_env());
+    api.wait_ready(Duration::from_secs(20)).await;
+    for name in [
+        "twiml",
+        "twiml-http-stage",
+        "twiml-custom-domain",
+        "twiml-rest",
+        "twiml-rest-custom-domain",
+    ] {
+        let resp = api.call(&event(name)).await;
+        assert_eq!(resp.status, 200, "{name}: {resp:?}");
+        assert!(
+            resp.body
+                .contains(&format!("<Connect><Stream url=\"{STREAM_URL_BASE}/jwt/")),
+            "{name}: {}",
+            resp.body
+        );
+    }
+    for path in ["/prod/health", "/voice/health"] {
+        let mut e = event("health");
+        e["rawPath"] = path.into();
+        assert_eq!(api.call(&e).await.status, 200, "{path}");
+    }
+}
+
 #[tokio::test]
 async fn bad_config_exits_before_serving() {
     let api = RuntimeApi::start().await;

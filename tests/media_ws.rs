@@ -454,6 +454,32 @@ async fn invalid_config_fails_start_naming_the_variable() {
 }
 
 #[tokio::test]
+async fn a_paid_agent_never_starts_open_unless_asked() {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_media-ws"))
+        .env_clear()
+        .env("AGENT", "elevenlabs")
+        .env("ELEVENLABS_AGENT_ID", "agent_test")
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("MEDIA_SHARED_SECRET") && err.contains("ALLOW_UNAUTHENTICATED=true"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1);
+    // Asked for: it starts, and says so.
+    let s = Server::start(&[
+        ("AGENT", "elevenlabs"),
+        ("ELEVENLABS_AGENT_ID", "agent_test"),
+        ("ALLOW_UNAUTHENTICATED", "true"),
+    ])
+    .await;
+    s.wait_log("ALLOW_UNAUTHENTICATED=true").await;
+}
+
+#[tokio::test]
 async fn healthcheck_subcommand_probes_the_server() {
     let s = Server::start(&[]).await;
     let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_media-ws"))
