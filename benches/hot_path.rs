@@ -12,8 +12,8 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use media_orchestrator::audio::mulaw;
 use media_orchestrator::audio::resample::Resampler;
 use media_orchestrator::elevenlabs::message::{self, AudioFormat, ServerEvent};
+use media_orchestrator::relay::session::{Event, Session};
 use media_orchestrator::relay::transcode::{FromAgent, ToAgent};
-use media_orchestrator::server::session::{Event, Session};
 use media_orchestrator::twilio::message::{Outbound, OutboundMedia};
 
 /// A 20 ms frame of a tone, μ-law.

@@ -6,6 +6,11 @@
 #
 #   scripts/bench-load.sh                      # all three servers, 100 200 400 … up to 1600
 #   SIZES="100 200" SERVERS="media-ws-pcm16 floor" DURATION=20 scripts/bench-load.sh
+#   PREV=main SIZES=200 scripts/bench-load.sh  # also the release build of another revision
+#
+# PREV (a git revision) is built into a temporary worktree sharing the target directory
+# (its media-ws is copied aside), so the previous release and this tree run in the same run
+# as servers prev-pcm16 and prev-ulaw.
 #
 # Each point runs DURATION seconds of audio per call with calls started over N/100 s (at
 # least 1 s); CPU is measured in the window when every call is up. JSON per point goes to
@@ -14,12 +19,27 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SIZES=${SIZES:-"100 200 400 800 1600"}
-SERVERS=${SERVERS:-"media-ws-pcm16 media-ws-ulaw floor"}
+PREV=${PREV:-}
+if [[ -n $PREV ]]; then
+    SERVERS=${SERVERS:-"media-ws-pcm16 prev-pcm16 media-ws-ulaw prev-ulaw floor"}
+else
+    SERVERS=${SERVERS:-"media-ws-pcm16 media-ws-ulaw floor"}
+fi
 DURATION=${DURATION:-20}
 OUT=${OUT:-target/bench-load}
 TARGET=${CARGO_TARGET_DIR:-target}
 mkdir -p "$OUT"
 
+PREV_WS="$OUT/media-ws-prev"
+if [[ -n $PREV ]]; then
+    target_abs=$(cd "$TARGET" 2>/dev/null && pwd || echo "$PWD/$TARGET")
+    prev_dir=$(mktemp -d)
+    git worktree add --detach "$prev_dir" "$PREV" >&2
+    (cd "$prev_dir" && CARGO_TARGET_DIR="$target_abs" cargo build --release --bin media-ws >&2)
+    cp "$target_abs/release/media-ws" "$PREV_WS"
+    git worktree remove --force "$prev_dir"
+fi
+# After PREV: target/release/media-ws is this tree's.
 cargo build --release --bins --examples >&2
 SIM="$TARGET/release/media-sim"
 WS="$TARGET/release/media-ws"
@@ -50,16 +70,18 @@ run_point() {
     local server=$1 n=$2 agent_port port format ramp
     agent_port=$(free_port)
     port=$(free_port)
+    local bin=$WS
     case $server in
-        media-ws-pcm16) format=pcm_16000 ;;
+        *-pcm16) format=pcm_16000 ;;
         *) format=ulaw_8000 ;;
     esac
+    [[ $server == prev-* ]] && bin=$PREV_WS
     local agent_url="ws://127.0.0.1:$agent_port/v1/convai/conversation"
     if [[ $server == floor ]]; then
         FLOOR_PORT=$port AGENT_URL=$agent_url "$FLOOR" >/dev/null &
     else
         env -i PATH="$PATH" PORT="$port" AGENT=elevenlabs ALLOW_UNAUTHENTICATED=true ELEVENLABS_WS_URL="$agent_url" \
-            MAX_CALLS=10000 RUST_LOG=warn LOG_FORMAT=json "$WS" >"$OUT/$server-$n.log" 2>&1 &
+            MAX_CALLS=10000 RUST_LOG=warn LOG_FORMAT=json "$bin" >"$OUT/$server-$n.log" 2>&1 &
     fi
     SERVER_PID=$!
     wait_port "$port"

@@ -1,21 +1,17 @@
-//! The agent boundary: one call = one agent session that takes the caller's audio and emits
-//! the agent's audio, interruptions and its end. Implementations: the built-in [`echo`]
-//! agent and the ElevenLabs client ([`crate::elevenlabs`]). Audio crosses this boundary as
-//! Twilio's own format, μ-law 8 kHz; each implementation transcodes for its peer.
-
-pub mod echo;
+//! The agent boundary: which agent answers calls, built once from the configuration, and how a
+//! call reaches it. The echo runs inside the call as a delay line ([`crate::relay::echo`]);
+//! a remote agent (ElevenLabs, [`crate::elevenlabs`]) is a WebSocket the call's own task
+//! opens and owns. Nothing here knows the server; the call loop uses [`AgentConnector`].
 
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
-use tokio::sync::mpsc;
-use tokio::time::Instant;
-
-use crate::server::AppState;
+use crate::call::Socket;
+use crate::config::AgentKind;
+use crate::elevenlabs::client::{AgentSocket, ConnectError, ElevenLabs};
+use crate::relay::AgentMode;
+use crate::secrets::Secrets;
 
 /// What the call knows when the agent session starts (at Twilio `start`).
 #[derive(Clone)]
@@ -38,111 +34,64 @@ impl std::fmt::Debug for CallStart {
     }
 }
 
-/// How an agent session ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AgentEnd {
-    /// The agent ended the conversation normally (close 1000).
-    Finished,
-    /// The agent closed with an error code, or its socket failed mid-call.
-    Closed(Option<u16>),
-    /// The agent could not be reached (all connect attempts failed).
-    Unreachable,
-    /// The agent broke its protocol (unparseable frames, unknown formats).
-    ProtocolError,
+/// How a call reaches its agent.
+pub trait AgentConnector: Send + Sync {
+    /// The agent socket.
+    type Socket: Socket + 'static;
+
+    /// How the relay treats the agent.
+    fn mode(&self) -> AgentMode;
+
+    /// Opens the agent socket (remote agents only), with the agent's retries and timeouts.
+    fn connect(&self) -> impl Future<Output = Result<Self::Socket, ConnectError>> + Send;
 }
 
-/// An event from the agent to the call.
-#[derive(Debug, Clone, PartialEq)]
-pub enum AgentEvent {
-    /// Agent voice, already μ-law 8 kHz.
-    Audio {
-        /// μ-law bytes (any length).
-        ulaw: Bytes,
-        /// The response this audio belongs to (ElevenLabs `event_id`).
-        event_id: Option<u64>,
-    },
-    /// The caller barged in: stop the response `event_id` (and earlier) now.
-    Interruption {
-        /// The interrupted response.
-        event_id: Option<u64>,
-        /// When the agent session received it (barge-in latency starts here).
-        received_at: Instant,
-    },
-    /// The session is over; no more events follow.
-    Ended(AgentEnd),
-}
-
-/// The channels between a call and its agent session.
+/// The agent of this server.
 #[derive(Debug)]
-pub struct AgentIo {
-    /// Caller audio, μ-law 8 kHz, in Twilio's frames. Closed when the call ends: the session
-    /// then closes its peer and returns.
-    pub audio_in: mpsc::Receiver<Bytes>,
-    /// Events to the call. A send error means the call is gone: return.
-    pub events: mpsc::Sender<AgentEvent>,
-    /// Server state, for metrics.
-    pub state: Arc<AppState>,
+pub enum Agent {
+    /// No agent: frames are counted only (the seed's behaviour).
+    None,
+    /// The built-in echo, after this delay.
+    Echo(Duration),
+    /// An ElevenLabs conversational agent.
+    ElevenLabs(Box<ElevenLabs>),
 }
 
-/// A boxed agent session future.
-pub type SessionFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
-
-/// Starts agent sessions. One implementation per kind of agent.
-pub trait Agent: Send + Sync + std::fmt::Debug {
-    /// A short name for logs (`echo`, `elevenlabs`).
-    fn name(&self) -> &'static str;
-
-    /// The session for one call; runs until the call drops `io.audio_in`'s sender or the
-    /// agent ends (after sending [`AgentEvent::Ended`]).
-    fn session(&self, call: CallStart, io: AgentIo) -> SessionFuture;
+impl Agent {
+    /// The agent for `kind`; secrets (the API key) resolve through `secrets`.
+    ///
+    /// # Errors
+    /// An I/O error when the ElevenLabs client's TLS roots cannot be loaded.
+    pub fn from_config(kind: &AgentKind, secrets: &Secrets) -> std::io::Result<Self> {
+        Ok(match kind {
+            AgentKind::None => Self::None,
+            AgentKind::Echo(delay) => Self::Echo(*delay),
+            AgentKind::ElevenLabs(el) => {
+                let key = el.api_key.as_ref().map(|spec| secrets.handle(spec));
+                Self::ElevenLabs(Box::new(ElevenLabs::new(el.clone(), key)?))
+            }
+        })
+    }
 }
 
-/// The call side of a running session.
-#[derive(Debug)]
-pub struct AgentHandle {
-    audio: mpsc::Sender<Bytes>,
-    events: mpsc::Receiver<AgentEvent>,
-}
+impl AgentConnector for Agent {
+    type Socket = AgentSocket;
 
-/// Caller audio frames the agent session may hold before the call drops them (20 ms each):
-/// covers connecting and waiting for the agent's metadata, so the caller's first words are
-/// not lost, while a stalled agent never costs unbounded memory.
-pub const INPUT_QUEUE_FRAMES: usize = 50;
-
-/// Agent events the call may hold.
-const EVENT_QUEUE: usize = 256;
-
-/// Wires a session: returns the call's handle and the session's [`AgentIo`].
-pub fn channels(state: Arc<AppState>) -> (AgentHandle, AgentIo) {
-    let (audio_tx, audio_rx) = mpsc::channel(INPUT_QUEUE_FRAMES);
-    let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
-    (
-        AgentHandle {
-            audio: audio_tx,
-            events: events_rx,
-        },
-        AgentIo {
-            audio_in: audio_rx,
-            events: events_tx,
-            state,
-        },
-    )
-}
-
-impl AgentHandle {
-    /// Hands a caller frame to the session without waiting. Returns `false` when it was
-    /// dropped because the session is behind (or gone).
-    pub fn send_audio(&self, ulaw: &[u8]) -> bool {
-        self.audio.try_send(Bytes::copy_from_slice(ulaw)).is_ok()
+    fn mode(&self) -> AgentMode {
+        match self {
+            Self::None => AgentMode::None,
+            Self::Echo(delay) => AgentMode::Echo(*delay),
+            Self::ElevenLabs(el) => AgentMode::Remote {
+                binary: el.forward_binary(),
+            },
+        }
     }
 
-    /// The next event; cancel-safe. A session that vanished without a word reads as
-    /// [`AgentEnd::Closed`].
-    pub async fn next_event(&mut self) -> AgentEvent {
-        self.events
-            .recv()
-            .await
-            .unwrap_or(AgentEvent::Ended(AgentEnd::Closed(None)))
+    async fn connect(&self) -> Result<AgentSocket, ConnectError> {
+        match self {
+            Self::ElevenLabs(el) => el.connect().await,
+            Self::None | Self::Echo(_) => Err(ConnectError::Url),
+        }
     }
 }
 

@@ -13,6 +13,7 @@
 //! - [`elevenlabs`]: the ElevenLabs conversational agent client.
 //! - [`registry`]: the fleet-wide call registry on DynamoDB (single-use tokens, one stream
 //!   per CallSid across every task).
+//! - [`call`]: one task per call: both sockets, one `select!`, writes under a budget.
 //! - [`relay`]: playout pacing and barge-in, per-direction transcoding.
 //! - [`twiml`]: TwiML for `<Connect><Stream>`.
 //! - [`ecs`]: ECS task scale-in protection and CloudWatch EMF metrics.
@@ -27,6 +28,7 @@
 pub mod agent;
 pub mod audio;
 pub mod auth;
+pub mod call;
 pub mod config;
 pub mod ecs;
 pub mod elevenlabs;

@@ -10,6 +10,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::relay::CallCounters;
+
 /// How a call ended.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
@@ -99,6 +101,13 @@ pub struct Metrics {
     bargein: Histogram,
     registry_requests: Family<RegistryLabels, Counter>,
     registry_seconds: Histogram,
+    bridge_inbound: Histogram,
+    bridge_outbound: Histogram,
+    /// Resolved once: the per-call flush adds to these without a family lookup per frame.
+    frames_in: Counter,
+    frames_out: Counter,
+    bytes_in: Counter,
+    bytes_out: Counter,
 }
 
 impl Default for Metrics {
@@ -158,7 +167,7 @@ impl Metrics {
         );
         registry.register(
             "bargein_seconds",
-            "Barge-in latency: agent interruption received to Twilio clear queued",
+            "Barge-in latency: agent interruption read off its socket to Twilio clear written",
             bargein.clone(),
         );
         registry.register(
@@ -180,6 +189,35 @@ impl Metrics {
             "Latency of call registry requests",
             registry_seconds.clone(),
         );
+        let bridge = Family::<DirectionLabels, Histogram, _>::new_with_constructor(|| {
+            Histogram::new([
+                0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005,
+                0.01,
+            ])
+        });
+        registry.register(
+            "bridge_latency_seconds",
+            "Latency the bridge adds: a frame read off one socket to what it produced written \
+             (inbound: caller frame to the agent; outbound: agent frame to Twilio, pacing excluded)",
+            bridge.clone(),
+        );
+        let bridge_inbound = bridge
+            .get_or_create(&DirectionLabels {
+                direction: Direction::inbound,
+            })
+            .clone();
+        let bridge_outbound = bridge
+            .get_or_create(&DirectionLabels {
+                direction: Direction::outbound,
+            })
+            .clone();
+        let counter = |family: &Family<DirectionLabels, Counter>, direction| {
+            family.get_or_create(&DirectionLabels { direction }).clone()
+        };
+        let frames_in = counter(&frames, Direction::inbound);
+        let frames_out = counter(&frames, Direction::outbound);
+        let bytes_in = counter(&audio_bytes, Direction::inbound);
+        let bytes_out = counter(&audio_bytes, Direction::outbound);
         Self {
             registry,
             active_calls,
@@ -194,7 +232,44 @@ impl Metrics {
             bargein,
             registry_requests,
             registry_seconds,
+            bridge_inbound,
+            bridge_outbound,
+            frames_in,
+            frames_out,
+            bytes_in,
+            bytes_out,
         }
+    }
+
+    /// Adds a call's counters since their last flush (and zeroes them): frames, bytes, drops,
+    /// Twilio and agent events. Called once per call, and on a coarse tick for long calls.
+    pub fn flush_call(&self, c: &mut CallCounters) {
+        let (n, bytes) = std::mem::take(&mut c.pending_in);
+        self.frames_in.inc_by(n);
+        self.bytes_in.inc_by(bytes);
+        let (n, bytes) = std::mem::take(&mut c.pending_out);
+        self.frames_out.inc_by(n);
+        self.bytes_out.inc_by(bytes);
+        for (reason, n) in c.drain_drops() {
+            self.dropped(reason, n);
+        }
+        for (event, n) in c.twilio_events.drain() {
+            self.events.get_or_create(&EventLabels { event }).inc_by(n);
+        }
+        for (kind, n) in c.agent_events.drain() {
+            self.agent_events
+                .get_or_create(&TypeLabels { kind })
+                .inc_by(n);
+        }
+    }
+
+    /// Records the latency the bridge added to one frame in `direction`.
+    pub fn bridge_latency(&self, direction: Direction, elapsed: std::time::Duration) {
+        let h = match direction {
+            Direction::inbound => &self.bridge_inbound,
+            Direction::outbound => &self.bridge_outbound,
+        };
+        h.observe(elapsed.as_secs_f64());
     }
 
     /// Counts one call registry request and records its latency.

@@ -1,5 +1,18 @@
-//! The audio relay between Twilio and the agent: [`playout`] paces agent audio into the call
-//! and handles barge-in; [`transcode`] converts formats per direction.
+//! The per-call relay between Twilio and the agent, as pure state machines with no I/O:
+//! [`session`] is Twilio's protocol, [`playout`] paces agent audio into the call and handles
+//! barge-in, [`transcode`] converts formats per direction, [`echo`] is the built-in echo's
+//! delay line, and [`Relay`] ties them into one call — protocol, playout, barge-in, guards,
+//! endings and per-call [`counters`]. The call loop ([`crate::call`]) owns the sockets.
 
+pub mod counters;
+pub mod echo;
+mod machine;
 pub mod playout;
+pub mod session;
 pub mod transcode;
+
+pub use counters::{CallCounters, Drop};
+pub use machine::{
+    twilio_gone, AgentMode, Ending, Input, Output, Relay, RelayConfig, TwilioEnd, TwilioKind,
+    PRE_METADATA_FRAMES,
+};

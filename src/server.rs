@@ -2,12 +2,10 @@
 //! WebSocket. Owns accepting, the call limit and the drain on shutdown; routing lives in
 //! [`http`], the handshake in [`handshake`], one call's life in [`call`].
 
-pub mod call;
+mod call;
 pub mod handshake;
 pub mod http;
-pub mod outbox;
 pub mod probe;
-pub mod session;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,11 +23,9 @@ use tokio_util::task::TaskTracker;
 use std::collections::HashSet;
 use std::sync::Mutex;
 
-use crate::agent::echo::Echo;
 use crate::agent::Agent;
 use crate::auth::{Authenticator, Clock};
-use crate::config::{AgentKind, Config};
-use crate::elevenlabs::client::ElevenLabs;
+use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::registry::CallRegistry;
 use crate::secrets::Secrets;
@@ -49,8 +45,8 @@ pub struct AppState {
     pub stream_signature: Option<StreamSignatureVerifier>,
     /// Metrics of this server.
     pub metrics: Metrics,
-    /// The agent that answers calls (`None`: frames are only counted).
-    pub agent: Option<Arc<dyn Agent>>,
+    /// The agent that answers calls.
+    pub agent: Agent,
     /// The fleet-wide call registry (`CALL_REGISTRY_TABLE`).
     pub registry: Option<Arc<CallRegistry>>,
     call_slots: Arc<Semaphore>,
@@ -83,14 +79,7 @@ impl AppState {
         let stream_signature = config.stream_signature.as_ref().map(|s| {
             StreamSignatureVerifier::new(secrets.handle(&s.auth_token), s.public_base.clone())
         });
-        let agent: Option<Arc<dyn Agent>> = match &config.agent {
-            AgentKind::None => None,
-            AgentKind::Echo(delay) => Some(Arc::new(Echo::new(*delay))),
-            AgentKind::ElevenLabs(el) => {
-                let key = el.api_key.as_ref().map(|spec| secrets.handle(spec));
-                Some(Arc::new(ElevenLabs::new(el.clone(), key)?))
-            }
-        };
+        let agent = Agent::from_config(&config.agent, secrets)?;
         Ok(Self {
             auth,
             stream_signature,

@@ -201,7 +201,7 @@ async fn barge_in_clears_at_once_and_drops_the_interrupted_response() {
 async fn agent_pings_are_answered_with_the_same_event_id() {
     let fake = FakeEl::start(Behaviour::default()).await;
     let s = server_with(&fake, &[]).await;
-    let _c = caller(&s, json!({})).await;
+    let c = caller(&s, json!({})).await;
     fake.wait("connected", |cs| cs.len() == 1 && cs[0].init.is_some())
         .await;
     fake.send_json(
@@ -215,6 +215,10 @@ async fn agent_pings_are_answered_with_the_same_event_id() {
     );
     fake.wait("pongs", |cs| cs[0].pongs.len() == 2).await;
     assert_eq!(fake.conversation(0).pongs, [42, 43]);
+    // Per-call counters reach the metrics when the call ends (or every 10 s while it lasts).
+    c.send(stop(2));
+    c.wait("close", |l| l.close.is_some()).await;
+    s.wait_log("call closed").await;
     assert_eq!(
         s.metric("media_agent_events_total{kind=\"user_transcript\"}")
             .await,
@@ -370,19 +374,21 @@ async fn a_stalled_agent_costs_bounded_memory_and_drops_are_counted() {
     let c = caller(&s, json!({})).await;
     fake.wait("connected", |cs| cs.len() == 1 && cs[0].init.is_some())
         .await;
-    // 60 s of audio as fast as possible: the agent reads none of it.
-    let seq = c.play(&tone(6, 3000), 2, NO_GAP).await;
+    // Ten minutes of audio as fast as possible: the agent reads none of it, so once the
+    // kernel's buffers are full (megabytes on loopback) the bridge drops caller audio rather
+    // than queueing it.
+    let seq = c.play(&tone(6, 30_000), 2, NO_GAP).await;
     c.send(Message::text("ping"));
     c.wait("still responsive", |l| l.items.iter().any(|i| i == "pong"))
         .await;
-    let dropped = s
-        .metric("media_dropped_frames_total{reason=\"agent_slow\"}")
-        .await;
-    assert!(dropped > 1000.0, "dropped {dropped}");
     c.send(stop(seq));
     let log = c.wait("close", |l| l.close.is_some()).await;
     assert_eq!(log.close, Some((1000, "stream stopped".into())));
     s.wait_log("call closed").await;
+    let dropped = s
+        .metric("media_dropped_frames_total{reason=\"agent_slow\"}")
+        .await;
+    assert!(dropped > 1000.0, "dropped {dropped}");
 }
 
 #[tokio::test]

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
-use media_orchestrator::elevenlabs::message::AudioFormat;
+use media_orchestrator::audio::AudioFormat;
 use media_orchestrator::sim::agent_echo::EchoAgent;
 use media_orchestrator::sim::caller::{self, CallOptions, Live, Step};
 use media_orchestrator::sim::load::{self, LoadOptions, Progress};

@@ -9,7 +9,7 @@ use base64::Engine as _;
 
 use crate::audio::mulaw;
 use crate::audio::resample::{ResampleError, Resampler};
-use crate::elevenlabs::message::AudioFormat;
+use crate::audio::AudioFormat;
 
 /// Why agent audio could not be converted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]

@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::SimError;
-use crate::elevenlabs::message::AudioFormat;
+use crate::audio::AudioFormat;
 
 /// The path the echo endpoint is meant to be dialled on (any path is accepted).
 pub const AGENT_PATH: &str = "/v1/convai/conversation";

@@ -384,6 +384,66 @@ impl Outbound<'_> {
     }
 }
 
+/// Writes a `media` message carrying `payload_b64` into `out` (cleared first): the same
+/// bytes as [`Outbound::to_json`], without allocating once `out` has grown.
+pub fn write_media(stream_sid: &str, payload_b64: &str, out: &mut String) {
+    write_into(
+        out,
+        &Outbound::Media {
+            stream_sid,
+            media: OutboundMedia {
+                payload: payload_b64,
+            },
+        },
+    );
+}
+
+/// Writes a `mark` message named `name` into `out` (cleared first).
+pub fn write_mark(stream_sid: &str, name: &str, out: &mut String) {
+    write_into(
+        out,
+        &Outbound::Mark {
+            stream_sid,
+            mark: OutboundMark { name },
+        },
+    );
+}
+
+/// Writes a `clear` message into `out` (cleared first).
+pub fn write_clear(stream_sid: &str, out: &mut String) {
+    write_into(out, &Outbound::Clear { stream_sid });
+}
+
+fn write_into(out: &mut String, msg: &Outbound<'_>) {
+    out.clear();
+    // Twilio's SIDs are alphanumeric, base64 and mark names need no escaping: the common case
+    // is written directly, byte for byte what serde writes.
+    let plain = |s: &str| !needs_escape(s);
+    match msg {
+        Outbound::Media { stream_sid, media } if plain(stream_sid) && plain(media.payload) => {
+            out.push_str(r#"{"event":"media","streamSid":""#);
+            out.push_str(stream_sid);
+            out.push_str(r#"","media":{"payload":""#);
+            out.push_str(media.payload);
+            out.push_str(r#""}}"#);
+        }
+        Outbound::Mark { stream_sid, mark } if plain(stream_sid) && plain(mark.name) => {
+            out.push_str(r#"{"event":"mark","streamSid":""#);
+            out.push_str(stream_sid);
+            out.push_str(r#"","mark":{"name":""#);
+            out.push_str(mark.name);
+            out.push_str(r#""}}"#);
+        }
+        Outbound::Clear { stream_sid } if plain(stream_sid) => {
+            out.push_str(r#"{"event":"clear","streamSid":""#);
+            out.push_str(stream_sid);
+            out.push_str(r#""}"#);
+        }
+        // Serializing these plain structs of strings cannot fail.
+        other => out.push_str(&serde_json::to_string(other).unwrap_or_default()),
+    }
+}
+
 /// Whether `s` has a character JSON strings must escape.
 fn needs_escape(s: &str) -> bool {
     s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20)

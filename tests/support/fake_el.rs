@@ -89,7 +89,16 @@ impl Drop for FakeEl {
 
 impl FakeEl {
     pub async fn start(behaviour: Behaviour) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = if behaviour.stall_after_metadata {
+            // A stalled agent stops reading; a small receive buffer makes the kernel push
+            // back after kilobytes, not megabytes, as a real peer's full window would.
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.set_recv_buffer_size(4096).unwrap();
+            socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+            socket.listen(16).unwrap()
+        } else {
+            TcpListener::bind("127.0.0.1:0").await.unwrap()
+        };
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Mutex::new(Shared::default()));
         let s = Arc::clone(&shared);

@@ -194,3 +194,27 @@ fn media_fast_path_writes_exactly_what_serde_writes() {
         );
     }
 }
+
+#[test]
+fn written_messages_are_what_serde_writes() {
+    let mut out = String::new();
+    for (sid, payload) in [("MZ1", "AAEC/w=="), ("MZ\"odd", "x\\y")] {
+        write_media(sid, payload, &mut out);
+        let expected = serde_json::to_string(&Outbound::Media {
+            stream_sid: sid,
+            media: OutboundMedia { payload },
+        })
+        .unwrap();
+        assert_eq!(out, expected);
+        write_mark(sid, "m7", &mut out);
+        let expected = serde_json::to_string(&Outbound::Mark {
+            stream_sid: sid,
+            mark: OutboundMark { name: "m7" },
+        })
+        .unwrap();
+        assert_eq!(out, expected);
+        write_clear(sid, &mut out);
+        let expected = serde_json::to_string(&Outbound::Clear { stream_sid: sid }).unwrap();
+        assert_eq!(out, expected);
+    }
+}

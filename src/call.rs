@@ -1,0 +1,341 @@
+//! One call = one task: the Twilio socket and the agent socket (or the echo's delay line) are
+//! owned by one loop with one `select!` — Twilio frame, agent frame, agent connect, the next
+//! deadline (playout, marks, guards), drain. Every input goes to the pure [`Relay`]; what it
+//! hands back is written straight to its socket ([`conn::Conn`]). Generic over the sockets,
+//! so component tests drive a whole call over in-memory pipes.
+
+pub mod conn;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+pub use conn::{Conn, Socket};
+
+use crate::agent::AgentConnector;
+use crate::elevenlabs::client::ConnectError;
+use crate::metrics::{Direction, Metrics, Outcome};
+use crate::relay::{twilio_gone, Ending, Input, Output, Relay, RelayConfig, TwilioEnd, TwilioKind};
+
+/// How long Twilio may stay behind by more than the byte limit before the call is closed
+/// with 1013: the write budget of a peer that stopped reading.
+pub const BACKPRESSURE_CLOSE_AFTER: Duration = Duration::from_secs(5);
+/// How long closing (our close frame out, the peer's back) may take.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+/// Counters of long calls reach the metrics at least this often.
+const FLUSH_EVERY: Duration = Duration::from_secs(10);
+/// Bytes of caller audio that may wait for a slow agent (about 50 frames of 20 ms).
+const AGENT_BACKLOG_BYTES: usize = 64 * 1024;
+
+/// How a call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Summary {
+    /// Counted outcome.
+    pub outcome: Outcome,
+    /// Close code we sent, if we closed.
+    pub close_code: Option<u16>,
+    /// Constant reason for the log.
+    pub reason: &'static str,
+    /// Media frames received.
+    pub frames_in: u64,
+    /// Media frames sent.
+    pub frames_out: u64,
+    /// Frames dropped, any reason.
+    pub dropped: u64,
+}
+
+impl Summary {
+    /// A summary with no frames (a call that never got going).
+    pub fn new(outcome: Outcome, close_code: Option<u16>, reason: &'static str) -> Self {
+        Self {
+            outcome,
+            close_code,
+            reason,
+            frames_in: 0,
+            frames_out: 0,
+            dropped: 0,
+        }
+    }
+}
+
+/// What the call needs from the server it runs in.
+pub trait Host: Sync {
+    /// Held for the life of the call once granted (one stream per CallSid).
+    type Claim: Send;
+
+    /// The server's metrics (per-call counters are flushed into them).
+    fn metrics(&self) -> &Metrics;
+
+    /// Claims `call_sid` for this stream, or says how the call ends instead.
+    fn claim(&self, call_sid: &str) -> impl Future<Output = Result<Self::Claim, Ending>> + Send;
+}
+
+/// Limits of one call's sockets.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Bytes of audio that may wait for Twilio before frames are dropped.
+    pub max_buffered_bytes: usize,
+}
+
+type Connecting<'a, S> = Pin<Box<dyn Future<Output = Result<S, ConnectError>> + Send + 'a>>;
+
+/// Runs one call over `twilio` until it ends; returns how.
+pub async fn run<T, A, H>(
+    twilio: T,
+    agent: &A,
+    host: &H,
+    config: RelayConfig,
+    bound_call_sid: Option<String>,
+    limits: Limits,
+    cancel: CancellationToken,
+) -> Summary
+where
+    T: Socket,
+    A: AgentConnector,
+    H: Host,
+{
+    let metrics = host.metrics();
+    let mut tw = Conn::new(twilio, limits.max_buffered_bytes);
+    let mut relay = Relay::new(config, bound_call_sid, Instant::now());
+    let mut remote: Option<Conn<A::Socket>> = None;
+    let mut connecting: Option<Connecting<'_, A::Socket>> = None;
+    let mut connect_started = Instant::now();
+    let mut claim: Option<H::Claim> = None;
+    let mut flushed_at = Instant::now();
+    let mut shutting_down = false;
+    // The frame just read, for the latency the bridge adds: read → its outputs written.
+    let mut just_read: Option<(Direction, Instant)> = None;
+
+    loop {
+        let read_at = Instant::now();
+        let start = drain(&mut relay, &mut tw, remote.as_mut(), metrics, read_at);
+        if let Some((direction, at)) = just_read.take() {
+            metrics.bridge_latency(direction, at.elapsed());
+        }
+        if let Some(call) = start {
+            let span = tracing::Span::current();
+            span.record("stream_sid", call.stream_sid.as_str());
+            span.record("call_sid", call.call_sid.as_str());
+            tracing::info!(custom_parameters = call.parameters.len(), "stream started");
+            if agent.mode() == crate::relay::AgentMode::None {
+                continue;
+            }
+            match host.claim(&call.call_sid).await {
+                Ok(c) => {
+                    claim = Some(c);
+                    if relay.agent_active() {
+                        connect_started = Instant::now();
+                        connecting = Some(Box::pin(agent.connect()));
+                    } else {
+                        relay.handle(Input::AgentConnected, Instant::now());
+                    }
+                }
+                Err(ending) => relay.handle(Input::Refused(ending), Instant::now()),
+            }
+            continue;
+        }
+        if relay.ending().is_some() {
+            break;
+        }
+        if read_at >= flushed_at + FLUSH_EVERY {
+            metrics.flush_call(&mut relay.counters);
+            flushed_at = read_at;
+        }
+        let mut deadline = relay.next_deadline();
+        if let Some(since) = tw.over_since() {
+            deadline = deadline.min(since + BACKPRESSURE_CLOSE_AFTER);
+        }
+        tokio::select! {
+            biased;
+            () = cancel.cancelled(), if !shutting_down => {
+                shutting_down = true;
+                relay.handle(Input::Shutdown, Instant::now());
+            }
+            msg = tw.next() => {
+                let now = Instant::now();
+                on_twilio(&mut relay, msg, now);
+                just_read = Some((Direction::inbound, now));
+            }
+            msg = next_remote(&mut remote) => {
+                let now = Instant::now();
+                match msg {
+                    Some(Ok(Message::Text(text))) => relay.handle(Input::AgentText(text.as_str()), now),
+                    Some(Ok(Message::Close(frame))) => {
+                        relay.handle(Input::AgentGone(frame.map(|f| u16::from(f.code))), now);
+                    }
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => {
+                        tracing::debug!(error = %e, "agent socket failed");
+                        relay.handle(Input::AgentGone(None), now);
+                    }
+                    None => relay.handle(Input::AgentGone(None), now),
+                }
+                just_read = Some((Direction::outbound, now));
+            }
+            socket = poll_connecting(&mut connecting) => {
+                connecting = None;
+                match socket {
+                    Ok(socket) => {
+                        tracing::info!(
+                            connect_ms = connect_started.elapsed().as_millis() as u64,
+                            "agent connected"
+                        );
+                        remote = Some(Conn::new(socket, AGENT_BACKLOG_BYTES));
+                        relay.handle(Input::AgentConnected, Instant::now());
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "agent unreachable");
+                        relay.handle(Input::AgentUnreachable, Instant::now());
+                    }
+                }
+            }
+            () = tokio::time::sleep_until(deadline) => {
+                let now = Instant::now();
+                if tw.over_limit_for(now) >= BACKPRESSURE_CLOSE_AFTER {
+                    relay.handle(Input::TwilioTooSlow, now);
+                }
+                relay.handle(Input::Tick, now);
+            }
+        }
+    }
+
+    let ending = relay
+        .ending()
+        .unwrap_or(Ending::new(Outcome::normal, None, "ended"));
+    // Tell the agent first (no agent audio bleeds into what Twilio does next), then Twilio.
+    drop(connecting);
+    let agent_closed = async {
+        if let Some(remote) = &mut remote {
+            remote.close(1000, "call ended", CLOSE_WAIT).await;
+        }
+    };
+    let twilio_closed = async {
+        match ending.close_code {
+            Some(code) => tw.close(code, ending.reason, CLOSE_WAIT).await,
+            None => tw.finish(CLOSE_WAIT).await,
+        }
+    };
+    tokio::join!(agent_closed, twilio_closed);
+    metrics.flush_call(&mut relay.counters);
+    drop(claim);
+    Summary {
+        outcome: ending.outcome,
+        close_code: ending.close_code,
+        reason: ending.reason,
+        frames_in: relay.counters.frames_in,
+        frames_out: relay.counters.frames_out,
+        dropped: relay.counters.dropped,
+    }
+}
+
+/// The loop's write step: everything the relay has to send at `now`, written to its socket
+/// (dropped audio counted). Returns the call's start, whose claim and agent connect are the
+/// loop's to await. Public for the allocation test, which drives the round trip by hand.
+pub fn drain<T: Socket, S: Socket>(
+    relay: &mut Relay,
+    tw: &mut Conn<T>,
+    mut remote: Option<&mut Conn<S>>,
+    metrics: &Metrics,
+    now: Instant,
+) -> Option<crate::agent::CallStart> {
+    loop {
+        let mut sent_media = None;
+        let mut dropped_twilio = false;
+        let mut dropped_agent = false;
+        match relay.poll_output(now)? {
+            Output::Twilio(text, TwilioKind::Media(bytes)) => {
+                if tw.send_text(text, true) {
+                    sent_media = Some(bytes);
+                } else {
+                    dropped_twilio = true;
+                }
+            }
+            Output::Twilio(text, TwilioKind::Control) => {
+                tw.send_text(text, false);
+            }
+            Output::Twilio(text, TwilioKind::Clear(read_at)) => {
+                tw.send_text(text, false);
+                let latency = read_at.elapsed();
+                metrics.bargein(latency.as_secs_f64());
+                tracing::debug!(latency_us = latency.as_micros() as u64, "clear sent");
+            }
+            Output::TwilioPing => tw.ping(),
+            Output::Agent(text, audio) => {
+                if let Some(r) = remote.as_deref_mut() {
+                    dropped_agent = !r.send_text(text, audio);
+                }
+            }
+            Output::AgentBinary(data) => {
+                if let Some(r) = remote.as_deref_mut() {
+                    dropped_agent = !r.send_binary(data, true);
+                }
+            }
+            Output::Start(call) => return Some(call),
+        }
+        if let Some(bytes) = sent_media {
+            relay.counters.frame_out(bytes);
+        }
+        if dropped_twilio {
+            relay.counters.drop(crate::relay::Drop::Backpressure, 1);
+        }
+        if dropped_agent {
+            relay.counters.drop(crate::relay::Drop::AgentSlow, 1);
+        }
+    }
+}
+
+fn on_twilio(relay: &mut Relay, msg: Option<Result<Message, WsError>>, now: Instant) {
+    let input = match msg {
+        None => Input::TwilioGone(twilio_gone(relay.stopped(), TwilioEnd::Gone)),
+        Some(Err(e)) => Input::TwilioGone(twilio_gone(relay.stopped(), read_error(&e))),
+        Some(Ok(Message::Text(text))) => {
+            relay.handle(Input::TwilioText(text.as_str()), now);
+            return;
+        }
+        Some(Ok(Message::Binary(_))) => Input::TwilioBinary,
+        Some(Ok(Message::Pong(_))) => Input::TwilioPong,
+        Some(Ok(Message::Close(_))) => {
+            Input::TwilioGone(twilio_gone(relay.stopped(), TwilioEnd::Closed))
+        }
+        Some(Ok(Message::Ping(_) | Message::Frame(_))) => return,
+    };
+    relay.handle(input, now);
+}
+
+fn read_error(e: &WsError) -> TwilioEnd {
+    match e {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => TwilioEnd::TooLarge,
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => TwilioEnd::Reset,
+        WsError::Utf8(_) => TwilioEnd::InvalidUtf8,
+        WsError::Protocol(_) | WsError::Capacity(_) => {
+            tracing::debug!(error = %e, "websocket protocol error");
+            TwilioEnd::Protocol
+        }
+        _ => {
+            tracing::debug!(error = %e, "websocket read failed");
+            TwilioEnd::ReadFailed
+        }
+    }
+}
+
+async fn next_remote<S: Socket>(remote: &mut Option<Conn<S>>) -> Option<Result<Message, WsError>> {
+    match remote {
+        Some(conn) => conn.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn poll_connecting<S>(connecting: &mut Option<Connecting<'_, S>>) -> Result<S, ConnectError> {
+    match connecting {
+        Some(fut) => fut.await,
+        None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,671 @@
+//! One call as a pure state machine: Twilio's protocol ([`Session`]), the agent's (ElevenLabs
+//! messages, or the echo's delay line), playout and barge-in ([`Playout`]), the call's guards
+//! (idle, keepalive) and how it ends, with per-call counters. No I/O and no clock of its own:
+//! the call loop feeds [`Input`]s with the time, writes what [`Relay::poll_output`] hands
+//! back, and sleeps until [`Relay::next_deadline`].
+
+use std::collections::{BTreeMap, VecDeque};
+use std::time::Duration;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use tokio::time::Instant;
+
+use super::counters::{CallCounters, Drop};
+use super::echo::EchoLine;
+use super::playout::{mark_name, Accepted, Playout, Release, FRAME_BYTES};
+use super::session::{CallError, Event, Session};
+use super::transcode::{FromAgent, ToAgent};
+use crate::agent::CallStart;
+use crate::audio::AudioFormat;
+use crate::elevenlabs::message::{
+    self as el, AgentProtocolError, InitiationClientData, ServerEvent,
+};
+use crate::metrics::Outcome;
+use crate::twilio::message::{self as tw, ProtocolError};
+
+/// Caller frames held while the agent connects and until its metadata (20 ms each): 1 s.
+pub const PRE_METADATA_FRAMES: usize = 50;
+/// Custom parameters never passed to the agent: credentials, not conversation data.
+const WITHHELD_PARAMETERS: &[&str] = &["token", "authorization"];
+
+/// Which agent answers, as the relay sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentMode {
+    /// No agent: caller frames are counted only.
+    None,
+    /// The built-in echo, after this delay.
+    Echo(Duration),
+    /// A conversational agent on a WebSocket (the ElevenLabs protocol); `binary`: caller
+    /// audio as raw PCM16LE 16 kHz binary frames (legacy).
+    Remote {
+        /// Legacy binary caller audio.
+        binary: bool,
+    },
+}
+
+/// What the relay needs to know about the call's settings.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Largest decoded media payload.
+    pub max_payload_bytes: usize,
+    /// Playout lead and buffer.
+    pub playout_lead: Duration,
+    /// Most agent audio held.
+    pub playout_max: Duration,
+    /// No Twilio message for this long ends the call.
+    pub idle_timeout: Duration,
+    /// WebSocket ping interval to Twilio.
+    pub keepalive: Duration,
+    /// Only this account's streams are accepted.
+    pub account_sid: Option<String>,
+    /// The agent.
+    pub agent: AgentMode,
+}
+
+/// How a call ended, for the close frame, the metrics and the summary line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ending {
+    /// Counted outcome.
+    pub outcome: Outcome,
+    /// Close code sent to Twilio (`None`: Twilio closed or vanished first).
+    pub close_code: Option<u16>,
+    /// Constant reason.
+    pub reason: &'static str,
+}
+
+impl Ending {
+    /// An ending with these parts.
+    pub const fn new(outcome: Outcome, close_code: Option<u16>, reason: &'static str) -> Self {
+        Self {
+            outcome,
+            close_code,
+            reason,
+        }
+    }
+}
+
+impl From<CallError> for Ending {
+    fn from(e: CallError) -> Self {
+        Self::new(e.outcome(), Some(e.close_code()), e.reason())
+    }
+}
+
+/// Something that happened to the call.
+#[derive(Debug)]
+pub enum Input<'a> {
+    /// A text frame from Twilio.
+    TwilioText(&'a str),
+    /// A binary frame from Twilio (Twilio sends only text).
+    TwilioBinary,
+    /// Twilio answered a WebSocket ping.
+    TwilioPong,
+    /// Twilio's socket ended (closed, reset, failed); see [`twilio_gone`].
+    TwilioGone(Ending),
+    /// Twilio reads too slowly: audio stayed above the byte limit past the write budget.
+    TwilioTooSlow,
+    /// The claim on the CallSid was refused (another stream holds it, or the registry failed).
+    Refused(Ending),
+    /// The agent socket is open.
+    AgentConnected,
+    /// The agent could not be reached.
+    AgentUnreachable,
+    /// A text frame from the agent.
+    AgentText(&'a str),
+    /// The agent socket ended, with its close code when it sent one.
+    AgentGone(Option<u16>),
+    /// A deadline passed.
+    Tick,
+    /// The server is shutting down and the drain deadline passed.
+    Shutdown,
+}
+
+/// What kind of message a Twilio output is (backpressure may drop only media).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TwilioKind {
+    /// An audio frame of this many μ-law bytes.
+    Media(usize),
+    /// A mark, a clear or a pong: never dropped.
+    Control,
+    /// The `clear` of a barge-in read off the agent socket at this instant.
+    Clear(Instant),
+}
+
+/// Something the call loop must do now.
+#[derive(Debug)]
+pub enum Output<'a> {
+    /// Send this text to Twilio.
+    Twilio(&'a str, TwilioKind),
+    /// Send a WebSocket ping to Twilio (keepalive).
+    TwilioPing,
+    /// Send this text to the agent; `audio`: caller audio, dropped if the agent is behind.
+    Agent(&'a str, bool),
+    /// Send these bytes to the agent as a binary frame (legacy caller audio).
+    AgentBinary(&'a [u8]),
+    /// The stream started: with an agent, claim the call, then connect the agent (a remote
+    /// one) or tell the relay [`Input::AgentConnected`] (the echo).
+    Start(CallStart),
+}
+
+enum Pending {
+    Pong,
+    Ping,
+    Clear(Instant),
+    AgentText,
+    CallerAudio,
+    Start(CallStart),
+}
+
+enum Remote {
+    /// Claiming or connecting: caller audio is held.
+    Connecting,
+    /// Connected, waiting for the metadata (the formats).
+    AwaitingMetadata,
+    /// Talking, with a converter per direction.
+    Ready(Box<(ToAgent, FromAgent)>),
+}
+
+enum Agent {
+    Off,
+    Echo(EchoLine),
+    Remote(Remote),
+}
+
+/// One call's relay state.
+pub struct Relay {
+    config: RelayConfig,
+    session: Session,
+    playout: Playout,
+    agent: Agent,
+    /// Caller frames held until the agent can take them.
+    held: VecDeque<Vec<u8>>,
+    spare: Vec<Vec<u8>>,
+    pending: VecDeque<Pending>,
+    /// Caller audio of the current Twilio frame, decoded.
+    audio: Vec<u8>,
+    /// Agent audio of the current agent frame, as μ-law.
+    ulaw: Vec<u8>,
+    b64: String,
+    text: String,
+    agent_text: String,
+    /// Caller audio rendered for the agent (JSON text, or raw PCM in binary mode).
+    caller_out: Vec<u8>,
+    /// `conversation_initiation_client_data`, built at `start`, sent once connected.
+    initiation: Option<String>,
+    idle_at: Instant,
+    ping_at: Instant,
+    awaiting_pong: bool,
+    ending: Option<Ending>,
+    /// Per-call counters (flushed by the call loop).
+    pub counters: CallCounters,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay")
+            .field("ending", &self.ending)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Relay {
+    /// A relay for a stream whose token was bound to `bound_call_sid`, starting at `now`.
+    pub fn new(config: RelayConfig, bound_call_sid: Option<String>, now: Instant) -> Self {
+        let session = Session::new(bound_call_sid, config.max_payload_bytes)
+            .with_account(config.account_sid.clone());
+        Self {
+            playout: Playout::new(config.playout_lead, config.playout_max),
+            session,
+            agent: Agent::Off,
+            held: VecDeque::new(),
+            spare: Vec::new(),
+            pending: VecDeque::new(),
+            audio: Vec::new(),
+            ulaw: Vec::new(),
+            b64: String::new(),
+            text: String::new(),
+            agent_text: String::new(),
+            caller_out: Vec::new(),
+            initiation: None,
+            idle_at: now + config.idle_timeout,
+            ping_at: now + config.keepalive,
+            awaiting_pong: false,
+            ending: None,
+            counters: CallCounters::default(),
+            config,
+        }
+    }
+
+    /// How the call ended, once it has.
+    pub fn ending(&self) -> Option<Ending> {
+        self.ending
+    }
+
+    /// Whether the agent leg is open (or opening) and must be closed at the end.
+    pub fn agent_active(&self) -> bool {
+        matches!(self.agent, Agent::Remote(_))
+    }
+
+    /// Whether `stop` arrived.
+    pub fn stopped(&self) -> bool {
+        self.session.stopped()
+    }
+
+    fn end(&mut self, ending: Ending) {
+        if self.ending.is_none() {
+            self.ending = Some(ending);
+        }
+    }
+
+    /// Handles one input at `now`; then drain [`Relay::poll_output`].
+    pub fn handle(&mut self, input: Input<'_>, now: Instant) {
+        if self.ending.is_some() {
+            return;
+        }
+        match input {
+            Input::TwilioText(text) => {
+                self.idle_at = now + self.config.idle_timeout;
+                if text == "ping" {
+                    self.pending.push_back(Pending::Pong);
+                } else {
+                    self.on_twilio(text, now);
+                }
+            }
+            Input::TwilioBinary => self.end(CallError::from(ProtocolError::BinaryFrame).into()),
+            Input::TwilioPong => self.awaiting_pong = false,
+            Input::TwilioGone(ending) | Input::Refused(ending) => self.end(ending),
+            Input::TwilioTooSlow => {
+                self.end(Ending::new(
+                    Outcome::backpressure,
+                    Some(1013),
+                    "peer too slow",
+                ));
+            }
+            Input::AgentConnected => self.on_agent_connected(),
+            Input::AgentUnreachable => {
+                self.counters.agent_events.bump("connect_failed");
+                self.end(Ending::new(
+                    Outcome::agent_error,
+                    Some(1000),
+                    "agent unavailable",
+                ));
+            }
+            Input::AgentText(text) => self.on_agent_text(text, now),
+            Input::AgentGone(code) => {
+                self.agent = Agent::Off;
+                tracing::info!(agent_close_code = code, "closing call after agent end");
+                // 1000 to Twilio either way, so it continues with the TwiML after <Connect>.
+                self.end(match code {
+                    Some(1000) => Ending::new(Outcome::normal, Some(1000), "agent ended"),
+                    _ => Ending::new(Outcome::agent_error, Some(1000), "agent closed"),
+                });
+            }
+            Input::Tick => self.on_tick(now),
+            Input::Shutdown => {
+                self.end(Ending::new(
+                    Outcome::drained,
+                    Some(1001),
+                    "server shutting down",
+                ));
+            }
+        }
+    }
+
+    fn on_tick(&mut self, now: Instant) {
+        if now >= self.idle_at {
+            self.end(Ending::new(Outcome::idle, Some(1000), "idle timeout"));
+            return;
+        }
+        if now >= self.ping_at {
+            if self.awaiting_pong {
+                self.end(Ending::new(
+                    Outcome::keepalive,
+                    Some(1001),
+                    "keepalive timeout",
+                ));
+                return;
+            }
+            self.awaiting_pong = true;
+            self.ping_at = now + self.config.keepalive;
+            self.pending.push_back(Pending::Ping);
+        }
+        if let Agent::Echo(line) = &mut self.agent {
+            while let Some(frame) = line.pop_due(now) {
+                // The echo's audio belongs to no response and is never stale.
+                let accepted = self.playout.push(&frame, None);
+                line.recycle(frame);
+                count_accepted(&mut self.counters, accepted);
+            }
+        }
+    }
+
+    fn on_twilio(&mut self, text: &str, now: Instant) {
+        let (name, result) = self.session.on_text(text, &mut self.audio);
+        self.counters.twilio_events.bump(name);
+        match result {
+            Err(e) => self.end(e.into()),
+            Ok(Event::Nothing | Event::Dtmf) => {}
+            Ok(Event::Mark(name)) => {
+                self.playout.on_mark(&name, now);
+            }
+            Ok(Event::Stopped) => {
+                tracing::info!("stream stopped");
+                self.end(Ending::new(Outcome::normal, Some(1000), "stream stopped"));
+            }
+            Ok(Event::Started(start)) => self.on_start(*start),
+            Ok(Event::Audio(bytes)) => {
+                self.counters.frame_in(bytes);
+                self.on_caller_audio(now);
+            }
+        }
+    }
+
+    fn on_start(&mut self, start: tw::Start) {
+        match self.config.agent {
+            AgentMode::None => {}
+            AgentMode::Echo(delay) => self.agent = Agent::Echo(EchoLine::new(delay)),
+            AgentMode::Remote { .. } => {
+                let vars: BTreeMap<&str, &str> = start
+                    .custom_parameters
+                    .0
+                    .iter()
+                    .filter(|(k, _)| {
+                        !WITHHELD_PARAMETERS
+                            .iter()
+                            .any(|w| k.eq_ignore_ascii_case(w))
+                    })
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                // Names only: values may carry PHI.
+                tracing::info!(
+                    dynamic_variables = ?vars.keys().collect::<Vec<_>>(),
+                    "agent initiation prepared"
+                );
+                self.initiation = Some(InitiationClientData::new(vars).to_json());
+                self.agent = Agent::Remote(Remote::Connecting);
+            }
+        }
+        let call = CallStart {
+            call_sid: start.call_sid.as_str().to_string(),
+            stream_sid: start.stream_sid.as_str().to_string(),
+            parameters: start.custom_parameters.0,
+        };
+        self.pending.push_back(Pending::Start(call));
+    }
+
+    fn on_caller_audio(&mut self, now: Instant) {
+        match &mut self.agent {
+            Agent::Off => {}
+            Agent::Echo(line) => line.push(&self.audio, now),
+            Agent::Remote(Remote::Ready(conv)) if self.held.is_empty() => {
+                render_caller_audio(
+                    &mut conv.0,
+                    self.config.agent,
+                    &self.audio,
+                    &mut self.b64,
+                    &mut self.caller_out,
+                );
+                self.pending.push_back(Pending::CallerAudio);
+            }
+            Agent::Remote(_) if self.held.len() < PRE_METADATA_FRAMES => {
+                let mut frame = self.spare.pop().unwrap_or_default();
+                frame.clear();
+                frame.extend_from_slice(&self.audio);
+                self.held.push_back(frame);
+            }
+            Agent::Remote(_) => self.counters.drop(Drop::AgentNotReady, 1),
+        }
+    }
+
+    fn on_agent_connected(&mut self) {
+        if let Agent::Remote(remote @ Remote::Connecting) = &mut self.agent {
+            *remote = Remote::AwaitingMetadata;
+            self.agent_text = self.initiation.take().unwrap_or_default();
+            self.pending.push_back(Pending::AgentText);
+        }
+    }
+
+    fn on_agent_text(&mut self, text: &str, now: Instant) {
+        let event = match el::parse(text) {
+            Ok(e) => e,
+            Err(AgentProtocolError::UnknownFormat) => {
+                tracing::warn!("agent announced an unknown audio format");
+                self.end(Ending::new(
+                    Outcome::agent_error,
+                    Some(1000),
+                    "agent protocol error",
+                ));
+                return;
+            }
+            Err(AgentProtocolError::Malformed) => {
+                self.counters.agent_events.bump("malformed");
+                return;
+            }
+        };
+        match event {
+            ServerEvent::Metadata { input, output } => {
+                self.counters
+                    .agent_events
+                    .bump("conversation_initiation_metadata");
+                self.on_metadata(input, output);
+            }
+            ServerEvent::Audio {
+                audio_b64,
+                event_id,
+            } => {
+                self.counters.agent_events.bump("audio");
+                let Agent::Remote(Remote::Ready(conv)) = &mut self.agent else {
+                    self.counters.drop(Drop::AgentAudioBeforeMetadata, 1);
+                    return;
+                };
+                if conv.1.convert(&audio_b64, &mut self.ulaw).is_err() {
+                    self.counters.agent_events.bump("malformed");
+                    return;
+                }
+                let accepted = self.playout.push(&self.ulaw, event_id);
+                count_accepted(&mut self.counters, accepted);
+            }
+            ServerEvent::Interruption { event_id } => {
+                self.counters.agent_events.bump("interruption");
+                let held = self.playout.interrupt(event_id, now);
+                tracing::debug!(dropped_frames = held, "barge-in");
+                if self.session.stream_sid().is_some() {
+                    self.pending.push_back(Pending::Clear(now));
+                }
+            }
+            ServerEvent::Ping { event_id } => {
+                self.counters.agent_events.bump("ping");
+                self.agent_text = el::pong(event_id);
+                self.pending.push_back(Pending::AgentText);
+            }
+            ServerEvent::Error { code } => {
+                self.counters.agent_events.bump("error");
+                tracing::warn!(code, "agent reported an error");
+            }
+            ServerEvent::Other(kind) => {
+                self.counters.agent_events.bump(kind);
+                tracing::debug!(kind, "agent event");
+            }
+        }
+    }
+
+    fn on_metadata(&mut self, input: AudioFormat, output: AudioFormat) {
+        if input != AudioFormat::Ulaw8000 || output != AudioFormat::Ulaw8000 {
+            tracing::warn!(
+                input = input.name(),
+                output = output.name(),
+                "agent audio is not ulaw_8000; transcoding (set the agent to mu-law 8000 Hz for telephony)"
+            );
+        } else {
+            tracing::info!(format = "ulaw_8000", "agent audio passes through");
+        }
+        let AgentMode::Remote { binary } = self.config.agent else {
+            return;
+        };
+        // Legacy binary mode: the agent takes PCM16LE 16 kHz whatever it announces.
+        let to = if binary {
+            ToAgent::new(AudioFormat::Pcm(16000))
+        } else {
+            ToAgent::new(input)
+        };
+        let (Ok(to), Ok(from)) = (to, FromAgent::new(output)) else {
+            self.end(Ending::new(
+                Outcome::agent_error,
+                Some(1000),
+                "agent protocol error",
+            ));
+            return;
+        };
+        if let Agent::Remote(remote) = &mut self.agent {
+            *remote = Remote::Ready(Box::new((to, from)));
+        }
+    }
+
+    /// The next thing to do at `now`; call until `None` after every [`Relay::handle`] and
+    /// whenever [`Relay::next_deadline`] passes.
+    pub fn poll_output(&mut self, now: Instant) -> Option<Output<'_>> {
+        if self.ending.is_some() {
+            return None;
+        }
+        if let Some(p) = self.pending.pop_front() {
+            return Some(match p {
+                Pending::Pong => Output::Twilio("pong", TwilioKind::Control),
+                Pending::Ping => Output::TwilioPing,
+                Pending::Start(call) => Output::Start(call),
+                Pending::AgentText => Output::Agent(&self.agent_text, false),
+                Pending::CallerAudio => return Some(self.caller_audio_output()),
+                Pending::Clear(at) => {
+                    let sid = self.session.stream_sid().map_or("", |s| s.as_str());
+                    tw::write_clear(sid, &mut self.text);
+                    Output::Twilio(&self.text, TwilioKind::Clear(at))
+                }
+            });
+        }
+        // Caller audio held while the agent was not ready, now that it is.
+        if let Agent::Remote(Remote::Ready(conv)) = &mut self.agent {
+            if let Some(frame) = self.held.pop_front() {
+                render_caller_audio(
+                    &mut conv.0,
+                    self.config.agent,
+                    &frame,
+                    &mut self.b64,
+                    &mut self.caller_out,
+                );
+                self.spare.push(frame);
+                return Some(self.caller_audio_output());
+            }
+        }
+        let sid = self.session.stream_sid()?.as_str();
+        match self.playout.poll(now)? {
+            Release::Frame(frame) => {
+                self.b64.clear();
+                STANDARD.encode_string(&frame, &mut self.b64);
+                tw::write_media(sid, &self.b64, &mut self.text);
+                let n = frame.len();
+                self.playout.recycle(frame);
+                Some(Output::Twilio(&self.text, TwilioKind::Media(n)))
+            }
+            Release::Mark(id) => {
+                mark_name(id, &mut self.b64);
+                tw::write_mark(sid, &self.b64, &mut self.text);
+                Some(Output::Twilio(&self.text, TwilioKind::Control))
+            }
+        }
+    }
+
+    fn caller_audio_output(&self) -> Output<'_> {
+        match self.config.agent {
+            AgentMode::Remote { binary: true } => Output::AgentBinary(&self.caller_out),
+            // Rendered from ASCII (JSON around base64): always UTF-8.
+            _ => Output::Agent(
+                std::str::from_utf8(&self.caller_out).unwrap_or_default(),
+                true,
+            ),
+        }
+    }
+
+    /// When the relay next needs a [`Input::Tick`].
+    pub fn next_deadline(&self) -> Instant {
+        let mut at = self.idle_at.min(self.ping_at);
+        if let Some(p) = self.playout.next_deadline() {
+            at = at.min(p);
+        }
+        if let Agent::Echo(line) = &self.agent {
+            if let Some(due) = line.next_due() {
+                at = at.min(due);
+            }
+        }
+        at
+    }
+}
+
+/// Caller audio in the agent's input format, as the message to send: raw PCM16LE in the
+/// legacy binary mode, else `{"user_audio_chunk":"<base64>"}`.
+fn render_caller_audio(
+    to: &mut ToAgent,
+    mode: AgentMode,
+    ulaw: &[u8],
+    b64: &mut String,
+    out: &mut Vec<u8>,
+) {
+    out.clear();
+    if mode == (AgentMode::Remote { binary: true }) {
+        out.extend_from_slice(to.raw(ulaw));
+        return;
+    }
+    to.base64(ulaw, b64);
+    out.extend_from_slice(br#"{"user_audio_chunk":""#);
+    out.extend_from_slice(b64.as_bytes());
+    out.extend_from_slice(br#""}"#);
+}
+
+fn count_accepted(counters: &mut CallCounters, accepted: Accepted) {
+    match accepted {
+        Accepted::Queued => {}
+        Accepted::Stale => counters.drop(Drop::Interrupted, 1),
+        Accepted::Overflow(bytes) => {
+            counters.drop(Drop::PlayoutFull, bytes.div_ceil(FRAME_BYTES) as u64);
+        }
+    }
+}
+
+/// How the call ends when Twilio's socket does: `closed` when a close frame arrived
+/// (normal after `stop`), else the reason of the failure.
+pub fn twilio_gone(stopped: bool, how: TwilioEnd) -> Ending {
+    match how {
+        TwilioEnd::Closed if stopped => Ending::new(Outcome::normal, None, "peer closed"),
+        TwilioEnd::Closed => Ending::new(Outcome::disconnected, None, "peer closed"),
+        TwilioEnd::Gone => Ending::new(Outcome::disconnected, None, "peer gone"),
+        TwilioEnd::Reset => Ending::new(Outcome::disconnected, None, "peer reset"),
+        TwilioEnd::ReadFailed => Ending::new(Outcome::disconnected, None, "read failed"),
+        TwilioEnd::TooLarge => CallError::from(ProtocolError::PayloadTooLarge).into(),
+        TwilioEnd::InvalidUtf8 => Ending::new(Outcome::protocol_error, Some(1007), "invalid utf-8"),
+        TwilioEnd::Protocol => Ending::new(
+            Outcome::protocol_error,
+            Some(1002),
+            "websocket protocol error",
+        ),
+    }
+}
+
+/// How Twilio's socket ended, classified by the call loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TwilioEnd {
+    /// A close frame.
+    Closed,
+    /// End of stream without a close frame.
+    Gone,
+    /// Reset without a closing handshake.
+    Reset,
+    /// Any other read failure.
+    ReadFailed,
+    /// A message over the framing cap.
+    TooLarge,
+    /// A text frame that is not UTF-8.
+    InvalidUtf8,
+    /// A WebSocket protocol violation.
+    Protocol,
+}
+
+#[cfg(test)]
+mod tests;
