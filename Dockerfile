@@ -60,9 +60,13 @@ RUN case "${TARGETARCH}" in \
 # 1. Dependencies only: the manifest, the lockfile and a `fn main() {}` stub per target.
 COPY --chmod=0755 scripts/cargo-stub-targets.sh /usr/local/bin/cargo-stub-targets
 COPY Cargo.toml Cargo.lock ./
+# The workspace's other member (media-sim): Cargo reads its manifest to resolve the
+# workspace; stubs stand in for its sources, which the image never builds.
+COPY sim/Cargo.toml sim/Cargo.toml
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     cargo-stub-targets Cargo.toml \
+    && cargo-stub-targets sim/Cargo.toml \
     && cargo zigbuild --release --locked --bin media-ws --target "$(cat /rust-target)" \
     && rm -rf src benches examples tests
 

@@ -40,7 +40,7 @@ if [[ -n $PREV ]]; then
     git worktree remove --force "$prev_dir"
 fi
 # After PREV: target/release/media-ws is this tree's.
-cargo build --release --bins --examples >&2
+cargo build --release --workspace --bins --examples >&2
 SIM="$TARGET/release/media-sim"
 WS="$TARGET/release/media-ws"
 FLOOR="$TARGET/release/examples/floor_relay"

@@ -3,7 +3,7 @@
 # `cargo build` can compile (and the image build can cache) the dependency graph
 # before the real sources are copied in. Used by the Dockerfile only.
 #
-#   usage: cargo-stub-targets.sh [Cargo.toml]   (run from the package root)
+#   usage: cargo-stub-targets.sh [path/to/Cargo.toml]   (paths relative to that manifest)
 #
 # It covers [lib] and every [[bin]], [[bench]], [[example]] and [[test]] table:
 # the explicit `path = "..."` when there is one, Cargo's default path otherwise.
@@ -13,6 +13,9 @@ set -eu
 
 manifest="${1:-Cargo.toml}"
 [ -f "$manifest" ] || { echo "cargo-stub-targets: $manifest not found" >&2; exit 1; }
+# Target paths are relative to the package: work from the manifest's directory.
+cd "$(dirname "$manifest")"
+manifest=$(basename "$manifest")
 
 awk '
   function value(line) {

@@ -22,14 +22,14 @@ step "cargo fmt --check"
 cargo fmt --all -- --check
 
 step "cargo clippy"
-cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --workspace --all-targets -- -D warnings
 
 step "release build of media-ws (the binary the image ships, same profile)"
 cargo build --locked --release --bin media-ws
 ls -l target/release/media-ws
 
 step "cargo test"
-cargo test --locked
+cargo test --locked --workspace
 
 step "deployment lints"
 bash scripts/lint-deploy.sh

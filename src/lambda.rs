@@ -1,7 +1,7 @@
 //! The `media-lambda` function: `GET /health`, `POST /token` (stream tokens for backend
 //! callers) and `POST /twiml` (Twilio's voice webhook answering `<Connect><Stream>`). Owns
 //! routing, request checks and responses; tokens come from [`crate::auth`], signatures from
-//! [`crate::twilio::signature`], TwiML from [`crate::twiml`], secrets from [`crate::secrets`].
+//! [`crate::twilio::signature`], TwiML from [`crate::twilio::twiml`], secrets from [`crate::secrets`].
 
 pub mod config;
 mod error;

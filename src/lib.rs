@@ -7,7 +7,7 @@
 //! - [`secret`]: [`secret::Secret`], a value whose `Debug`/`Display` are redacted.
 //! - [`secrets`]: secret variables as values or `ssm:` references; one SSM client, TTL cache.
 //! - [`auth`]: stream tokens: HS256 JWT verification and minting, static tokens.
-//! - [`twilio`]: Media Streams message types and parsing.
+//! - [`twilio`]: Media Streams message types and parsing, request signatures, TwiML.
 //! - [`audio`]: G.711 μ-law codec and resampling (pure, synchronous).
 //! - [`agent`]: the agent boundary (one session per call) and the built-in echo agent.
 //! - [`elevenlabs`]: the ElevenLabs conversational agent client.
@@ -15,13 +15,11 @@
 //!   per CallSid across every task).
 //! - [`call`]: one task per call: both sockets, one `select!`, writes under a budget.
 //! - [`relay`]: playout pacing and barge-in, per-direction transcoding.
-//! - [`twiml`]: TwiML for `<Connect><Stream>`.
 //! - [`ecs`]: ECS task scale-in protection and CloudWatch EMF metrics.
-//! - [`json`]: zero-copy JSON string access shared by the protocol parsers.
+//! - `json` (internal): zero-copy JSON string access shared by the protocol parsers.
 //! - [`metrics`]: the Prometheus registry behind `GET /metrics`.
 //! - [`server`]: the HTTP + WebSocket server: routing, handshake, per-call tasks, drain.
 //! - [`lambda`]: the `media-lambda` function: `/health`, `/token`, the Twilio voice webhook.
-//! - [`sim`]: `media-sim`: simulated Twilio calls, load generation, an echo agent endpoint.
 //! - [`telemetry`]: one `tracing` setup for every binary.
 //! - [`shutdown`]: SIGTERM / SIGINT as a future.
 
@@ -32,7 +30,7 @@ pub mod call;
 pub mod config;
 pub mod ecs;
 pub mod elevenlabs;
-pub mod json;
+mod json;
 pub mod lambda;
 pub mod metrics;
 pub mod registry;
@@ -41,7 +39,5 @@ pub mod secret;
 pub mod secrets;
 pub mod server;
 pub mod shutdown;
-pub mod sim;
 pub mod telemetry;
 pub mod twilio;
-pub mod twiml;

@@ -6,13 +6,14 @@
 
 pub mod counters;
 pub mod echo;
+mod events;
 mod machine;
 pub mod playout;
 pub mod session;
 pub mod transcode;
 
 pub use counters::{CallCounters, Drop};
-pub use machine::{
-    twilio_gone, AgentMode, Ending, Input, Output, Relay, RelayConfig, TwilioEnd, TwilioKind,
-    PRE_METADATA_FRAMES,
+pub use events::{
+    twilio_gone, AgentMode, Ending, Input, Output, RelayConfig, TwilioEnd, TwilioKind,
 };
+pub use machine::{Relay, PRE_METADATA_FRAMES};

@@ -1,9 +1,11 @@
 //! Twilio Media Streams: typed messages in both directions ([`message`]), SID newtypes, and
-//! request signatures ([`signature`]). Owns the wire format, not what a call does with it.
+//! request signatures ([`signature`]) and the TwiML that starts a stream ([`twiml`]). Owns the
+//! wire format, not what a call does with it.
 
 pub mod message;
 pub mod signature;
 pub mod stream_signature;
+pub mod twiml;
 
 use std::fmt;
 

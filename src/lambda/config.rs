@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::config::{self, ConfigError, Env, LogFormat, Source};
 use crate::secrets::SecretSpec;
-use crate::twiml::Fallback;
+use crate::twilio::twiml::Fallback;
 
 /// Environment variable names and their defaults.
 pub mod env {

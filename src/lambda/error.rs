@@ -7,7 +7,7 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Response};
 
 use crate::auth::MintError;
-use crate::twiml::TwimlError;
+use crate::twilio::twiml::TwimlError;
 
 /// Why a request was not answered normally.
 #[derive(Debug, thiserror::Error)]

@@ -80,7 +80,7 @@ fn config_defaults_and_required_variables() {
     assert_eq!(c.secrets_ttl, Duration::from_secs(300));
     assert_eq!(c.public_webhook_url, None);
     assert_eq!(c.twilio_account_sid, None);
-    assert_eq!(c.fallback, crate::twiml::Fallback::default());
+    assert_eq!(c.fallback, crate::twilio::twiml::Fallback::default());
 
     let c = LambdaConfig::from_source(&env(&[("MINT_API_KEY", "ssm:/media/mint")])).unwrap();
     assert_eq!(c.mint_api_key, SecretSpec::Ssm("/media/mint".into()));

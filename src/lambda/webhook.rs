@@ -12,7 +12,7 @@ use super::{body_bytes, valid_call_sid, LambdaError, LambdaState};
 use crate::twilio::signature::{
     parse_form, RequestValidator, SignatureAlgorithm, SIGNATURE_HEADER,
 };
-use crate::twiml::{self, ConnectStream, MAX_PARAMETER_CHARS};
+use crate::twilio::twiml::{self, ConnectStream, MAX_PARAMETER_CHARS};
 
 const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
 

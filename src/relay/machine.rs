@@ -5,7 +5,6 @@
 //! back, and sleeps until [`Relay::next_deadline`].
 
 use std::collections::{BTreeMap, VecDeque};
-use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -13,14 +12,12 @@ use tokio::time::Instant;
 
 use super::counters::{CallCounters, Drop};
 use super::echo::EchoLine;
+use super::events::{AgentMode, Ending, Input, Output, RelayConfig, TwilioKind};
 use super::playout::{mark_name, Accepted, Playout, Release, FRAME_BYTES};
 use super::session::{CallError, Event, Session};
 use super::transcode::{FromAgent, ToAgent};
 use crate::agent::CallStart;
-use crate::audio::AudioFormat;
-use crate::elevenlabs::message::{
-    self as el, AgentProtocolError, InitiationClientData, ServerEvent,
-};
+use crate::elevenlabs::message::InitiationClientData;
 use crate::metrics::Outcome;
 use crate::twilio::message::{self as tw, ProtocolError};
 
@@ -28,124 +25,6 @@ use crate::twilio::message::{self as tw, ProtocolError};
 pub const PRE_METADATA_FRAMES: usize = 50;
 /// Custom parameters never passed to the agent: credentials, not conversation data.
 const WITHHELD_PARAMETERS: &[&str] = &["token", "authorization"];
-
-/// Which agent answers, as the relay sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AgentMode {
-    /// No agent: caller frames are counted only.
-    None,
-    /// The built-in echo, after this delay.
-    Echo(Duration),
-    /// A conversational agent on a WebSocket (the ElevenLabs protocol); `binary`: caller
-    /// audio as raw PCM16LE 16 kHz binary frames (legacy).
-    Remote {
-        /// Legacy binary caller audio.
-        binary: bool,
-    },
-}
-
-/// What the relay needs to know about the call's settings.
-#[derive(Debug, Clone)]
-pub struct RelayConfig {
-    /// Largest decoded media payload.
-    pub max_payload_bytes: usize,
-    /// Playout lead and buffer.
-    pub playout_lead: Duration,
-    /// Most agent audio held.
-    pub playout_max: Duration,
-    /// No Twilio message for this long ends the call.
-    pub idle_timeout: Duration,
-    /// WebSocket ping interval to Twilio.
-    pub keepalive: Duration,
-    /// Only this account's streams are accepted.
-    pub account_sid: Option<String>,
-    /// The agent.
-    pub agent: AgentMode,
-}
-
-/// How a call ended, for the close frame, the metrics and the summary line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ending {
-    /// Counted outcome.
-    pub outcome: Outcome,
-    /// Close code sent to Twilio (`None`: Twilio closed or vanished first).
-    pub close_code: Option<u16>,
-    /// Constant reason.
-    pub reason: &'static str,
-}
-
-impl Ending {
-    /// An ending with these parts.
-    pub const fn new(outcome: Outcome, close_code: Option<u16>, reason: &'static str) -> Self {
-        Self {
-            outcome,
-            close_code,
-            reason,
-        }
-    }
-}
-
-impl From<CallError> for Ending {
-    fn from(e: CallError) -> Self {
-        Self::new(e.outcome(), Some(e.close_code()), e.reason())
-    }
-}
-
-/// Something that happened to the call.
-#[derive(Debug)]
-pub enum Input<'a> {
-    /// A text frame from Twilio.
-    TwilioText(&'a str),
-    /// A binary frame from Twilio (Twilio sends only text).
-    TwilioBinary,
-    /// Twilio answered a WebSocket ping.
-    TwilioPong,
-    /// Twilio's socket ended (closed, reset, failed); see [`twilio_gone`].
-    TwilioGone(Ending),
-    /// Twilio reads too slowly: audio stayed above the byte limit past the write budget.
-    TwilioTooSlow,
-    /// The claim on the CallSid was refused (another stream holds it, or the registry failed).
-    Refused(Ending),
-    /// The agent socket is open.
-    AgentConnected,
-    /// The agent could not be reached.
-    AgentUnreachable,
-    /// A text frame from the agent.
-    AgentText(&'a str),
-    /// The agent socket ended, with its close code when it sent one.
-    AgentGone(Option<u16>),
-    /// A deadline passed.
-    Tick,
-    /// The server is shutting down and the drain deadline passed.
-    Shutdown,
-}
-
-/// What kind of message a Twilio output is (backpressure may drop only media).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TwilioKind {
-    /// An audio frame of this many μ-law bytes.
-    Media(usize),
-    /// A mark, a clear or a pong: never dropped.
-    Control,
-    /// The `clear` of a barge-in read off the agent socket at this instant.
-    Clear(Instant),
-}
-
-/// Something the call loop must do now.
-#[derive(Debug)]
-pub enum Output<'a> {
-    /// Send this text to Twilio.
-    Twilio(&'a str, TwilioKind),
-    /// Send a WebSocket ping to Twilio (keepalive).
-    TwilioPing,
-    /// Send this text to the agent; `audio`: caller audio, dropped if the agent is behind.
-    Agent(&'a str, bool),
-    /// Send these bytes to the agent as a binary frame (legacy caller audio).
-    AgentBinary(&'a [u8]),
-    /// The stream started: with an agent, claim the call, then connect the agent (a remote
-    /// one) or tell the relay [`Input::AgentConnected`] (the echo).
-    Start(CallStart),
-}
 
 enum Pending {
     Pong,
@@ -417,110 +296,6 @@ impl Relay {
         }
     }
 
-    fn on_agent_connected(&mut self) {
-        if let Agent::Remote(remote @ Remote::Connecting) = &mut self.agent {
-            *remote = Remote::AwaitingMetadata;
-            self.agent_text = self.initiation.take().unwrap_or_default();
-            self.pending.push_back(Pending::AgentText);
-        }
-    }
-
-    fn on_agent_text(&mut self, text: &str, now: Instant) {
-        let event = match el::parse(text) {
-            Ok(e) => e,
-            Err(AgentProtocolError::UnknownFormat) => {
-                tracing::warn!("agent announced an unknown audio format");
-                self.end(Ending::new(
-                    Outcome::agent_error,
-                    Some(1000),
-                    "agent protocol error",
-                ));
-                return;
-            }
-            Err(AgentProtocolError::Malformed) => {
-                self.counters.agent_events.bump("malformed");
-                return;
-            }
-        };
-        match event {
-            ServerEvent::Metadata { input, output } => {
-                self.counters
-                    .agent_events
-                    .bump("conversation_initiation_metadata");
-                self.on_metadata(input, output);
-            }
-            ServerEvent::Audio {
-                audio_b64,
-                event_id,
-            } => {
-                self.counters.agent_events.bump("audio");
-                let Agent::Remote(Remote::Ready(conv)) = &mut self.agent else {
-                    self.counters.drop(Drop::AgentAudioBeforeMetadata, 1);
-                    return;
-                };
-                if conv.1.convert(&audio_b64, &mut self.ulaw).is_err() {
-                    self.counters.agent_events.bump("malformed");
-                    return;
-                }
-                let accepted = self.playout.push(&self.ulaw, event_id);
-                count_accepted(&mut self.counters, accepted);
-            }
-            ServerEvent::Interruption { event_id } => {
-                self.counters.agent_events.bump("interruption");
-                let held = self.playout.interrupt(event_id, now);
-                tracing::debug!(dropped_frames = held, "barge-in");
-                if self.session.stream_sid().is_some() {
-                    self.pending.push_back(Pending::Clear(now));
-                }
-            }
-            ServerEvent::Ping { event_id } => {
-                self.counters.agent_events.bump("ping");
-                self.agent_text = el::pong(event_id);
-                self.pending.push_back(Pending::AgentText);
-            }
-            ServerEvent::Error { code } => {
-                self.counters.agent_events.bump("error");
-                tracing::warn!(code, "agent reported an error");
-            }
-            ServerEvent::Other(kind) => {
-                self.counters.agent_events.bump(kind);
-                tracing::debug!(kind, "agent event");
-            }
-        }
-    }
-
-    fn on_metadata(&mut self, input: AudioFormat, output: AudioFormat) {
-        if input != AudioFormat::Ulaw8000 || output != AudioFormat::Ulaw8000 {
-            tracing::warn!(
-                input = input.name(),
-                output = output.name(),
-                "agent audio is not ulaw_8000; transcoding (set the agent to mu-law 8000 Hz for telephony)"
-            );
-        } else {
-            tracing::info!(format = "ulaw_8000", "agent audio passes through");
-        }
-        let AgentMode::Remote { binary } = self.config.agent else {
-            return;
-        };
-        // Legacy binary mode: the agent takes PCM16LE 16 kHz whatever it announces.
-        let to = if binary {
-            ToAgent::new(AudioFormat::Pcm(16000))
-        } else {
-            ToAgent::new(input)
-        };
-        let (Ok(to), Ok(from)) = (to, FromAgent::new(output)) else {
-            self.end(Ending::new(
-                Outcome::agent_error,
-                Some(1000),
-                "agent protocol error",
-            ));
-            return;
-        };
-        if let Agent::Remote(remote) = &mut self.agent {
-            *remote = Remote::Ready(Box::new((to, from)));
-        }
-    }
-
     /// The next thing to do at `now`; call until `None` after every [`Relay::handle`] and
     /// whenever [`Relay::next_deadline`] passes.
     pub fn poll_output(&mut self, now: Instant) -> Option<Output<'_>> {
@@ -599,27 +374,7 @@ impl Relay {
     }
 }
 
-/// Caller audio in the agent's input format, as the message to send: raw PCM16LE in the
-/// legacy binary mode, else `{"user_audio_chunk":"<base64>"}`.
-fn render_caller_audio(
-    to: &mut ToAgent,
-    mode: AgentMode,
-    ulaw: &[u8],
-    b64: &mut String,
-    out: &mut Vec<u8>,
-) {
-    out.clear();
-    if mode == (AgentMode::Remote { binary: true }) {
-        out.extend_from_slice(to.raw(ulaw));
-        return;
-    }
-    to.base64(ulaw, b64);
-    out.extend_from_slice(br#"{"user_audio_chunk":""#);
-    out.extend_from_slice(b64.as_bytes());
-    out.extend_from_slice(br#""}"#);
-}
-
-fn count_accepted(counters: &mut CallCounters, accepted: Accepted) {
+pub(super) fn count_accepted(counters: &mut CallCounters, accepted: Accepted) {
     match accepted {
         Accepted::Queued => {}
         Accepted::Stale => counters.drop(Drop::Interrupted, 1),
@@ -629,43 +384,9 @@ fn count_accepted(counters: &mut CallCounters, accepted: Accepted) {
     }
 }
 
-/// How the call ends when Twilio's socket does: `closed` when a close frame arrived
-/// (normal after `stop`), else the reason of the failure.
-pub fn twilio_gone(stopped: bool, how: TwilioEnd) -> Ending {
-    match how {
-        TwilioEnd::Closed if stopped => Ending::new(Outcome::normal, None, "peer closed"),
-        TwilioEnd::Closed => Ending::new(Outcome::disconnected, None, "peer closed"),
-        TwilioEnd::Gone => Ending::new(Outcome::disconnected, None, "peer gone"),
-        TwilioEnd::Reset => Ending::new(Outcome::disconnected, None, "peer reset"),
-        TwilioEnd::ReadFailed => Ending::new(Outcome::disconnected, None, "read failed"),
-        TwilioEnd::TooLarge => CallError::from(ProtocolError::PayloadTooLarge).into(),
-        TwilioEnd::InvalidUtf8 => Ending::new(Outcome::protocol_error, Some(1007), "invalid utf-8"),
-        TwilioEnd::Protocol => Ending::new(
-            Outcome::protocol_error,
-            Some(1002),
-            "websocket protocol error",
-        ),
-    }
-}
+mod agent;
 
-/// How Twilio's socket ended, classified by the call loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TwilioEnd {
-    /// A close frame.
-    Closed,
-    /// End of stream without a close frame.
-    Gone,
-    /// Reset without a closing handshake.
-    Reset,
-    /// Any other read failure.
-    ReadFailed,
-    /// A message over the framing cap.
-    TooLarge,
-    /// A text frame that is not UTF-8.
-    InvalidUtf8,
-    /// A WebSocket protocol violation.
-    Protocol,
-}
+use agent::render_caller_audio;
 
 #[cfg(test)]
 mod tests;

@@ -33,7 +33,7 @@ pub struct Server {
 impl Server {
     /// Starts `media-ws` with `env` on top of a quiet base environment (PORT=0, JSON logs).
     pub async fn start(env: &[(&str, &str)]) -> Self {
-        Self::start_bin(env!("CARGO_BIN_EXE_media-ws"), env).await
+        Self::start_bin(&media_ws_bin(), env).await
     }
 
     pub async fn start_bin(bin: &str, env: &[(&str, &str)]) -> Self {
@@ -158,6 +158,23 @@ impl Server {
             Err(e) => panic!("connect failed: {e}"),
         }
     }
+}
+
+/// The `media-ws` binary: Cargo's own path in this package's tests; from another workspace
+/// member's tests (media-sim's), the one `cargo test --workspace` built beside them.
+pub fn media_ws_bin() -> String {
+    if let Some(bin) = option_env!("CARGO_BIN_EXE_media-ws") {
+        return bin.to_string();
+    }
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> -> target/<profile>/media-ws
+    let bin = exe.parent().unwrap().parent().unwrap().join("media-ws");
+    assert!(
+        bin.exists(),
+        "{} missing: run the tests with `cargo test --workspace`",
+        bin.display()
+    );
+    bin.to_string_lossy().into_owned()
 }
 
 /// A loopback port with nothing listening on it (bound, read, released).

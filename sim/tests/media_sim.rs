@@ -5,13 +5,14 @@
 //! directions are transcoded).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use media_orchestrator::audio::mulaw;
-use media_orchestrator::sim::wav;
+use media_sim::wav;
 use support::Server;
 
 const SIM: &str = env!("CARGO_BIN_EXE_media-sim");

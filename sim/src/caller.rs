@@ -590,7 +590,7 @@ mod tests {
         assert_eq!(stop["streamSid"], start["streamSid"]);
         // The server's own messages parse as Twilio commands.
         let text = media.to_string();
-        let parsed = crate::twilio::message::parse(&text).unwrap();
+        let parsed = media_orchestrator::twilio::message::parse(&text).unwrap();
         assert_eq!(parsed.name(), "media");
     }
 

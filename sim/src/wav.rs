@@ -4,8 +4,8 @@
 
 use std::path::Path;
 
-use crate::audio::mulaw;
-use crate::audio::resample::{Resampler, SUPPORTED_RATES_HZ};
+use media_orchestrator::audio::mulaw;
+use media_orchestrator::audio::resample::{Resampler, SUPPORTED_RATES_HZ};
 
 use super::SimError;
 

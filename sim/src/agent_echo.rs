@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::SimError;
-use crate::audio::AudioFormat;
+use media_orchestrator::audio::AudioFormat;
 
 /// The path the echo endpoint is meant to be dialled on (any path is accepted).
 pub const AGENT_PATH: &str = "/v1/convai/conversation";
@@ -189,7 +189,7 @@ async fn conversation(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::elevenlabs::message::{parse, ServerEvent};
+    use media_orchestrator::elevenlabs::message::{parse, ServerEvent};
 
     #[test]
     fn messages_parse_as_the_relay_expects() {

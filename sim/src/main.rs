@@ -1,6 +1,6 @@
 //! `media-sim`: simulated Twilio calls against a `media-ws` deployment (`call`), and load
 //! tests with latency and server-cost figures (`load`). Flags only; the logic is in
-//! `media_orchestrator::sim`. Errors: one line `media-sim: <error>: <cause>…` on stderr, exit 1.
+//! `media_sim` (sim/src/lib.rs). Errors: one line `media-sim: <error>: <cause>…` on stderr, exit 1.
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal as _;
@@ -13,10 +13,10 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 use media_orchestrator::audio::AudioFormat;
-use media_orchestrator::sim::agent_echo::EchoAgent;
-use media_orchestrator::sim::caller::{self, CallOptions, Live, Step};
-use media_orchestrator::sim::load::{self, LoadOptions, Progress};
-use media_orchestrator::sim::{wav, SimError};
+use media_sim::agent_echo::EchoAgent;
+use media_sim::caller::{self, CallOptions, Live, Step};
+use media_sim::load::{self, LoadOptions, Progress};
+use media_sim::{wav, SimError};
 
 /// Simulate Twilio Media Streams calls against media-ws.
 #[derive(Parser)]
@@ -162,7 +162,7 @@ async fn call(args: CallArgs) -> anyhow::Result<()> {
         println!("{:>9.3} s  {what}", entry.at.as_secs_f64());
     }
     let mut lat = report.latencies_us.clone();
-    let p = media_orchestrator::sim::stats::Percentiles::from_micros(&mut lat);
+    let p = media_sim::stats::Percentiles::from_micros(&mut lat);
     println!(
         "summary: sent {} frames ({:.2} s), received {} frames ({:.2} s), {} marks, {} clears, \
          first audio {}, round trip p50 {:.1} ms p99 {:.1} ms, close {}",

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 use super::caller::{self, CallOptions, CallReport, Live, FRAME_BYTES};
 use super::procstat::{self, ProcSample};
 use super::stats::Percentiles;
-use crate::audio::mulaw;
+use media_orchestrator::audio::mulaw;
 
 /// What to run.
 #[derive(Debug, Clone)]
