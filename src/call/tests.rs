@@ -61,15 +61,17 @@ impl Host for TestHost {
     }
 }
 
-fn config(agent: AgentMode) -> RelayConfig {
-    RelayConfig {
-        max_payload_bytes: 16_000,
-        playout_lead: Duration::from_millis(200),
-        playout_max: Duration::from_secs(30),
-        idle_timeout: Duration::from_secs(30),
-        keepalive: Duration::from_secs(15),
-        account_sid: None,
-        agent,
+fn agent(mode: AgentMode, socket: Option<Pipe>) -> TestAgent {
+    TestAgent {
+        mode,
+        socket: Mutex::new(socket),
+    }
+}
+
+fn host(refuse: Option<Ending>) -> TestHost {
+    TestHost {
+        metrics: Metrics::new(),
+        refuse,
     }
 }
 
@@ -127,15 +129,9 @@ fn limits() -> Limits {
 #[tokio::test(start_paused = true)]
 async fn an_echo_call_end_to_end_over_pipes() {
     let (server, mut twilio) = pipe(1 << 16).await;
-    let agent = TestAgent {
-        mode: AgentMode::Echo(Duration::from_millis(200)),
-        socket: Mutex::new(None),
-    };
-    let host = TestHost {
-        metrics: Metrics::new(),
-        refuse: None,
-    };
-    let cfg = config(agent.mode);
+    let agent = agent(AgentMode::Echo(Duration::from_millis(200)), None);
+    let host = host(None);
+    let cfg = RelayConfig::for_tests(agent.mode);
     let call = run(
         server,
         &agent,
@@ -180,15 +176,9 @@ async fn a_remote_agent_call_both_ways_and_the_agent_ending_it() {
     let (server, mut twilio) = pipe(1 << 16).await;
     let (agent_side, mut el) = pipe(1 << 16).await;
     // The loop is the agent's client: its end masks, ours is the agent server.
-    let agent = TestAgent {
-        mode: AgentMode::Remote { binary: false },
-        socket: Mutex::new(Some(agent_side)),
-    };
-    let host = TestHost {
-        metrics: Metrics::new(),
-        refuse: None,
-    };
-    let cfg = config(agent.mode);
+    let agent = agent(AgentMode::Remote { binary: false }, Some(agent_side));
+    let host = host(None);
+    let cfg = RelayConfig::for_tests(agent.mode);
     let call = run(
         server,
         &agent,
@@ -247,19 +237,13 @@ async fn a_remote_agent_call_both_ways_and_the_agent_ending_it() {
 #[tokio::test(start_paused = true)]
 async fn a_refused_claim_closes_with_its_code() {
     let (server, mut twilio) = pipe(1 << 16).await;
-    let agent = TestAgent {
-        mode: AgentMode::Echo(Duration::from_millis(20)),
-        socket: Mutex::new(None),
-    };
-    let host = TestHost {
-        metrics: Metrics::new(),
-        refuse: Some(Ending::new(
-            Outcome::duplicate,
-            Some(1008),
-            "duplicate stream for call",
-        )),
-    };
-    let cfg = config(agent.mode);
+    let agent = agent(AgentMode::Echo(Duration::from_millis(20)), None);
+    let host = host(Some(Ending::new(
+        Outcome::duplicate,
+        Some(1008),
+        "duplicate stream for call",
+    )));
+    let cfg = RelayConfig::for_tests(agent.mode);
     let call = run(
         server,
         &agent,
@@ -282,15 +266,9 @@ async fn a_refused_claim_closes_with_its_code() {
 async fn a_twilio_that_stops_reading_is_closed_after_the_write_budget() {
     // A tiny pipe: once it is full, every write would block.
     let (server, mut twilio) = pipe(4096).await;
-    let agent = TestAgent {
-        mode: AgentMode::Echo(Duration::from_millis(20)),
-        socket: Mutex::new(None),
-    };
-    let host = TestHost {
-        metrics: Metrics::new(),
-        refuse: None,
-    };
-    let cfg = config(agent.mode);
+    let agent = agent(AgentMode::Echo(Duration::from_millis(20)), None);
+    let host = host(None);
+    let cfg = RelayConfig::for_tests(agent.mode);
     let small = Limits {
         max_buffered_bytes: 2_000,
     };
@@ -334,16 +312,10 @@ async fn a_twilio_that_stops_reading_is_closed_after_the_write_budget() {
 #[tokio::test(start_paused = true)]
 async fn drain_closes_a_live_call_with_1001() {
     let (server, mut twilio) = pipe(1 << 16).await;
-    let agent = TestAgent {
-        mode: AgentMode::None,
-        socket: Mutex::new(None),
-    };
-    let host = TestHost {
-        metrics: Metrics::new(),
-        refuse: None,
-    };
+    let agent = agent(AgentMode::None, None);
+    let host = host(None);
     let cancel = CancellationToken::new();
-    let cfg = config(agent.mode);
+    let cfg = RelayConfig::for_tests(agent.mode);
     let call = run(server, &agent, &host, cfg, None, limits(), cancel.clone());
     let caller = async {
         twilio.send(start()).await.unwrap();

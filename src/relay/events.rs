@@ -44,6 +44,22 @@ pub struct RelayConfig {
     pub agent: AgentMode,
 }
 
+#[cfg(test)]
+impl RelayConfig {
+    /// The defaults of `media-ws` (30 s idle, 15 s keepalive, 200 ms lead) for `agent`.
+    pub fn for_tests(agent: AgentMode) -> Self {
+        Self {
+            max_payload_bytes: 16_000,
+            playout_lead: Duration::from_millis(200),
+            playout_max: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
+            keepalive: Duration::from_secs(15),
+            account_sid: None,
+            agent,
+        }
+    }
+}
+
 /// How a call ended, for the close frame, the metrics and the summary line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ending {

@@ -13,15 +13,7 @@ const MS: Duration = Duration::from_millis(1);
 const START: &str = r#"{"event":"start","start":{"streamSid":"MZ1","callSid":"CA1","accountSid":"AC1","customParameters":{"lang":"en","token":"secret"}},"streamSid":"MZ1"}"#;
 
 fn config(agent: AgentMode) -> RelayConfig {
-    RelayConfig {
-        max_payload_bytes: 16_000,
-        playout_lead: Duration::from_millis(200),
-        playout_max: Duration::from_secs(30),
-        idle_timeout: Duration::from_secs(30),
-        keepalive: Duration::from_secs(15),
-        account_sid: None,
-        agent,
-    }
+    RelayConfig::for_tests(agent)
 }
 
 fn media(frame: &[u8]) -> String {
