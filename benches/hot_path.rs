@@ -14,7 +14,7 @@ use media_orchestrator::audio::resample::Resampler;
 use media_orchestrator::elevenlabs::message::{self, AudioFormat, ServerEvent};
 use media_orchestrator::relay::session::{Event, Session};
 use media_orchestrator::relay::transcode::{FromAgent, ToAgent};
-use media_orchestrator::twilio::message::{Outbound, OutboundMedia};
+use media_orchestrator::twilio::message::write_media;
 
 /// A 20 ms frame of a tone, μ-law.
 fn ulaw_frame() -> Vec<u8> {
@@ -104,8 +104,8 @@ fn caller_to_agent(c: &mut Criterion) {
     g.finish();
 }
 
-/// Agent `audio` (one 20 ms frame) → parse → transcode → Twilio `media` JSON (as the outbox
-/// writes it: one owned String per message, which the WebSocket message takes).
+/// Agent `audio` (one 20 ms frame) → parse → transcode → Twilio `media` JSON, written into a
+/// reused buffer as the relay does.
 fn agent_to_caller(c: &mut Criterion) {
     let frame = ulaw_frame();
     let mut g = c.benchmark_group("agent_to_caller");
@@ -118,6 +118,7 @@ fn agent_to_caller(c: &mut Criterion) {
         let mut from_agent = FromAgent::new(format).unwrap();
         let mut ulaw = Vec::with_capacity(4096);
         let mut out_b64 = String::with_capacity(256);
+        let mut json = String::with_capacity(512);
         g.bench_function(format.name(), |b| {
             b.iter(|| {
                 let Ok(ServerEvent::Audio { audio_b64, .. }) =
@@ -128,12 +129,8 @@ fn agent_to_caller(c: &mut Criterion) {
                 from_agent.convert(&audio_b64, &mut ulaw).unwrap();
                 out_b64.clear();
                 STANDARD.encode_string(&ulaw, &mut out_b64);
-                let json = Outbound::Media {
-                    stream_sid: "MZ1",
-                    media: OutboundMedia { payload: &out_b64 },
-                }
-                .to_json();
-                black_box(json);
+                write_media("MZ1", &out_b64, &mut json);
+                black_box(&json);
             });
         });
     }

@@ -214,11 +214,6 @@ impl CallRegistry {
         self.held_set().remove(call_sid);
     }
 
-    /// Whether this process holds `call_sid`.
-    pub fn holds(&self, call_sid: &str) -> bool {
-        self.held_set().contains(call_sid)
-    }
-
     fn held_set(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
         self.held
             .lock()

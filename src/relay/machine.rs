@@ -68,7 +68,7 @@ pub struct Relay {
     text: String,
     agent_text: String,
     /// Caller audio rendered for the agent (JSON text, or raw PCM in binary mode).
-    caller_out: Vec<u8>,
+    caller_out: CallerOut,
     /// `conversation_initiation_client_data`, built at `start`, sent once connected.
     initiation: Option<String>,
     idle_at: Instant,
@@ -104,7 +104,7 @@ impl Relay {
             b64: String::new(),
             text: String::new(),
             agent_text: String::new(),
-            caller_out: Vec::new(),
+            caller_out: CallerOut::default(),
             initiation: None,
             idle_at: now + config.idle_timeout,
             ping_at: now + config.keepalive,
@@ -277,13 +277,8 @@ impl Relay {
             Agent::Off => {}
             Agent::Echo(line) => line.push(&self.audio, now),
             Agent::Remote(Remote::Ready(conv)) if self.held.is_empty() => {
-                render_caller_audio(
-                    &mut conv.0,
-                    self.config.agent,
-                    &self.audio,
-                    &mut self.b64,
-                    &mut self.caller_out,
-                );
+                self.caller_out
+                    .render(&mut conv.0, self.config.agent, &self.audio);
                 self.pending.push_back(Pending::CallerAudio);
             }
             Agent::Remote(_) if self.held.len() < PRE_METADATA_FRAMES => {
@@ -319,13 +314,8 @@ impl Relay {
         // Caller audio held while the agent was not ready, now that it is.
         if let Agent::Remote(Remote::Ready(conv)) = &mut self.agent {
             if let Some(frame) = self.held.pop_front() {
-                render_caller_audio(
-                    &mut conv.0,
-                    self.config.agent,
-                    &frame,
-                    &mut self.b64,
-                    &mut self.caller_out,
-                );
+                self.caller_out
+                    .render(&mut conv.0, self.config.agent, &frame);
                 self.spare.push(frame);
                 return Some(self.caller_audio_output());
             }
@@ -350,12 +340,8 @@ impl Relay {
 
     fn caller_audio_output(&self) -> Output<'_> {
         match self.config.agent {
-            AgentMode::Remote { binary: true } => Output::AgentBinary(&self.caller_out),
-            // Rendered from ASCII (JSON around base64): always UTF-8.
-            _ => Output::Agent(
-                std::str::from_utf8(&self.caller_out).unwrap_or_default(),
-                true,
-            ),
+            AgentMode::Remote { binary: true } => Output::AgentBinary(&self.caller_out.raw),
+            _ => Output::Agent(&self.caller_out.text, true),
         }
     }
 
@@ -386,7 +372,7 @@ pub(super) fn count_accepted(counters: &mut CallCounters, accepted: Accepted) {
 
 mod agent;
 
-use agent::render_caller_audio;
+use agent::CallerOut;
 
 #[cfg(test)]
 mod tests;

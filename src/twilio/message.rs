@@ -365,22 +365,9 @@ impl fmt::Debug for Outbound<'_> {
 impl Outbound<'_> {
     /// Serializes to the JSON text Twilio expects.
     pub fn to_json(&self) -> String {
-        // The per-frame message: written directly when no string needs JSON escaping (a
-        // base64 payload never does; Twilio's SIDs are alphanumeric), byte for byte what
-        // serde writes, at a fraction of the cost.
-        if let Self::Media { stream_sid, media } = self {
-            if !needs_escape(stream_sid) && !needs_escape(media.payload) {
-                let mut s = String::with_capacity(55 + stream_sid.len() + media.payload.len());
-                s.push_str(r#"{"event":"media","streamSid":""#);
-                s.push_str(stream_sid);
-                s.push_str(r#"","media":{"payload":""#);
-                s.push_str(media.payload);
-                s.push_str(r#""}}"#);
-                return s;
-            }
-        }
-        // Serializing these plain structs of strings cannot fail.
-        serde_json::to_string(self).unwrap_or_default()
+        let mut s = String::new();
+        write_into(&mut s, self);
+        s
     }
 }
 

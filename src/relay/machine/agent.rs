@@ -116,22 +116,24 @@ impl Relay {
     }
 }
 
-/// Caller audio in the agent's input format, as the message to send: raw PCM16LE in the
-/// legacy binary mode, else `{"user_audio_chunk":"<base64>"}`.
-pub(super) fn render_caller_audio(
-    to: &mut ToAgent,
-    mode: AgentMode,
-    ulaw: &[u8],
-    b64: &mut String,
-    out: &mut Vec<u8>,
-) {
-    out.clear();
-    if mode == (AgentMode::Remote { binary: true }) {
-        out.extend_from_slice(to.raw(ulaw));
-        return;
+/// Caller audio rendered for the agent: `{"user_audio_chunk":"<base64>"}`, or raw PCM16LE in
+/// the legacy binary mode.
+#[derive(Debug, Default)]
+pub(super) struct CallerOut {
+    pub(super) text: String,
+    pub(super) raw: Vec<u8>,
+    b64: String,
+}
+
+impl CallerOut {
+    /// Renders one caller frame in the agent's input format.
+    pub(super) fn render(&mut self, to: &mut ToAgent, mode: AgentMode, ulaw: &[u8]) {
+        if mode == (AgentMode::Remote { binary: true }) {
+            self.raw.clear();
+            self.raw.extend_from_slice(to.raw(ulaw));
+            return;
+        }
+        to.base64(ulaw, &mut self.b64);
+        el::user_audio_chunk(&self.b64, &mut self.text);
     }
-    to.base64(ulaw, b64);
-    out.extend_from_slice(br#"{"user_audio_chunk":""#);
-    out.extend_from_slice(b64.as_bytes());
-    out.extend_from_slice(br#""}"#);
 }
