@@ -20,7 +20,10 @@ pub use conn::{Conn, Socket};
 use crate::agent::AgentConnector;
 use crate::elevenlabs::client::ConnectError;
 use crate::metrics::{Direction, Metrics, Outcome};
-use crate::relay::{twilio_gone, Ending, Input, Output, Relay, RelayConfig, TwilioEnd, TwilioKind};
+use crate::relay::{
+    twilio_gone, Ending, Input, Output, Relay, RelayConfig, Then, TwilioEnd, TwilioKind,
+};
+use crate::twilio::rest::RestError;
 
 /// How long Twilio may stay behind by more than the byte limit before the call is closed
 /// with 1013: the write budget of a peer that stopped reading.
@@ -73,6 +76,16 @@ pub trait Host: Sync {
 
     /// Claims `call_sid` for this stream, or says how the call ends instead.
     fn claim(&self, call_sid: &str) -> impl Future<Output = Result<Self::Claim, Ending>> + Send;
+
+    /// Hangs up `call_sid` through Twilio's REST API.
+    fn hang_up(&self, call_sid: &str) -> impl Future<Output = Result<(), RestError>> + Send;
+
+    /// Replaces what `call_sid` runs with `twiml` (a transfer).
+    fn redirect(
+        &self,
+        call_sid: &str,
+        twiml: &str,
+    ) -> impl Future<Output = Result<(), RestError>> + Send;
 }
 
 /// Limits of one call's sockets.
@@ -106,6 +119,7 @@ where
     let mut connecting: Option<Connecting<'_, A::Socket>> = None;
     let mut connect_started = Instant::now();
     let mut claim: Option<H::Claim> = None;
+    let mut call_sid: Option<String> = None;
     let mut flushed_at = Instant::now();
     let mut shutting_down = false;
     // The frame just read, for the latency the bridge adds: read → its outputs written.
@@ -121,6 +135,7 @@ where
             let span = tracing::Span::current();
             span.record("stream_sid", call.stream_sid.as_str());
             span.record("call_sid", call.call_sid.as_str());
+            call_sid = Some(call.call_sid.clone());
             tracing::info!(custom_parameters = call.parameters.len(), "stream started");
             if agent.mode() == crate::relay::AgentMode::None {
                 continue;
@@ -163,17 +178,27 @@ where
             }
             msg = next_remote(&mut remote) => {
                 let now = Instant::now();
+                let gone = matches!(msg, None | Some(Err(_) | Ok(Message::Close(_))));
                 match msg {
                     Some(Ok(Message::Text(text))) => relay.handle(Input::AgentText(text.as_str()), now),
                     Some(Ok(Message::Close(frame))) => {
-                        relay.handle(Input::AgentGone(frame.map(|f| u16::from(f.code))), now);
+                        let code = frame.as_ref().map(|f| u16::from(f.code));
+                        // ElevenLabs' reasons are constants (invalid_message, …), never content.
+                        let reason = frame.as_ref().map(|f| f.reason.chars().take(64).collect::<String>());
+                        tracing::info!(agent_close_code = code, agent_close_reason = reason.as_deref(), "agent closed");
+                        relay.handle(Input::AgentGone(code), now);
                     }
-                    Some(Ok(_)) => {}
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => relay.handle(Input::AgentAlive, now),
+                    Some(Ok(_)) => relay.handle(Input::AgentAlive, now),
                     Some(Err(e)) => {
                         tracing::debug!(error = %e, "agent socket failed");
                         relay.handle(Input::AgentGone(None), now);
                     }
                     None => relay.handle(Input::AgentGone(None), now),
+                }
+                if gone {
+                    // The leg is over (the call may go on: a goodbye still playing).
+                    remote = None;
                 }
                 just_read = Some((Direction::outbound, now));
             }
@@ -214,13 +239,21 @@ where
             remote.close(1000, "call ended", CLOSE_WAIT).await;
         }
     };
-    let twilio_closed = async {
-        match ending.close_code {
-            Some(code) => tw.close(code, ending.reason, CLOSE_WAIT).await,
-            None => tw.finish(CLOSE_WAIT).await,
-        }
-    };
-    tokio::join!(agent_closed, twilio_closed);
+    if ending.then == Then::Close {
+        let twilio_closed = async {
+            match ending.close_code {
+                Some(code) => tw.close(code, ending.reason, CLOSE_WAIT).await,
+                None => tw.finish(CLOSE_WAIT).await,
+            }
+        };
+        tokio::join!(agent_closed, twilio_closed);
+    } else {
+        // The agent leg is closed before the REST request, the stream only after it.
+        agent_closed.await;
+        control_call(&relay, ending.then, call_sid.as_deref(), host, metrics).await;
+        tw.close(ending.close_code.unwrap_or(1000), ending.reason, CLOSE_WAIT)
+            .await;
+    }
     metrics.flush_call(&mut relay.counters);
     drop(claim);
     Summary {
@@ -265,6 +298,11 @@ pub fn drain<T: Socket, S: Socket>(
                 tracing::debug!(latency_us = latency.as_micros() as u64, "clear sent");
             }
             Output::TwilioPing => tw.ping(),
+            Output::AgentPing => {
+                if let Some(r) = remote.as_deref_mut() {
+                    r.ping();
+                }
+            }
             Output::Agent(text, audio) => {
                 if let Some(r) = remote.as_deref_mut() {
                     dropped_agent = !r.send_text(text, audio);
@@ -285,6 +323,40 @@ pub fn drain<T: Socket, S: Socket>(
         }
         if dropped_agent {
             relay.counters.drop(crate::relay::Drop::AgentSlow, 1);
+        }
+    }
+}
+
+/// Hangs up or transfers the call through the host (Twilio's REST API), counted and logged
+/// (Twilio's code, never its message or a number). A failed transfer leaves the stream to be
+/// closed, so Twilio runs the fallback TwiML.
+async fn control_call<H: Host>(
+    relay: &Relay,
+    then: Then,
+    call_sid: Option<&str>,
+    host: &H,
+    metrics: &Metrics,
+) {
+    let Some(call_sid) = call_sid else {
+        return;
+    };
+    let started = Instant::now();
+    let (op, result) = match (then, relay.transfer_twiml()) {
+        (Then::Transfer, Some(twiml)) => ("transfer", host.redirect(call_sid, &twiml).await),
+        _ => ("hang_up", host.hang_up(call_sid).await),
+    };
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    match &result {
+        Ok(()) => {
+            metrics.twilio_rest(op, "ok", None);
+            tracing::info!(op, elapsed_ms, "twilio rest request done");
+        }
+        Err(e) => {
+            metrics.twilio_rest(op, e.label(), e.code());
+            tracing::warn!(op, error = %e, twilio_code = e.code(), elapsed_ms, "twilio rest request failed");
+            if op == "transfer" {
+                metrics.control_event("transfer_failed");
+            }
         }
     }
 }

@@ -1,145 +1,20 @@
 //! Typed configuration read once from the environment before anything binds. Owns variable
 //! names, defaults and validation; it does not resolve `ssm:` references (see `secrets`).
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::ecs::{Emf, TaskProtection};
 use crate::elevenlabs::ElevenLabsConfig;
-use crate::secret::Secret;
 use crate::secrets::SecretSpec;
 
-/// Environment variable names and their defaults.
-pub mod env {
-    /// TCP port for HTTP and WebSocket (`0` picks a free port).
-    pub const PORT: &str = "PORT";
-    /// Default for [`PORT`].
-    pub const PORT_DEFAULT: u16 = 8080;
-    /// Path the WebSocket upgrade is accepted on (and `<path>/jwt/<token>`).
-    pub const WS_PATH: &str = "WS_PATH";
-    /// Default for [`WS_PATH`].
-    pub const WS_PATH_DEFAULT: &str = "/rtm/voice";
-    /// Static stream token (compared in constant time) when no shared secret is set.
-    pub const MEDIA_AUTH_TOKEN: &str = "MEDIA_AUTH_TOKEN";
-    /// HS256 secret(s), comma separated: any verifies, the first signs.
-    pub const MEDIA_SHARED_SECRET: &str = "MEDIA_SHARED_SECRET";
-    /// Close a call after this long without a message from the peer.
-    pub const IDLE_TIMEOUT_MS: &str = "IDLE_TIMEOUT_MS";
-    /// Default for [`IDLE_TIMEOUT_MS`].
-    pub const IDLE_TIMEOUT_MS_DEFAULT: u64 = 30_000;
-    /// Interval of WebSocket pings; a peer that misses one whole interval is closed.
-    pub const KEEPALIVE_MS: &str = "KEEPALIVE_MS";
-    /// Default for [`KEEPALIVE_MS`].
-    pub const KEEPALIVE_MS_DEFAULT: u64 = 15_000;
-    /// Outbound bytes queued for one peer above which audio frames are dropped.
-    pub const MAX_BUFFERED_BYTES: &str = "MAX_BUFFERED_BYTES";
-    /// Default for [`MAX_BUFFERED_BYTES`].
-    pub const MAX_BUFFERED_BYTES_DEFAULT: usize = 1_048_576;
-    /// Largest decoded `media` payload accepted (bytes of μ-law; Twilio sends 160).
-    pub const MAX_MEDIA_PAYLOAD_BYTES: &str = "MAX_MEDIA_PAYLOAD_BYTES";
-    /// Default for [`MAX_MEDIA_PAYLOAD_BYTES`]: 2 s of audio, 100× a Twilio frame.
-    pub const MAX_MEDIA_PAYLOAD_BYTES_DEFAULT: usize = 16_000;
-    /// Concurrent calls; the next handshake gets 503.
-    pub const MAX_CALLS: &str = "MAX_CALLS";
-    /// Default for [`MAX_CALLS`].
-    pub const MAX_CALLS_DEFAULT: usize = 2_000;
-    /// On SIGTERM, how long live calls get to end on their own before they are closed.
-    pub const DRAIN_TIMEOUT_MS: &str = "DRAIN_TIMEOUT_MS";
-    /// Default for [`DRAIN_TIMEOUT_MS`] (below the ECS stop timeout and ALB deregistration).
-    pub const DRAIN_TIMEOUT_MS_DEFAULT: u64 = 25_000;
-    /// How long a client gets to send a complete HTTP request (the upgrade) after connecting.
-    pub const HANDSHAKE_TIMEOUT_MS: &str = "HANDSHAKE_TIMEOUT_MS";
-    /// Default for [`HANDSHAKE_TIMEOUT_MS`].
-    pub const HANDSHAKE_TIMEOUT_MS_DEFAULT: u64 = 5_000;
-    /// Clock skew tolerated on JWT `exp`, `nbf` and `iat`.
-    pub const JWT_LEEWAY_SECONDS: &str = "JWT_LEEWAY_SECONDS";
-    /// Default for [`JWT_LEEWAY_SECONDS`].
-    pub const JWT_LEEWAY_SECONDS_DEFAULT: u64 = 30;
-    /// `json` (containers) or `pretty` (a terminal).
-    pub const LOG_FORMAT: &str = "LOG_FORMAT";
-    /// `echo`, `elevenlabs` or `none`; default `elevenlabs` when an agent is configured,
-    /// else `echo`.
-    pub const AGENT: &str = "AGENT";
-    /// Delay of the echo agent.
-    pub const ECHO_DELAY_MS: &str = "ECHO_DELAY_MS";
-    /// Default for [`ECHO_DELAY_MS`].
-    pub const ECHO_DELAY_MS_DEFAULT: u64 = 200;
-    /// Explicit ElevenLabs conversation URL.
-    pub const ELEVENLABS_WS_URL: &str = "ELEVENLABS_WS_URL";
-    /// ElevenLabs agent id.
-    pub const ELEVENLABS_AGENT_ID: &str = "ELEVENLABS_AGENT_ID";
-    /// ElevenLabs API key (signed URLs for private agents).
-    pub const ELEVENLABS_API_KEY: &str = "ELEVENLABS_API_KEY";
-    /// ElevenLabs REST base for the signed-URL request.
-    pub const ELEVENLABS_API_BASE: &str = "ELEVENLABS_API_BASE";
-    /// Time allowed for one agent connect attempt.
-    pub const ELEVENLABS_CONNECT_TIMEOUT_MS: &str = "ELEVENLABS_CONNECT_TIMEOUT_MS";
-    /// Default for [`ELEVENLABS_CONNECT_TIMEOUT_MS`].
-    pub const ELEVENLABS_CONNECT_TIMEOUT_MS_DEFAULT: u64 = 5_000;
-    /// Agent connect retries after the first attempt.
-    pub const ELEVENLABS_CONNECT_RETRIES: &str = "ELEVENLABS_CONNECT_RETRIES";
-    /// Default for [`ELEVENLABS_CONNECT_RETRIES`].
-    pub const ELEVENLABS_CONNECT_RETRIES_DEFAULT: u32 = 2;
-    /// Legacy: caller audio as raw PCM16LE 16 kHz binary frames.
-    pub const EL_FORWARD_BINARY: &str = "EL_FORWARD_BINARY";
-    /// How far ahead of playback agent audio is released to Twilio.
-    pub const PLAYOUT_LEAD_MS: &str = "PLAYOUT_LEAD_MS";
-    /// Default for [`PLAYOUT_LEAD_MS`].
-    pub const PLAYOUT_LEAD_MS_DEFAULT: u64 = 200;
-    /// Most agent audio held per call before it is dropped.
-    pub const PLAYOUT_MAX_MS: &str = "PLAYOUT_MAX_MS";
-    /// Default for [`PLAYOUT_MAX_MS`].
-    pub const PLAYOUT_MAX_MS_DEFAULT: u64 = 30_000;
-    /// `true`: hold ECS task scale-in protection while calls are live.
-    pub const TASK_PROTECTION: &str = "TASK_PROTECTION";
-    /// `ExpiresInMinutes` of each protection.
-    pub const TASK_PROTECTION_MINUTES: &str = "TASK_PROTECTION_MINUTES";
-    /// Default for [`TASK_PROTECTION_MINUTES`].
-    pub const TASK_PROTECTION_MINUTES_DEFAULT: u32 = 60;
-    /// The ECS agent endpoint (injected by ECS).
-    pub const ECS_AGENT_URI: &str = "ECS_AGENT_URI";
-    /// Interval of CloudWatch EMF lines with the active-call count (`0`: off).
-    pub const EMF_INTERVAL_MS: &str = "EMF_INTERVAL_MS";
-    /// CloudWatch namespace of the EMF metric.
-    pub const EMF_NAMESPACE: &str = "EMF_NAMESPACE";
-    /// Default for [`EMF_NAMESPACE`].
-    pub const EMF_NAMESPACE_DEFAULT: &str = "MediaOrchestrator";
-    /// `ServiceName` dimension of the EMF metric.
-    pub const EMF_SERVICE_NAME: &str = "EMF_SERVICE_NAME";
-    /// Default for [`EMF_SERVICE_NAME`].
-    pub const EMF_SERVICE_NAME_DEFAULT: &str = "media-ws";
-    /// `true` to require Twilio's `x-twilio-signature` on the upgrade as well as the token.
-    pub const VERIFY_TWILIO_SIGNATURE: &str = "VERIFY_TWILIO_SIGNATURE";
-    /// Default for [`VERIFY_TWILIO_SIGNATURE`].
-    pub const VERIFY_TWILIO_SIGNATURE_DEFAULT: bool = false;
-    /// Twilio account Auth Token (value or `ssm:` reference): the key of Twilio's signatures.
-    pub const TWILIO_AUTH_TOKEN: &str = "TWILIO_AUTH_TOKEN";
-    /// Public origin Twilio connects to (`wss://host[:port]`, or the same followed by
-    /// `WS_PATH`, i.e. the Lambda's `STREAM_URL_BASE`); the request path is appended to it to
-    /// rebuild the signed URL. Unset: `wss://<Host header><path>`.
-    pub const PUBLIC_STREAM_BASE: &str = "PUBLIC_STREAM_BASE";
-    /// `true` lets a server whose agent costs money (`AGENT=elevenlabs`) run without
-    /// stream authentication; without it such a server refuses to start.
-    pub const ALLOW_UNAUTHENTICATED: &str = "ALLOW_UNAUTHENTICATED";
-    /// The Twilio account (`AC…`) whose streams are accepted; a `start` from another account
-    /// is closed with 1008.
-    pub const TWILIO_ACCOUNT_SID: &str = "TWILIO_ACCOUNT_SID";
-    /// DynamoDB table of the fleet-wide call registry (single-use tokens, one stream per
-    /// CallSid across every task). Unset: per-process checks only.
-    pub const CALL_REGISTRY_TABLE: &str = "CALL_REGISTRY_TABLE";
-    /// How long a CallSid claim lives without renewal (renewed at a third of it).
-    pub const CALL_REGISTRY_LEASE_SECONDS: &str = "CALL_REGISTRY_LEASE_SECONDS";
-    /// Default for [`CALL_REGISTRY_LEASE_SECONDS`].
-    pub const CALL_REGISTRY_LEASE_SECONDS_DEFAULT: u64 = 60;
-    /// Time allowed for one registry request (a slower one counts as an outage).
-    pub const CALL_REGISTRY_TIMEOUT_MS: &str = "CALL_REGISTRY_TIMEOUT_MS";
-    /// Default for [`CALL_REGISTRY_TIMEOUT_MS`].
-    pub const CALL_REGISTRY_TIMEOUT_MS_DEFAULT: u64 = 2_000;
-    /// How long a secret read from SSM is used before it is fetched again.
-    pub const SECRETS_TTL_SECONDS: &str = "SECRETS_TTL_SECONDS";
-    /// Default for [`SECRETS_TTL_SECONDS`].
-    pub const SECRETS_TTL_SECONDS_DEFAULT: u64 = 300;
-}
+mod call_control;
+pub mod env;
+mod parse;
+
+pub use call_control::CallControlConfig;
+
+pub use parse::{boolean, number, parse_secret_list, secret_spec, Env, Source};
+use parse::{invalid, millis};
 
 /// Errors found while reading configuration. Messages name the variable, never a secret.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -152,36 +27,6 @@ pub enum ConfigError {
         /// What is wrong with it (never the value of a secret).
         reason: String,
     },
-}
-
-/// Where configuration values come from: the process environment, or a map in tests.
-pub trait Source {
-    /// The value of `key`, if set. An empty value counts as unset.
-    fn get(&self, key: &str) -> Option<String>;
-}
-
-/// The process environment.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Env;
-
-impl Source for Env {
-    fn get(&self, key: &str) -> Option<String> {
-        std::env::var(key).ok().filter(|v| !v.is_empty())
-    }
-}
-
-impl Source for HashMap<String, String> {
-    fn get(&self, key: &str) -> Option<String> {
-        HashMap::get(self, key).filter(|v| !v.is_empty()).cloned()
-    }
-}
-
-impl Source for HashMap<&str, &str> {
-    fn get(&self, key: &str) -> Option<String> {
-        HashMap::get(self, key)
-            .filter(|v| !v.is_empty())
-            .map(|v| (*v).to_string())
-    }
 }
 
 /// Log output format.
@@ -271,6 +116,8 @@ pub struct Config {
     pub twilio_account_sid: Option<String>,
     /// The fleet-wide call registry, when configured.
     pub call_registry: Option<CallRegistryConfig>,
+    /// Endings, transfers, the dead-agent timers and the keypad.
+    pub call_control: CallControlConfig,
 }
 
 /// The DynamoDB call registry (`CALL_REGISTRY_TABLE`).
@@ -389,6 +236,7 @@ impl Config {
             )?),
             twilio_account_sid: twilio_account_sid(src)?,
             call_registry: call_registry(src)?,
+            call_control: CallControlConfig::from_source(src)?,
         })
     }
 
@@ -398,13 +246,6 @@ impl Config {
     /// [`ConfigError::Invalid`] when the value is neither `json` nor `pretty`.
     pub fn log_format_from_env() -> Result<LogFormat, ConfigError> {
         log_format(&Env)
-    }
-}
-
-fn invalid(var: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        var,
-        reason: reason.into(),
     }
 }
 
@@ -519,29 +360,6 @@ fn log_format(src: &dyn Source) -> Result<LogFormat, ConfigError> {
     }
 }
 
-/// Reads a secret variable as a value or an `ssm:` reference.
-///
-/// # Errors
-/// [`ConfigError::Invalid`] naming `var` when the reference is malformed.
-pub fn secret_spec(var: &'static str, raw: &str) -> Result<SecretSpec, ConfigError> {
-    SecretSpec::parse(raw).map_err(|e| invalid(var, e.to_string()))
-}
-
-/// Parses a boolean variable (`true`/`false`, `1`/`0`, `yes`/`no`, any case).
-///
-/// # Errors
-/// [`ConfigError::Invalid`] naming `var` for anything else.
-pub fn boolean(src: &dyn Source, var: &'static str, default: bool) -> Result<bool, ConfigError> {
-    let Some(raw) = src.get(var) else {
-        return Ok(default);
-    };
-    match raw.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" => Ok(true),
-        "false" | "0" | "no" => Ok(false),
-        _ => Err(invalid(var, "expected 'true' or 'false'")),
-    }
-}
-
 /// `TWILIO_ACCOUNT_SID`: `AC` and 32 hex digits.
 ///
 /// # Errors
@@ -627,53 +445,6 @@ fn stream_signature(
         auth_token: secret_spec(TWILIO_AUTH_TOKEN, &raw)?,
         public_base,
     }))
-}
-
-/// Parses a non-secret integer variable, at least `min`.
-///
-/// # Errors
-/// [`ConfigError::Invalid`] naming `var` when it is not a whole number of at least `min`.
-pub fn number<T>(src: &dyn Source, var: &'static str, default: T, min: T) -> Result<T, ConfigError>
-where
-    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
-{
-    let Some(raw) = src.get(var) else {
-        return Ok(default);
-    };
-    let value: T = raw.trim().parse().map_err(|_| {
-        invalid(
-            var,
-            format!("expected a whole number, got {:?}", truncate(&raw)),
-        )
-    })?;
-    if value < min {
-        return Err(invalid(var, format!("must be at least {min}")));
-    }
-    Ok(value)
-}
-
-/// Parses a duration in milliseconds that must be positive.
-fn millis(src: &dyn Source, var: &'static str, default: u64) -> Result<Duration, ConfigError> {
-    number(src, var, default, 1).map(Duration::from_millis)
-}
-
-fn truncate(raw: &str) -> String {
-    raw.chars().take(32).collect()
-}
-
-/// Splits a comma-separated secret list; empty entries are an error (never echo the values).
-///
-/// # Errors
-/// [`ConfigError::Invalid`] naming `var` when an entry is empty.
-pub fn parse_secret_list(var: &'static str, raw: &str) -> Result<Vec<Secret<String>>, ConfigError> {
-    let parts: Vec<&str> = raw.split(',').map(str::trim).collect();
-    if parts.iter().any(|p| p.is_empty()) {
-        return Err(invalid(var, "empty entry in comma-separated list"));
-    }
-    Ok(parts
-        .into_iter()
-        .map(|p| Secret::new(p.to_string()))
-        .collect())
 }
 
 #[cfg(test)]

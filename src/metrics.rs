@@ -81,6 +81,14 @@ struct RegistryLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RestLabels {
+    op: &'static str,
+    result: &'static str,
+    /// Twilio's error code, `none` without one (the catalogue bounds the set).
+    code: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TypeLabels {
     kind: &'static str,
 }
@@ -97,6 +105,8 @@ pub struct Metrics {
     handshake_rejections: Family<ReasonLabels, Counter>,
     events: Family<EventLabels, Counter>,
     agent_events: Family<TypeLabels, Counter>,
+    control: Family<EventLabels, Counter>,
+    twilio_rest: Family<RestLabels, Counter>,
     call_duration: Histogram,
     bargein: Histogram,
     registry_requests: Family<RegistryLabels, Counter>,
@@ -165,6 +175,21 @@ impl Metrics {
             "Agent events received, by type",
             agent_events.clone(),
         );
+        let control = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "call_control_events",
+            "Call control: endings by cause (agent_end, end_call, transfer, agent_dead, \
+             agent_failed), transfer_refused, transfer_failed, unsupported_tool, \
+             final_mark_timeout, goodbye_interrupted, keypad_entry, keypad_dropped",
+            control.clone(),
+        );
+        let twilio_rest = Family::<RestLabels, Counter>::default();
+        registry.register(
+            "twilio_rest_requests",
+            "Twilio REST requests by operation (hang_up, transfer), result (ok, call_gone, \
+             refused, server_error, timeout, transport, credentials) and Twilio error code",
+            twilio_rest.clone(),
+        );
         registry.register(
             "bargein_seconds",
             "Barge-in latency: agent interruption read off its socket to Twilio clear written",
@@ -228,6 +253,8 @@ impl Metrics {
             handshake_rejections,
             events,
             agent_events,
+            control,
+            twilio_rest,
             call_duration,
             bargein,
             registry_requests,
@@ -261,6 +288,22 @@ impl Metrics {
                 .get_or_create(&TypeLabels { kind })
                 .inc_by(n);
         }
+        for (event, n) in c.control.drain() {
+            self.control.get_or_create(&EventLabels { event }).inc_by(n);
+        }
+    }
+
+    /// Counts one call-control event outside a call's counters.
+    pub fn control_event(&self, event: &'static str) {
+        self.control.get_or_create(&EventLabels { event }).inc();
+    }
+
+    /// Counts one Twilio REST request: `result` is `ok` or the error's label.
+    pub fn twilio_rest(&self, op: &'static str, result: &'static str, code: Option<u32>) {
+        let code = code.map_or_else(|| "none".to_string(), |c| c.to_string());
+        self.twilio_rest
+            .get_or_create(&RestLabels { op, result, code })
+            .inc();
     }
 
     /// Records the latency the bridge added to one frame in `direction`.

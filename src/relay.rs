@@ -14,6 +14,7 @@ pub mod transcode;
 
 pub use counters::{CallCounters, Drop};
 pub use events::{
-    twilio_gone, AgentMode, Ending, Input, Output, RelayConfig, TwilioEnd, TwilioKind,
+    twilio_gone, AgentMode, ControlPolicy, Ending, Input, Output, RelayConfig, Then, TwilioEnd,
+    TwilioKind,
 };
 pub use machine::{Relay, PRE_METADATA_FRAMES};

@@ -49,6 +49,10 @@ pub struct AppState {
     pub agent: Agent,
     /// The fleet-wide call registry (`CALL_REGISTRY_TABLE`).
     pub registry: Option<Arc<CallRegistry>>,
+    /// Twilio's REST API (hang-up, transfer), when configured.
+    pub twilio: Option<crate::twilio::rest::TwilioRest>,
+    /// How calls end and answer tools (shared by every call).
+    pub control: crate::relay::ControlPolicy,
     call_slots: Arc<Semaphore>,
     live_call_sids: Mutex<HashSet<String>>,
     active_calls: tokio::sync::watch::Sender<i64>,
@@ -80,7 +84,26 @@ impl AppState {
             StreamSignatureVerifier::new(secrets.handle(&s.auth_token), s.public_base.clone())
         });
         let agent = Agent::from_config(&config.agent, secrets)?;
+        let twilio = config
+            .call_control
+            .rest
+            .as_ref()
+            .map(|rest| crate::twilio::rest::TwilioRest::new(rest, secrets))
+            .transpose()?;
+        let cc = &config.call_control;
+        let control = crate::relay::ControlPolicy {
+            rest: twilio.is_some(),
+            end_grace: cc.end_grace,
+            transfer_allowlist: Arc::new(cc.transfer_allowlist.clone()),
+            transfer_caller_id: cc.transfer_caller_id.as_deref().map(Arc::from),
+            transfer_timeout_secs: cc.transfer_timeout_secs,
+            agent_silence: cc.agent_silence,
+            metadata_timeout: cc.agent_metadata_timeout,
+            keypad_timeout: cc.keypad_timeout,
+        };
         Ok(Self {
+            twilio,
+            control,
             auth,
             stream_signature,
             metrics: Metrics::new(),

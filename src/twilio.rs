@@ -3,6 +3,8 @@
 //! wire format, not what a call does with it.
 
 pub mod message;
+pub mod number;
+pub mod rest;
 pub mod signature;
 pub mod stream_signature;
 pub mod twiml;

@@ -15,7 +15,7 @@ use media_orchestrator::audio::AudioFormat;
 use media_orchestrator::call::{drain, Conn};
 use media_orchestrator::metrics::Metrics;
 use media_orchestrator::relay::transcode::ToAgent;
-use media_orchestrator::relay::{AgentMode, Input, Relay, RelayConfig};
+use media_orchestrator::relay::{AgentMode, ControlPolicy, Input, Relay, RelayConfig};
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
@@ -60,6 +60,10 @@ fn relay_config(agent: AgentMode) -> RelayConfig {
         keepalive: Duration::from_secs(3600),
         account_sid: None,
         agent,
+        control: ControlPolicy {
+            agent_silence: Duration::from_secs(3600),
+            ..ControlPolicy::without_rest()
+        },
     }
 }
 

@@ -197,7 +197,8 @@ mod tests {
             parse(&metadata(AudioFormat::Pcm(16000))).unwrap(),
             ServerEvent::Metadata {
                 input: AudioFormat::Pcm(16000),
-                output: AudioFormat::Pcm(16000)
+                output: AudioFormat::Pcm(16000),
+                conversation_id: None,
             }
         );
         let mut out = String::new();

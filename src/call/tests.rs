@@ -47,6 +47,8 @@ impl AgentConnector for TestAgent {
 struct TestHost {
     metrics: Metrics,
     refuse: Option<Ending>,
+    /// REST requests made: ("hang_up" | "redirect", call sid, twiml), with when.
+    rest: Mutex<Vec<(&'static str, String, String, Instant)>>,
 }
 
 impl Host for TestHost {
@@ -58,6 +60,22 @@ impl Host for TestHost {
 
     async fn claim(&self, _call_sid: &str) -> Result<(), Ending> {
         self.refuse.map_or(Ok(()), Err)
+    }
+
+    async fn hang_up(&self, call_sid: &str) -> Result<(), RestError> {
+        self.rest
+            .lock()
+            .unwrap()
+            .push(("hang_up", call_sid.into(), String::new(), Instant::now()));
+        Ok(())
+    }
+
+    async fn redirect(&self, call_sid: &str, twiml: &str) -> Result<(), RestError> {
+        self.rest
+            .lock()
+            .unwrap()
+            .push(("redirect", call_sid.into(), twiml.into(), Instant::now()));
+        Ok(())
     }
 }
 
@@ -72,6 +90,7 @@ fn host(refuse: Option<Ending>) -> TestHost {
     TestHost {
         metrics: Metrics::new(),
         refuse,
+        rest: Mutex::new(Vec::new()),
     }
 }
 

@@ -2,6 +2,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use super::*;
+use crate::secret::Secret;
 
 /// Runs open on purpose (the agent tests are not about auth).
 const OPEN: (&str, &str) = ("ALLOW_UNAUTHENTICATED", "true");

@@ -19,6 +19,8 @@ pub enum ServerEvent<'a> {
         input: AudioFormat,
         /// Format of the agent's `audio` events.
         output: AudioFormat,
+        /// ElevenLabs' id of the conversation (to find its transcript; not content).
+        conversation_id: Option<String>,
     },
     /// A chunk of the agent's voice.
     Audio {
@@ -41,6 +43,17 @@ pub enum ServerEvent<'a> {
     Error {
         /// The error's close-style code, if given.
         code: Option<u16>,
+        /// Its `error_type` (`max_duration_exceeded`, `override_error`, …), at most 64 chars.
+        error_type: Option<String>,
+    },
+    /// The agent calls a client tool: the bridge must answer with `client_tool_result`.
+    ClientToolCall(ToolCall),
+    /// A tool the agent ran itself finished (`end_call` among the system tools).
+    AgentToolResponse {
+        /// The tool's name.
+        tool_name: String,
+        /// Whether it failed.
+        is_error: bool,
     },
     /// Anything else (transcripts, responses, VAD, tool calls, future types): counted by type.
     Other(&'static str),
@@ -49,7 +62,7 @@ pub enum ServerEvent<'a> {
 impl fmt::Debug for ServerEvent<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::Metadata { input, output } => write!(f, "Metadata({input:?}, {output:?})"),
+            Self::Metadata { input, output, .. } => write!(f, "Metadata({input:?}, {output:?})"),
             Self::Audio {
                 audio_b64,
                 event_id,
@@ -58,9 +71,35 @@ impl fmt::Debug for ServerEvent<'_> {
             }
             Self::Interruption { event_id } => write!(f, "Interruption({event_id:?})"),
             Self::Ping { event_id } => write!(f, "Ping({event_id})"),
-            Self::Error { code } => write!(f, "Error({code:?})"),
+            Self::Error { code, error_type } => write!(f, "Error({code:?}, {error_type:?})"),
+            Self::ClientToolCall(call) => write!(f, "ClientToolCall({})", call.tool_name),
+            Self::AgentToolResponse {
+                tool_name,
+                is_error,
+            } => {
+                write!(f, "AgentToolResponse({tool_name}, {is_error})")
+            }
             Self::Other(t) => write!(f, "Other({t})"),
         }
+    }
+}
+
+/// A `client_tool_call`. `Debug` shows the tool's name only: arguments may carry PHI.
+#[derive(PartialEq, Eq, Clone)]
+pub struct ToolCall {
+    /// The tool's name (case-sensitive, as configured on the agent).
+    pub tool_name: String,
+    /// Echoed in the result.
+    pub tool_call_id: String,
+    /// `parameters.phone_number`, when it is a string.
+    pub phone_number: Option<String>,
+}
+
+impl fmt::Debug for ToolCall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ToolCall")
+            .field("tool_name", &self.tool_name)
+            .finish_non_exhaustive()
     }
 }
 
@@ -108,12 +147,32 @@ struct Envelope<'a> {
     ping_event: Option<&'a RawValue>,
     #[serde(borrow, default)]
     error_event: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    client_tool_call: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    agent_tool_response: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
 struct RawMetadata {
     agent_output_audio_format: Option<String>,
     user_input_audio_format: Option<String>,
+    conversation_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct RawToolCall {
+    tool_name: String,
+    tool_call_id: String,
+    #[serde(default)]
+    parameters: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+#[derive(Deserialize)]
+struct RawToolResponse {
+    tool_name: String,
+    #[serde(default)]
+    is_error: bool,
 }
 
 #[derive(Deserialize)]
@@ -131,6 +190,7 @@ struct RawEventId {
 #[derive(Deserialize)]
 struct RawError {
     code: Option<u16>,
+    error_type: Option<String>,
 }
 
 fn sub<'a, T: Deserialize<'a>>(raw: Option<&'a RawValue>) -> Result<Option<T>, AgentProtocolError> {
@@ -163,6 +223,10 @@ pub fn parse(text: &str) -> Result<ServerEvent<'_>, AgentProtocolError> {
             ServerEvent::Metadata {
                 input: format(meta.user_input_audio_format)?,
                 output: format(meta.agent_output_audio_format)?,
+                conversation_id: meta.conversation_id.map(|mut id| {
+                    truncate_chars(&mut id, 128);
+                    id
+                }),
             }
         }
         "audio" => {
@@ -180,13 +244,40 @@ pub fn parse(text: &str) -> Result<ServerEvent<'_>, AgentProtocolError> {
                 .and_then(|e| e.event_id)
                 .ok_or(AgentProtocolError::Malformed)?,
         },
-        "error" => ServerEvent::Error {
+        "error" => {
             // Defensive: an error frame without error_event is still an error.
-            code: sub::<RawError>(env.error_event)
-                .ok()
-                .flatten()
-                .and_then(|e| e.code),
-        },
+            let raw = sub::<RawError>(env.error_event).ok().flatten();
+            ServerEvent::Error {
+                code: raw.as_ref().and_then(|e| e.code),
+                error_type: raw.and_then(|e| e.error_type).map(|mut t| {
+                    truncate_chars(&mut t, 64);
+                    t
+                }),
+            }
+        }
+        "client_tool_call" => {
+            let raw: RawToolCall =
+                sub(env.client_tool_call)?.ok_or(AgentProtocolError::Malformed)?;
+            let phone_number = raw
+                .parameters
+                .as_ref()
+                .and_then(|p| p.get("phone_number"))
+                .and_then(|v| v.as_str())
+                .map(|s| s.trim().to_string());
+            ServerEvent::ClientToolCall(ToolCall {
+                tool_name: raw.tool_name,
+                tool_call_id: raw.tool_call_id,
+                phone_number,
+            })
+        }
+        "agent_tool_response" => {
+            let raw: RawToolResponse =
+                sub(env.agent_tool_response)?.ok_or(AgentProtocolError::Malformed)?;
+            ServerEvent::AgentToolResponse {
+                tool_name: raw.tool_name,
+                is_error: raw.is_error,
+            }
+        }
         other => ServerEvent::Other(
             OTHER_TYPES
                 .iter()
@@ -231,6 +322,29 @@ impl<'a> InitiationClientData<'a> {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_default()
     }
+}
+
+fn truncate_chars(s: &mut String, max: usize) {
+    if let Some((i, _)) = s.char_indices().nth(max) {
+        s.truncate(i);
+    }
+}
+
+/// `{"type":"client_tool_result",…}`: the answer to `tool_call_id` (echoed exactly; `result`
+/// is a string, as the contract requires).
+pub fn client_tool_result(tool_call_id: &str, result: &str, is_error: bool) -> String {
+    serde_json::json!({
+        "type": "client_tool_result",
+        "tool_call_id": tool_call_id,
+        "result": result,
+        "is_error": is_error,
+    })
+    .to_string()
+}
+
+/// `{"type":"user_message","text":…}`: text the agent treats as the caller's turn.
+pub fn user_message(text: &str) -> String {
+    serde_json::json!({"type": "user_message", "text": text}).to_string()
 }
 
 /// `{"type":"pong","event_id":…}`.

@@ -104,6 +104,8 @@ pub struct CallCounters {
     pub twilio_events: Tally,
     /// Not yet flushed: agent events by type.
     pub agent_events: Tally,
+    /// Not yet flushed: call-control events (endings by cause, tools, keypad, dead agent).
+    pub control: Tally,
 }
 
 impl CallCounters {

@@ -1,6 +1,7 @@
 //! What goes into the relay and what comes out of it: the call's settings, the inputs the
 //! call loop feeds it, the outputs it hands back, and how a call ends.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -42,6 +43,45 @@ pub struct RelayConfig {
     pub account_sid: Option<String>,
     /// The agent.
     pub agent: AgentMode,
+    /// Endings, tools, the dead-agent timers and the keypad.
+    pub control: ControlPolicy,
+}
+
+/// How the relay ends calls and answers the agent's tools.
+#[derive(Debug, Clone)]
+pub struct ControlPolicy {
+    /// Twilio's REST API is configured: endings hang up, transfers are possible.
+    pub rest: bool,
+    /// Longest wait for the final mark's echo.
+    pub end_grace: Duration,
+    /// Numbers `transfer_to_number` may dial (empty: none).
+    pub transfer_allowlist: Arc<crate::twilio::number::Allowlist>,
+    /// `callerId` of a transfer (else the call's own number).
+    pub transfer_caller_id: Option<Arc<str>>,
+    /// Ring time of a transfer, seconds.
+    pub transfer_timeout_secs: u32,
+    /// No frame from the agent for this long: dead.
+    pub agent_silence: Duration,
+    /// No metadata this long after the agent socket opened: dead.
+    pub metadata_timeout: Duration,
+    /// Keypad inter-digit timeout.
+    pub keypad_timeout: Duration,
+}
+
+impl ControlPolicy {
+    /// The defaults of `media-ws` without REST credentials (no hang-up, no transfers).
+    pub fn without_rest() -> Self {
+        Self {
+            rest: false,
+            end_grace: Duration::from_secs(10),
+            transfer_allowlist: Arc::default(),
+            transfer_caller_id: None,
+            transfer_timeout_secs: 30,
+            agent_silence: Duration::from_secs(12),
+            metadata_timeout: Duration::from_secs(5),
+            keypad_timeout: Duration::from_secs(2),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -56,8 +96,21 @@ impl RelayConfig {
             keepalive: Duration::from_secs(15),
             account_sid: None,
             agent,
+            control: ControlPolicy::without_rest(),
         }
     }
+}
+
+/// What the call loop does with the call once the relay has ended it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Then {
+    /// Close the stream (Twilio runs what follows `<Connect>`: the fallback TwiML).
+    Close,
+    /// Hang up through Twilio's REST API (`Status=completed`), then close the stream.
+    HangUp,
+    /// Replace the call's TwiML with the transfer's `<Dial>` ([`crate::relay::Relay::transfer_twiml`]),
+    /// then close the stream.
+    Transfer,
 }
 
 /// How a call ended, for the close frame, the metrics and the summary line.
@@ -69,15 +122,18 @@ pub struct Ending {
     pub close_code: Option<u16>,
     /// Constant reason.
     pub reason: &'static str,
+    /// What happens to the call after the relay.
+    pub then: Then,
 }
 
 impl Ending {
-    /// An ending with these parts.
+    /// An ending with these parts that closes the stream.
     pub const fn new(outcome: Outcome, close_code: Option<u16>, reason: &'static str) -> Self {
         Self {
             outcome,
             close_code,
             reason,
+            then: Then::Close,
         }
     }
 }
@@ -109,6 +165,8 @@ pub enum Input<'a> {
     AgentUnreachable,
     /// A text frame from the agent.
     AgentText(&'a str),
+    /// A ping or pong from the agent: it is alive.
+    AgentAlive,
     /// The agent socket ended, with its close code when it sent one.
     AgentGone(Option<u16>),
     /// A deadline passed.
@@ -139,6 +197,8 @@ pub enum Output<'a> {
     Agent(&'a str, bool),
     /// Send these bytes to the agent as a binary frame (legacy caller audio).
     AgentBinary(&'a [u8]),
+    /// Send a WebSocket ping to the agent (a half-open socket shows as silence).
+    AgentPing,
     /// The stream started: with an agent, claim the call, then connect the agent (a remote
     /// one) or tell the relay [`Input::AgentConnected`] (the echo).
     Start(CallStart),

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::counters::{CallCounters, Drop};
 use super::echo::EchoLine;
 use super::events::{AgentMode, Ending, Input, Output, RelayConfig, TwilioKind};
-use super::playout::{mark_name, Accepted, Playout, Release, FRAME_BYTES};
+use super::playout::{mark_name, parse_mark_name, Accepted, Playout, Release, FRAME_BYTES};
 use super::session::{CallError, Event, Session};
 use super::transcode::{FromAgent, ToAgent};
 use crate::agent::CallStart;
@@ -30,7 +30,9 @@ enum Pending {
     Pong,
     Ping,
     Clear(Instant),
-    AgentText,
+    Mark(u64),
+    AgentText(String),
+    AgentPing,
     CallerAudio,
     Start(CallStart),
 }
@@ -75,6 +77,16 @@ pub struct Relay {
     ping_at: Instant,
     awaiting_pong: bool,
     ending: Option<Ending>,
+    /// An ending waiting for the agent's last words to play.
+    closing: Option<control::Closing>,
+    keypad: control::Keypad,
+    /// The number an allowed transfer dials.
+    transfer_to: Option<String>,
+    /// The call's own Twilio number (from `<Parameter>`s), the default transfer caller ID.
+    call_number: Option<String>,
+    agent_connected_at: Instant,
+    agent_seen_at: Instant,
+    agent_ping_at: Instant,
     /// Per-call counters (flushed by the call loop).
     pub counters: CallCounters,
 }
@@ -110,6 +122,13 @@ impl Relay {
             ping_at: now + config.keepalive,
             awaiting_pong: false,
             ending: None,
+            closing: None,
+            keypad: control::Keypad::default(),
+            transfer_to: None,
+            call_number: None,
+            agent_connected_at: now,
+            agent_seen_at: now,
+            agent_ping_at: now,
             counters: CallCounters::default(),
             config,
         }
@@ -160,7 +179,7 @@ impl Relay {
                     "peer too slow",
                 ));
             }
-            Input::AgentConnected => self.on_agent_connected(),
+            Input::AgentConnected => self.on_agent_connected(now),
             Input::AgentUnreachable => {
                 self.counters.agent_events.bump("connect_failed");
                 self.end(Ending::new(
@@ -169,15 +188,30 @@ impl Relay {
                     "agent unavailable",
                 ));
             }
-            Input::AgentText(text) => self.on_agent_text(text, now),
+            Input::AgentText(text) => {
+                self.agent_seen_at = now;
+                self.on_agent_text(text, now);
+            }
+            Input::AgentAlive => self.agent_seen_at = now,
             Input::AgentGone(code) => {
                 self.agent = Agent::Off;
-                tracing::info!(agent_close_code = code, "closing call after agent end");
-                // 1000 to Twilio either way, so it continues with the TwiML after <Connect>.
-                self.end(match code {
-                    Some(1000) => Ending::new(Outcome::normal, Some(1000), "agent ended"),
-                    _ => Ending::new(Outcome::agent_error, Some(1000), "agent closed"),
-                });
+                if self.closing.is_some() {
+                    // The goodbye plays on; the agent leg is done.
+                } else if code == Some(1000) {
+                    self.begin_closing(control::Cause::AgentEnd, now);
+                } else {
+                    // A failure: the call goes back to Twilio at once (the fallback TwiML).
+                    self.counters.control.bump("agent_failed");
+                    tracing::warn!(
+                        agent_close_code = code,
+                        "agent failed; handing the call back to Twilio"
+                    );
+                    self.end(Ending::new(
+                        Outcome::agent_error,
+                        Some(1000),
+                        "agent closed",
+                    ));
+                }
             }
             Input::Tick => self.on_tick(now),
             Input::Shutdown => {
@@ -191,6 +225,10 @@ impl Relay {
     }
 
     fn on_tick(&mut self, now: Instant) {
+        if self.keypad_deadline().is_some_and(|at| now >= at) {
+            self.flush_keypad();
+        }
+        self.check_agent(now);
         if now >= self.idle_at {
             self.end(Ending::new(Outcome::idle, Some(1000), "idle timeout"));
             return;
@@ -223,9 +261,11 @@ impl Relay {
         self.counters.twilio_events.bump(name);
         match result {
             Err(e) => self.end(e.into()),
-            Ok(Event::Nothing | Event::Dtmf) => {}
+            Ok(Event::Nothing | Event::Dtmf(None)) => {}
+            Ok(Event::Dtmf(Some(digit))) => self.on_keypad(digit, now),
             Ok(Event::Mark(name)) => {
                 self.playout.on_mark(&name, now);
+                self.on_closing_mark(parse_mark_name(&name));
             }
             Ok(Event::Stopped) => {
                 tracing::info!("stream stopped");
@@ -264,6 +304,15 @@ impl Relay {
                 self.agent = Agent::Remote(Remote::Connecting);
             }
         }
+        // The call's own number: `To` of an inbound call, `From` of one we placed.
+        let params = &start.custom_parameters.0;
+        let outbound = params
+            .get("Direction")
+            .is_some_and(|d| d.starts_with("outbound"));
+        self.call_number = params
+            .get(if outbound { "From" } else { "To" })
+            .filter(|n| crate::twilio::number::is_e164(n))
+            .cloned();
         let call = CallStart {
             call_sid: start.call_sid.as_str().to_string(),
             stream_sid: start.stream_sid.as_str().to_string(),
@@ -273,6 +322,9 @@ impl Relay {
     }
 
     fn on_caller_audio(&mut self, now: Instant) {
+        if !self.caller_audio_wanted() {
+            return;
+        }
         match &mut self.agent {
             Agent::Off => {}
             Agent::Echo(line) => line.push(&self.audio, now),
@@ -297,12 +349,28 @@ impl Relay {
         if self.ending.is_some() {
             return None;
         }
+        if self.pending.is_empty() {
+            self.advance_closing(now);
+            if self.ending.is_some() {
+                return None;
+            }
+        }
         if let Some(p) = self.pending.pop_front() {
             return Some(match p {
                 Pending::Pong => Output::Twilio("pong", TwilioKind::Control),
                 Pending::Ping => Output::TwilioPing,
+                Pending::AgentPing => Output::AgentPing,
                 Pending::Start(call) => Output::Start(call),
-                Pending::AgentText => Output::Agent(&self.agent_text, false),
+                Pending::AgentText(text) => {
+                    self.agent_text = text;
+                    Output::Agent(&self.agent_text, false)
+                }
+                Pending::Mark(id) => {
+                    let sid = self.session.stream_sid().map_or("", |s| s.as_str());
+                    mark_name(id, &mut self.b64);
+                    tw::write_mark(sid, &self.b64, &mut self.text);
+                    Output::Twilio(&self.text, TwilioKind::Control)
+                }
                 Pending::CallerAudio => return Some(self.caller_audio_output()),
                 Pending::Clear(at) => {
                     let sid = self.session.stream_sid().map_or("", |s| s.as_str());
@@ -356,6 +424,16 @@ impl Relay {
                 at = at.min(due);
             }
         }
+        for d in [
+            self.closing_deadline(),
+            self.keypad_deadline(),
+            self.agent_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            at = at.min(d);
+        }
         at
     }
 }
@@ -371,6 +449,7 @@ pub(super) fn count_accepted(counters: &mut CallCounters, accepted: Accepted) {
 }
 
 mod agent;
+mod control;
 
 use agent::CallerOut;
 

@@ -43,7 +43,8 @@ pub fn mark_name(id: u64, out: &mut String) {
     let _ = write!(out, "m{id}");
 }
 
-fn parse_mark_name(name: &str) -> Option<u64> {
+/// The mark number in a name written by [`mark_name`].
+pub fn parse_mark_name(name: &str) -> Option<u64> {
     name.strip_prefix('m')?.parse().ok()
 }
 
@@ -203,7 +204,9 @@ impl Playout {
         None
     }
 
-    fn mark(&mut self) -> Release {
+    /// Places a mark after everything released so far (the final mark of an ending) and
+    /// returns its number; the caller sends it.
+    pub fn mark_now(&mut self) -> u64 {
         self.unmarked = Duration::ZERO;
         self.mark_seq += 1;
         if self.outstanding.len() == MAX_OUTSTANDING_MARKS {
@@ -211,7 +214,11 @@ impl Playout {
         }
         self.outstanding
             .push_back((self.mark_seq, self.released_total));
-        Release::Mark(self.mark_seq)
+        self.mark_seq
+    }
+
+    fn mark(&mut self) -> Release {
+        Release::Mark(self.mark_now())
     }
 
     /// When [`Playout::poll`] may next have something to release.

@@ -83,8 +83,8 @@ pub enum Event {
     Audio(usize),
     /// Twilio echoed a mark.
     Mark(String),
-    /// The caller pressed a key.
-    Dtmf,
+    /// The caller pressed a key (`0`–`9`, `*`, `#`; anything else is ignored).
+    Dtmf(Option<char>),
     /// The stream stopped.
     Stopped,
 }
@@ -185,9 +185,14 @@ impl Session {
                 self.require_started()?;
                 Ok(Event::Mark(mark.name))
             }
-            Inbound::Dtmf(_) => {
+            Inbound::Dtmf(dtmf) => {
                 self.require_started()?;
-                Ok(Event::Dtmf)
+                let mut chars = dtmf.digit.chars();
+                let digit = match (chars.next(), chars.next()) {
+                    (Some(c @ ('0'..='9' | '*' | '#')), None) => Some(c),
+                    _ => None,
+                };
+                Ok(Event::Dtmf(digit))
             }
             Inbound::Stop(_) => {
                 self.stopped = true;

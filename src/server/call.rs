@@ -23,6 +23,7 @@ use crate::call::{self, Host, Limits, Summary};
 use crate::metrics::{Metrics, Outcome};
 use crate::registry::ClaimError;
 use crate::relay::{Ending, RelayConfig};
+use crate::twilio::rest::RestError;
 
 /// The server as the call loop sees it.
 struct Server<'a>(&'a Arc<AppState>);
@@ -32,6 +33,20 @@ impl Host for Server<'_> {
 
     fn metrics(&self) -> &Metrics {
         &self.0.metrics
+    }
+
+    async fn hang_up(&self, call_sid: &str) -> Result<(), RestError> {
+        match &self.0.twilio {
+            Some(rest) => rest.hang_up(call_sid).await,
+            None => Err(RestError::NotConfigured),
+        }
+    }
+
+    async fn redirect(&self, call_sid: &str, twiml: &str) -> Result<(), RestError> {
+        match &self.0.twilio {
+            Some(rest) => rest.redirect_twiml(call_sid, twiml).await,
+            None => Err(RestError::NotConfigured),
+        }
     }
 
     async fn claim(&self, call_sid: &str) -> Result<CallClaim, Ending> {
@@ -66,6 +81,7 @@ fn relay_config(state: &AppState) -> RelayConfig {
         keepalive: cfg.keepalive,
         account_sid: cfg.twilio_account_sid.clone(),
         agent: state.agent.mode(),
+        control: state.control.clone(),
     }
 }
 
@@ -84,6 +100,7 @@ pub(crate) async fn accept(
         %peer,
         stream_sid = tracing::field::Empty,
         call_sid = tracing::field::Empty,
+        conversation_id = tracing::field::Empty,
     );
     async move {
         let upgraded = match tokio::time::timeout(state.config.handshake_timeout, on_upgrade).await

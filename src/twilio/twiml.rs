@@ -193,6 +193,25 @@ fn escape(value: &str, context: Context) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
+/// `<Response><Dial answerOnBridge="true" callerId=… timeout=…><Number>…</Number></Dial>
+/// <Hangup /></Response>`: the TwiML a transfer puts on the call with a REST update. The
+/// caller keeps hearing ringing until the callee answers; when the dialled leg ends the call
+/// hangs up (no silent line). Without `caller_id` Twilio passes the caller's own ID through.
+pub fn dial(number: &str, caller_id: Option<&str>, timeout_secs: u32) -> String {
+    let timeout = timeout_secs.to_string();
+    let mut dial = Element::new("Dial")
+        .attr("answerOnBridge", "true")
+        .attr("timeout", &timeout);
+    if let Some(id) = caller_id {
+        dial = dial.attr("callerId", id);
+    }
+    let dial = dial.child(Element::new("Number").text(number));
+    Element::new("Response")
+        .child(dial)
+        .child(Element::new("Hangup"))
+        .to_document()
+}
+
 /// A TwiML element; serialized like Python's `ElementTree` as the helper library uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Element<'a> {

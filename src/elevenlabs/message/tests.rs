@@ -8,7 +8,8 @@ fn parses_the_documented_samples() {
         ),
         Ok(ServerEvent::Metadata {
             input: AudioFormat::Pcm(16000),
-            output: AudioFormat::Ulaw8000
+            output: AudioFormat::Ulaw8000,
+            conversation_id: Some("conv_123".into()),
         })
     );
     let audio = r#"{"type":"audio","audio_event":{"audio_base_64":"//7+fn5+","event_id":3}}"#;
@@ -51,11 +52,67 @@ fn parses_the_documented_samples() {
         parse(
             r#"{"type":"error","error_event":{"code":1008,"message":"x","error_type":"override_error"}}"#
         ),
-        Ok(ServerEvent::Error { code: Some(1008) })
+        Ok(ServerEvent::Error {
+            code: Some(1008),
+            error_type: Some("override_error".into())
+        })
     );
     assert_eq!(
         parse(r#"{"type":"error"}"#),
-        Ok(ServerEvent::Error { code: None })
+        Ok(ServerEvent::Error {
+            code: None,
+            error_type: None
+        })
+    );
+}
+
+#[test]
+fn parses_tool_calls_and_tool_responses() {
+    let call = r#"{"type":"client_tool_call","client_tool_call":{"tool_name":"transfer_to_number","tool_call_id":"toolu_01","parameters":{"phone_number":" +15551230000 ","reason":"billing"},"event_id":42}}"#;
+    let Ok(ServerEvent::ClientToolCall(call)) = parse(call) else {
+        panic!("tool call")
+    };
+    assert_eq!(call.tool_name, "transfer_to_number");
+    assert_eq!(call.tool_call_id, "toolu_01");
+    assert_eq!(call.phone_number.as_deref(), Some("+15551230000"));
+    assert!(
+        !format!("{call:?}").contains("1555"),
+        "Debug hides arguments"
+    );
+    let bare = r#"{"type":"client_tool_call","client_tool_call":{"tool_name":"end_call","tool_call_id":"t2"}}"#;
+    assert!(matches!(parse(bare), Ok(ServerEvent::ClientToolCall(c)) if c.phone_number.is_none()));
+    assert_eq!(
+        parse(r#"{"type":"client_tool_call","client_tool_call":{"tool_name":"x"}}"#),
+        Err(AgentProtocolError::Malformed),
+        "no id: nothing to answer"
+    );
+    assert_eq!(
+        parse(
+            r#"{"type":"agent_tool_response","agent_tool_response":{"tool_name":"end_call","tool_call_id":"t","tool_type":"system","is_error":false,"is_called":true,"event_id":61}}"#
+        ),
+        Ok(ServerEvent::AgentToolResponse {
+            tool_name: "end_call".into(),
+            is_error: false
+        })
+    );
+}
+
+#[test]
+fn tool_results_and_user_messages_are_json_with_the_id_echoed() {
+    let v: serde_json::Value = serde_json::from_str(&client_tool_result(
+        "toolu_\"x",
+        "{\"status\":\"ok\"}",
+        false,
+    ))
+    .unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"type":"client_tool_result","tool_call_id":"toolu_\"x","result":"{\"status\":\"ok\"}","is_error":false})
+    );
+    let v: serde_json::Value = serde_json::from_str(&user_message("[keypad] 12#")).unwrap();
+    assert_eq!(
+        v,
+        serde_json::json!({"type":"user_message","text":"[keypad] 12#"})
     );
 }
 
@@ -67,7 +124,8 @@ fn missing_formats_default_to_pcm_16000_and_unknown_ones_fail() {
         ),
         Ok(ServerEvent::Metadata {
             input: AudioFormat::Pcm(16000),
-            output: AudioFormat::Pcm(16000)
+            output: AudioFormat::Pcm(16000),
+            conversation_id: None,
         })
     );
     assert_eq!(

@@ -11,11 +11,14 @@ use crate::relay::transcode::{FromAgent, ToAgent};
 use tokio::time::Instant;
 
 impl Relay {
-    pub(super) fn on_agent_connected(&mut self) {
+    pub(super) fn on_agent_connected(&mut self, now: Instant) {
         if let Agent::Remote(remote @ Remote::Connecting) = &mut self.agent {
             *remote = Remote::AwaitingMetadata;
-            self.agent_text = self.initiation.take().unwrap_or_default();
-            self.pending.push_back(Pending::AgentText);
+            self.agent_connected_at = now;
+            self.agent_seen_at = now;
+            self.agent_ping_at = now + super::control::AGENT_PING_EVERY;
+            let init = self.initiation.take().unwrap_or_default();
+            self.pending.push_back(Pending::AgentText(init));
         }
     }
 
@@ -37,10 +40,19 @@ impl Relay {
             }
         };
         match event {
-            ServerEvent::Metadata { input, output } => {
+            ServerEvent::Metadata {
+                input,
+                output,
+                conversation_id,
+            } => {
                 self.counters
                     .agent_events
                     .bump("conversation_initiation_metadata");
+                if let Some(id) = conversation_id.as_deref() {
+                    // ElevenLabs' id, to find the transcript of this call; not content.
+                    tracing::Span::current().record("conversation_id", id);
+                    tracing::info!(conversation_id = id, "agent conversation started");
+                }
                 self.on_metadata(input, output);
             }
             ServerEvent::Audio {
@@ -57,6 +69,9 @@ impl Relay {
                     return;
                 }
                 let accepted = self.playout.push(&self.ulaw, event_id);
+                if self.closing.is_some() && accepted != crate::relay::playout::Accepted::Stale {
+                    self.on_closing_audio(now);
+                }
                 count_accepted(&mut self.counters, accepted);
             }
             ServerEvent::Interruption { event_id } => {
@@ -66,15 +81,34 @@ impl Relay {
                 if self.session.stream_sid().is_some() {
                     self.pending.push_back(Pending::Clear(now));
                 }
+                self.on_closing_interrupted(now);
             }
             ServerEvent::Ping { event_id } => {
                 self.counters.agent_events.bump("ping");
-                self.agent_text = el::pong(event_id);
-                self.pending.push_back(Pending::AgentText);
+                self.pending
+                    .push_back(Pending::AgentText(el::pong(event_id)));
             }
-            ServerEvent::Error { code } => {
+            ServerEvent::Error { code, error_type } => {
                 self.counters.agent_events.bump("error");
-                tracing::warn!(code, "agent reported an error");
+                tracing::warn!(
+                    code,
+                    error_type = error_type.as_deref(),
+                    "agent reported an error"
+                );
+            }
+            ServerEvent::ClientToolCall(call) => {
+                self.counters.agent_events.bump("client_tool_call");
+                tracing::info!(tool = %call.tool_name.chars().take(64).collect::<String>(), "client tool call");
+                self.on_tool_call(&call, now);
+            }
+            ServerEvent::AgentToolResponse {
+                tool_name,
+                is_error,
+            } => {
+                self.counters.agent_events.bump("agent_tool_response");
+                if tool_name == "end_call" && !is_error {
+                    self.begin_closing(super::control::Cause::EndCall, now);
+                }
             }
             ServerEvent::Other(kind) => {
                 self.counters.agent_events.bump(kind);

@@ -9,21 +9,23 @@ use tokio::time::Instant;
 
 use super::*;
 
-const MS: Duration = Duration::from_millis(1);
+mod control;
+
+pub(super) const MS: Duration = Duration::from_millis(1);
 const START: &str = r#"{"event":"start","start":{"streamSid":"MZ1","callSid":"CA1","accountSid":"AC1","customParameters":{"lang":"en","token":"secret"}},"streamSid":"MZ1"}"#;
 
-fn config(agent: AgentMode) -> RelayConfig {
+pub(super) fn config(agent: AgentMode) -> RelayConfig {
     RelayConfig::for_tests(agent)
 }
 
-fn media(frame: &[u8]) -> String {
+pub(super) fn media(frame: &[u8]) -> String {
     format!(
         r#"{{"event":"media","media":{{"payload":"{}"}},"streamSid":"MZ1"}}"#,
         STANDARD.encode(frame)
     )
 }
 
-fn agent_audio(frame: &[u8], event_id: u64) -> String {
+pub(super) fn agent_audio(frame: &[u8], event_id: u64) -> String {
     format!(
         r#"{{"type":"audio","audio_event":{{"audio_base_64":"{}","event_id":{event_id}}}}}"#,
         STANDARD.encode(frame)
@@ -32,16 +34,17 @@ fn agent_audio(frame: &[u8], event_id: u64) -> String {
 
 /// What one drain produced, as owned values.
 #[derive(Debug, PartialEq)]
-enum Out {
+pub(super) enum Out {
     Twilio(Value),
     TwilioText(String),
     Ping,
+    AgentPing,
     Agent(Value, bool),
     Binary(usize),
     Start(String),
 }
 
-fn drain(r: &mut Relay, now: Instant) -> Vec<Out> {
+pub(super) fn drain(r: &mut Relay, now: Instant) -> Vec<Out> {
     let mut out = Vec::new();
     while let Some(o) = r.poll_output(now) {
         out.push(match o {
@@ -50,6 +53,7 @@ fn drain(r: &mut Relay, now: Instant) -> Vec<Out> {
                 Err(_) => Out::TwilioText(text.to_string()),
             },
             Output::TwilioPing => Out::Ping,
+            Output::AgentPing => Out::AgentPing,
             Output::Agent(text, audio) => Out::Agent(serde_json::from_str(text).unwrap(), audio),
             Output::AgentBinary(b) => Out::Binary(b.len()),
             Output::Start(call) => Out::Start(call.call_sid),
@@ -58,7 +62,7 @@ fn drain(r: &mut Relay, now: Instant) -> Vec<Out> {
     out
 }
 
-fn twilio_media(out: &[Out]) -> Vec<u8> {
+pub(super) fn twilio_media(out: &[Out]) -> Vec<u8> {
     out.iter()
         .filter_map(|o| match o {
             Out::Twilio(v) if v["event"] == "media" => Some(
@@ -72,7 +76,7 @@ fn twilio_media(out: &[Out]) -> Vec<u8> {
         .collect()
 }
 
-fn started(agent: AgentMode, t0: Instant) -> Relay {
+pub(super) fn started(agent: AgentMode, t0: Instant) -> Relay {
     let mut r = Relay::new(config(agent), None, t0);
     r.handle(Input::TwilioText(START), t0);
     assert_eq!(drain(&mut r, t0), [Out::Start("CA1".into())]);
@@ -215,7 +219,7 @@ fn endings_table() {
         fn(&mut Relay, Instant),
         (Outcome, Option<u16>, &'static str),
     );
-    let cases: [Case; 10] = [
+    let cases: [Case; 9] = [
         (
             "stop",
             |r, t| {
@@ -244,11 +248,6 @@ fn endings_table() {
             "idle",
             |r, _| r.handle(Input::Tick, Instant::now() + Duration::from_secs(31)),
             (Outcome::idle, Some(1000), "idle timeout"),
-        ),
-        (
-            "agent done",
-            |r, t| r.handle(Input::AgentGone(Some(1000)), t),
-            (Outcome::normal, Some(1000), "agent ended"),
         ),
         (
             "agent failed",

@@ -358,3 +358,25 @@ fn document_size_limit() {
         other => panic!("expected TooLarge, got {other:?}"),
     }
 }
+
+#[test]
+fn dial_escapes_and_ends_with_hangup() {
+    let xml = dial("+15551230000", Some("+15557654321"), 25);
+    assert_eq!(
+        xml,
+        r#"<?xml version="1.0" encoding="UTF-8"?><Response><Dial answerOnBridge="true" callerId="+15557654321" timeout="25"><Number>+15551230000</Number></Dial><Hangup /></Response>"#
+    );
+    let xml = dial("+1<&>", None, 30);
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    let number = doc
+        .descendants()
+        .find(|n| n.has_tag_name("Number"))
+        .unwrap();
+    assert_eq!(number.text(), Some("+1<&>"), "escaped and parsed back");
+    assert!(doc
+        .descendants()
+        .find(|n| n.has_tag_name("Dial"))
+        .unwrap()
+        .attribute("callerId")
+        .is_none());
+}
