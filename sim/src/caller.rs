@@ -35,6 +35,8 @@ pub const ACCOUNT_SID: &str = "AC00000000000000000000000000000000";
 
 /// How long to wait for the TCP + WebSocket handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time between two keypad presses.
+const DTMF_GAP: Duration = Duration::from_millis(150);
 /// How long to wait for the server's close after `stop`.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -51,6 +53,10 @@ pub struct CallOptions {
     pub expect_echo: bool,
     /// Keep the received audio in the report (for `--out`).
     pub record: bool,
+    /// Keypad digits sent as `dtmf` events, 150 ms apart, from [`CallOptions::dtmf_at`].
+    pub dtmf: String,
+    /// When the first digit is pressed, after the first frame.
+    pub dtmf_at: Duration,
 }
 
 impl Default for CallOptions {
@@ -61,6 +67,8 @@ impl Default for CallOptions {
             max_linger: Duration::from_secs(10),
             expect_echo: false,
             record: false,
+            dtmf: String::new(),
+            dtmf_at: Duration::from_secs(1),
         }
     }
 }
@@ -76,6 +84,12 @@ pub enum Step {
     Mark(String),
     /// A `clear` arrived.
     Clear,
+    /// A mark was echoed: the audio before it has played (or was cleared).
+    MarkPlayed(String),
+    /// Keypad digits were sent (this many).
+    KeypadSent(usize),
+    /// `media-ws` asked Twilio's REST API (the fake one) to do this.
+    Rest(String),
     /// All audio was sent.
     AudioSent,
     /// `stop` was sent.
@@ -282,6 +296,15 @@ impl Twilio {
         )
     }
 
+    fn dtmf(&mut self, digit: char) -> Message {
+        let seq = self.next_seq();
+        Message::text(
+            json!({"event":"dtmf","streamSid":self.sids.stream,"sequenceNumber":seq,
+                "dtmf":{"track":"inbound_track","digit":digit.to_string()}})
+            .to_string(),
+        )
+    }
+
     fn stop(&mut self) -> Message {
         let seq = self.next_seq();
         Message::text(
@@ -364,6 +387,62 @@ impl Playback {
     }
 }
 
+/// Adds the REST requests a fake Twilio saw to the timeline, in time order (`opened`: when
+/// the call's socket opened).
+pub fn add_rest_requests(
+    report: &mut CallReport,
+    opened: Instant,
+    requests: &[crate::twilio_rest::RestRequest],
+) {
+    for r in requests {
+        report.timeline.push(TimelineEntry {
+            at: r.at.saturating_duration_since(opened),
+            step: Step::Rest(r.describe()),
+        });
+    }
+    report.timeline.sort_by_key(|e| e.at);
+}
+
+/// How the call ended, in words, from `media-ws`'s close reason and what the REST API saw.
+pub fn ending(report: &CallReport) -> String {
+    let rest = report.timeline.iter().rev().find_map(|e| match &e.step {
+        Step::Rest(what) => Some(what.as_str()),
+        _ => None,
+    });
+    let stopped = report.timeline.iter().any(|e| e.step == Step::StopSent);
+    let closed = report.timeline.iter().find_map(|e| match &e.step {
+        Step::Closed { code, reason } => Some((*code, reason.as_str())),
+        _ => None,
+    });
+    match (closed, rest) {
+        (Some((1000, "transferred")), Some(what)) => format!("transferred ({what})"),
+        (Some((1000, "transferred")), None) => "transferred".to_string(),
+        (Some((1000, "agent ended" | "agent hung up")), Some(_)) => {
+            "hang-up by the agent, after its last words played".to_string()
+        }
+        (Some((1000, "agent ended" | "agent hung up")), None) => {
+            "the agent ended; stream closed after its last words (Twilio runs what follows \
+             <Connect>)"
+                .to_string()
+        }
+        (
+            Some((
+                1000,
+                reason @ ("agent closed"
+                | "agent unavailable"
+                | "agent unresponsive"
+                | "agent protocol error"),
+            )),
+            _,
+        ) => {
+            format!("fallback: handed back to Twilio ({reason})")
+        }
+        _ if stopped => "the caller hung up".to_string(),
+        (Some((code, reason)), _) => format!("closed by media-ws: {code} {reason:?}"),
+        (None, _) => "connection lost".to_string(),
+    }
+}
+
 /// A duration in whole microseconds, saturating at `u32::MAX` (71 minutes).
 fn micros(d: Duration) -> u32 {
     u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
@@ -412,6 +491,9 @@ pub async fn run(mut ws: Ws, audio: &[u8], opts: &CallOptions, live: &Live) -> C
     let mut last_audio_at = first_send;
     let mut stop_deadline = first_send;
     let far = Duration::from_secs(86_400);
+    let digits: Vec<char> = opts.dtmf.chars().collect();
+    let mut dtmf_next = 0;
+    let mut dtmf_at = first_send + opts.dtmf_at;
     loop {
         let linger_until =
             (last_audio_at.max(audio_done_at) + opts.linger).min(audio_done_at + opts.max_linger);
@@ -455,9 +537,22 @@ pub async fn run(mut ws: Ws, audio: &[u8], opts: &CallOptions, live: &Live) -> C
             () = tokio::time::sleep_until(mark_due), if playback.next_due().is_some() => {
                 let now = Instant::now();
                 while let Some(name) = playback.pop_due(now) {
+                    step(&mut report, Step::MarkPlayed(name.clone()));
                     if ws.send(tw.mark(&name)).await.is_err() {
                         break;
                     }
+                }
+            },
+            () = tokio::time::sleep_until(dtmf_at), if dtmf_next < digits.len() && phase != Phase::Stopped => {
+                let digit = digits[dtmf_next];
+                dtmf_next += 1;
+                dtmf_at += DTMF_GAP;
+                if ws.send(tw.dtmf(digit)).await.is_err() {
+                    step(&mut report, Step::Lost("send failed".into()));
+                    return report;
+                }
+                if dtmf_next == digits.len() {
+                    step(&mut report, Step::KeypadSent(digits.len()));
                 }
             },
             msg = ws.next() => {
@@ -551,6 +646,64 @@ pub async fn run(mut ws: Ws, audio: &[u8], opts: &CallOptions, live: &Live) -> C
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn closed(reason: &str, extra: Vec<Step>) -> CallReport {
+        let mut timeline: Vec<TimelineEntry> = extra
+            .into_iter()
+            .map(|step| TimelineEntry {
+                at: Duration::ZERO,
+                step,
+            })
+            .collect();
+        timeline.push(TimelineEntry {
+            at: Duration::from_secs(1),
+            step: Step::Closed {
+                code: 1000,
+                reason: reason.into(),
+            },
+        });
+        CallReport {
+            timeline,
+            ..CallReport::default()
+        }
+    }
+
+    #[test]
+    fn endings_are_told_apart_by_reason_and_rest_request() {
+        let rest = |s: &str| Step::Rest(s.to_string());
+        assert_eq!(
+            ending(&closed(
+                "transferred",
+                vec![rest("transfer to +15551230000 requested")]
+            )),
+            "transferred (transfer to +15551230000 requested)"
+        );
+        assert_eq!(
+            ending(&closed(
+                "agent hung up",
+                vec![rest("hang-up requested (Status=completed)")]
+            )),
+            "hang-up by the agent, after its last words played"
+        );
+        assert!(ending(&closed("agent ended", vec![])).starts_with("the agent ended"));
+        assert_eq!(
+            ending(&closed("agent unresponsive", vec![])),
+            "fallback: handed back to Twilio (agent unresponsive)"
+        );
+        assert_eq!(
+            ending(&closed("stream stopped", vec![Step::StopSent])),
+            "the caller hung up"
+        );
+        let transfer = crate::twilio_rest::RestRequest {
+            at: Instant::now(),
+            call_sid: "CA1".into(),
+            form: vec![(
+                "Twiml".into(),
+                "<Response><Dial><Number>+15551230000</Number></Dial></Response>".into(),
+            )],
+        };
+        assert_eq!(transfer.describe(), "transfer to +15551230000 requested");
+    }
 
     #[test]
     fn token_goes_into_the_path() {

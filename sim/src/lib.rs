@@ -11,12 +11,14 @@
 //! - [`agent_echo`]: the `--agent-listen` echo ElevenLabs endpoint.
 //! - [`procstat`]: CPU time and RSS of a local process from `/proc`.
 //! - [`stats`] computes latency percentiles.
+//! - [`twilio_rest`]: a strict loopback Twilio REST API for call updates (hang-up, transfer).
 
 pub mod agent_echo;
 pub mod caller;
 pub mod load;
 pub mod procstat;
 pub mod stats;
+pub mod twilio_rest;
 pub mod wav;
 
 use std::path::PathBuf;

@@ -53,6 +53,36 @@ struct CallArgs {
     /// After the audio, hang up once no audio has come back for this long (seconds).
     #[arg(long, default_value = "1.5", value_parser = seconds)]
     linger: Duration,
+    /// Keypad digits to press during the call (0-9, *, #), e.g. 12#.
+    #[arg(long, value_parser = digits)]
+    dtmf: Option<String>,
+    /// When the first digit is pressed, seconds after the audio starts.
+    #[arg(long, default_value = "1", value_parser = seconds)]
+    dtmf_at: Duration,
+    /// Also play Twilio's REST API on this address (e.g. 127.0.0.1:9100), and show the
+    /// hang-up or transfer media-ws requests (run media-ws with TWILIO_API_BASE=http://ADDR,
+    /// TWILIO_ACCOUNT_SID=AC00000000000000000000000000000000 and the same auth token).
+    #[arg(long, value_name = "ADDR")]
+    twilio_rest_listen: Option<String>,
+    /// The Auth Token the fake REST API accepts.
+    #[arg(
+        long,
+        env = "MEDIA_SIM_TWILIO_AUTH_TOKEN",
+        hide_env_values = true,
+        default_value = "media-sim-auth-token"
+    )]
+    twilio_auth_token: String,
+}
+
+fn digits(s: &str) -> Result<String, String> {
+    if s.is_empty()
+        || !s
+            .chars()
+            .all(|c| c.is_ascii_digit() || c == '*' || c == '#')
+    {
+        return Err("expected keypad digits: 0-9, * and #".into());
+    }
+    Ok(s.to_string())
 }
 
 #[derive(Args)]
@@ -135,10 +165,23 @@ async fn call(args: CallArgs) -> anyhow::Result<()> {
     let params = params(&args.params)?;
     let audio = wav::read_ulaw(&args.wav)?;
     let ws = caller::connect(&args.url, args.token.as_deref()).await?;
+    let rest = match &args.twilio_rest_listen {
+        Some(addr) => Some(
+            media_sim::twilio_rest::FakeTwilioRest::start(
+                addr,
+                caller::ACCOUNT_SID,
+                &args.twilio_auth_token,
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let opts = CallOptions {
         params,
         linger: args.linger,
         record: args.out.is_some(),
+        dtmf: args.dtmf.clone().unwrap_or_default(),
+        dtmf_at: args.dtmf_at,
         ..CallOptions::default()
     };
     println!(
@@ -147,13 +190,20 @@ async fn call(args: CallArgs) -> anyhow::Result<()> {
         audio.len() as f64 / 8000.0,
         audio.len().div_ceil(caller::FRAME_BYTES)
     );
-    let report = caller::run(ws, &audio, &opts, &Live::default()).await;
+    let opened = tokio::time::Instant::now();
+    let mut report = caller::run(ws, &audio, &opts, &Live::default()).await;
+    if let Some(rest) = &rest {
+        caller::add_rest_requests(&mut report, opened, &rest.requests());
+    }
     for entry in &report.timeline {
         let what = match &entry.step {
             Step::Connected => "connected".to_string(),
             Step::FirstAudio => "first audio back".to_string(),
             Step::Mark(name) => format!("mark {name}"),
             Step::Clear => "clear".to_string(),
+            Step::MarkPlayed(name) => format!("mark {name} played (echoed)"),
+            Step::KeypadSent(n) => format!("keypad: {n} digits pressed"),
+            Step::Rest(what) => format!("twilio rest: {what}"),
             Step::AudioSent => "all audio sent".to_string(),
             Step::StopSent => "stop sent".to_string(),
             Step::Closed { code, reason } => format!("close {code} {reason:?}"),
@@ -181,6 +231,7 @@ async fn call(args: CallArgs) -> anyhow::Result<()> {
             .close_code
             .map_or("none".to_string(), |c| c.to_string()),
     );
+    println!("ended: {}", caller::ending(&report));
     if let Some(out) = &args.out {
         wav::write_ulaw(out, &report.received)?;
         println!(

@@ -63,6 +63,8 @@ pub struct Conversation {
     /// Raw binary frames (legacy mode), concatenated.
     pub binary: Vec<u8>,
     pub pongs: Vec<u64>,
+    /// Other client messages (tool results, user messages, …), with when they arrived.
+    pub messages: Vec<(tokio::time::Instant, Value)>,
     pub close_code: Option<u16>,
     pub ended: bool,
 }
@@ -322,6 +324,9 @@ async fn converse(
                     } else if v["type"] == "pong" {
                         let id = v["event_id"].as_u64().unwrap();
                         record(&|c| c.pongs.push(id));
+                    } else {
+                        let at = tokio::time::Instant::now();
+                        record(&|c| c.messages.push((at, v.clone())));
                     }
                 }
                 Some(Ok(Message::Binary(b))) => record(&|c| c.binary.extend_from_slice(&b)),

@@ -1,0 +1,496 @@
+//! How calls end, across the whole system: the real `media-ws` between media-sim's Twilio
+//! (real-time playback, marks echoed only once the audio before them has played), a fake
+//! ElevenLabs agent, and the strict loopback Twilio REST API. Goodbyes heard in full before
+//! the hang-up, hang-up before the stream closes, transfers allowed and refused, unknown
+//! tools answered, keypad entries reaching the agent, a half-open agent noticed, barge-in
+//! during a goodbye.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use media_sim::caller::{self, CallOptions, CallReport, Live, Step, ACCOUNT_SID};
+use media_sim::twilio_rest::FakeTwilioRest;
+use serde_json::{json, Value};
+use support::fake_el::{Behaviour, FakeEl};
+use support::Server;
+use tokio::io::AsyncWriteExt as _;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::Instant;
+
+const AUTH_TOKEN: &str = "test-auth-token";
+
+struct Rig {
+    fake: FakeEl,
+    rest: FakeTwilioRest,
+    server: Server,
+}
+
+async fn rig(behaviour: Behaviour, extra: &[(&str, &str)], ws_url: Option<String>) -> Rig {
+    let fake = FakeEl::start(behaviour).await;
+    let rest = FakeTwilioRest::start("127.0.0.1:0", ACCOUNT_SID, AUTH_TOKEN)
+        .await
+        .unwrap();
+    let (url, base) = (ws_url.unwrap_or_else(|| fake.ws_url()), rest.base_url());
+    let mut env = vec![
+        ("AGENT", "elevenlabs"),
+        ("ALLOW_UNAUTHENTICATED", "true"),
+        ("ELEVENLABS_WS_URL", url.as_str()),
+        ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
+        ("TWILIO_AUTH_TOKEN", AUTH_TOKEN),
+        ("TWILIO_API_BASE", base.as_str()),
+    ];
+    env.extend_from_slice(extra);
+    let server = Server::start(&env).await;
+    Rig { fake, rest, server }
+}
+
+/// Runs one call of `seconds` of caller audio in the background; returns when it started
+/// (the socket opened) and the handle.
+async fn call(
+    rig: &Rig,
+    seconds: u64,
+    opts: CallOptions,
+) -> (Instant, tokio::task::JoinHandle<CallReport>) {
+    let ws = caller::connect(&rig.server.url("/rtm/voice"), None)
+        .await
+        .unwrap();
+    let opened = Instant::now();
+    let audio = vec![0xffu8; 8000 * seconds as usize];
+    let task = tokio::spawn(async move { caller::run(ws, &audio, &opts, &Live::default()).await });
+    (opened, task)
+}
+
+fn options() -> CallOptions {
+    CallOptions {
+        params: BTreeMap::from([
+            ("To".to_string(), "+15550001111".to_string()),
+            ("Direction".to_string(), "inbound".to_string()),
+        ]),
+        linger: Duration::from_secs(30),
+        max_linger: Duration::from_secs(30),
+        ..CallOptions::default()
+    }
+}
+
+fn closed_at(report: &CallReport, opened: Instant) -> (Instant, u16, String) {
+    report
+        .timeline
+        .iter()
+        .find_map(|e| match &e.step {
+            Step::Closed { code, reason } => Some((opened + e.at, *code, reason.clone())),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no close: {:?}", report.timeline))
+}
+
+/// When the caller last heard audio end: the last mark echoed because its audio played.
+fn last_played(report: &CallReport, opened: Instant) -> Instant {
+    report
+        .timeline
+        .iter()
+        .rev()
+        .find_map(|e| matches!(e.step, Step::MarkPlayed(_)).then_some(opened + e.at))
+        .unwrap()
+}
+
+fn tool_call(name: &str, id: &str, params: Value) -> Value {
+    json!({"type":"client_tool_call","client_tool_call":{"tool_name":name,"tool_call_id":id,"parameters":params,"event_id":5}})
+}
+
+async fn conversation_started(fake: &FakeEl) {
+    fake.wait("conversation", |c| {
+        c.first().is_some_and(|c| c.init.is_some())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+async fn tool_result(fake: &FakeEl, id: &str) -> (Instant, Value) {
+    let id = id.to_string();
+    fake.wait("tool result", |c| {
+        c[0].messages
+            .iter()
+            .any(|(_, m)| m["tool_call_id"] == id.as_str())
+    })
+    .await;
+    fake.conversation(0)
+        .messages
+        .into_iter()
+        .find(|(_, m)| m["tool_call_id"] == id.as_str())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_three_second_goodbye_is_heard_in_full_then_the_call_is_hung_up() {
+    let rig = rig(
+        Behaviour {
+            echo: false,
+            ..Behaviour::default()
+        },
+        &[],
+        None,
+    )
+    .await;
+    let (opened, call) = call(&rig, 10, options()).await;
+    conversation_started(&rig.fake).await;
+    // Three seconds of goodbye, sent faster than real time as ElevenLabs does, then 1000.
+    let sent_at = Instant::now();
+    for _ in 0..6 {
+        rig.fake.send_audio(0, &[0x55; 4000], 1);
+    }
+    rig.fake.close(0, 1000);
+    let report = call.await.unwrap();
+    let requests = rig.rest.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    let hang_up = &requests[0];
+    assert_eq!(hang_up.field("Status"), Some("completed"));
+    assert!(hang_up.call_sid.starts_with("CA"));
+    assert_eq!(
+        report.bytes_received, 24_000,
+        "the whole goodbye reached Twilio"
+    );
+    let played = last_played(&report, opened);
+    assert!(
+        played >= sent_at + Duration::from_millis(2_900),
+        "the goodbye played for 3 s: {:?}",
+        played - sent_at
+    );
+    assert!(
+        hang_up.at >= played,
+        "hang-up only after the goodbye was heard"
+    );
+    let (closed, code, reason) = closed_at(&report, opened);
+    assert!(
+        hang_up.at <= closed,
+        "hang-up request before the stream closes"
+    );
+    assert_eq!((code, reason.as_str()), (1000, "agent ended"));
+    assert_eq!(
+        caller::ending(&{
+            let mut r = report.clone();
+            caller::add_rest_requests(&mut r, opened, &requests);
+            r
+        }),
+        "hang-up by the agent, after its last words played"
+    );
+    assert_eq!(
+        rig.server
+            .metric("media_twilio_rest_requests_total{op=\"hang_up\",result=\"ok\",code=\"none\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        rig.server
+            .metric("media_call_control_events_total{event=\"agent_end\"}")
+            .await,
+        1.0
+    );
+    assert!(
+        rig.server.logs().contains("conv_0"),
+        "conversation_id on the call's log"
+    );
+}
+
+#[tokio::test]
+async fn without_rest_credentials_the_stream_closes_after_the_goodbye() {
+    let fake = FakeEl::start(Behaviour {
+        echo: false,
+        ..Behaviour::default()
+    })
+    .await;
+    let url = fake.ws_url();
+    let server = Server::start(&[
+        ("AGENT", "elevenlabs"),
+        ("ALLOW_UNAUTHENTICATED", "true"),
+        ("ELEVENLABS_WS_URL", url.as_str()),
+    ])
+    .await;
+    let ws = caller::connect(&server.url("/rtm/voice"), None)
+        .await
+        .unwrap();
+    let opened = Instant::now();
+    let call = tokio::spawn(async move {
+        caller::run(ws, &[0xff; 80_000], &options(), &Live::default()).await
+    });
+    conversation_started(&fake).await;
+    let sent_at = Instant::now();
+    fake.send_audio(0, &[0x55; 16_000], 1);
+    fake.close(0, 1000);
+    let report = call.await.unwrap();
+    let (closed, code, _) = closed_at(&report, opened);
+    assert_eq!(code, 1000);
+    assert!(
+        closed >= sent_at + Duration::from_millis(1_900),
+        "{:?}",
+        closed - sent_at
+    );
+    assert_eq!(report.bytes_received, 16_000);
+}
+
+#[tokio::test]
+async fn an_allowed_transfer_plays_the_hand_off_line_then_dials() {
+    let rig = rig(
+        Behaviour {
+            echo: false,
+            ..Behaviour::default()
+        },
+        &[
+            ("TRANSFER_ALLOWLIST", "+1555123*"),
+            ("TRANSFER_TIMEOUT_SECONDS", "20"),
+        ],
+        None,
+    )
+    .await;
+    let (opened, call) = call(&rig, 10, options()).await;
+    conversation_started(&rig.fake).await;
+    rig.fake.send_json(
+        0,
+        tool_call(
+            "transfer_to_number",
+            "toolu_t",
+            json!({"phone_number":"+15551230000","reason":"billing"}),
+        ),
+    );
+    let (_, result) = tool_result(&rig.fake, "toolu_t").await;
+    assert_eq!(result["is_error"], false);
+    rig.fake.send_audio(0, &[0x55; 8000], 2);
+    let report = call.await.unwrap();
+    let requests = rig.rest.requests();
+    assert_eq!(requests.len(), 1);
+    let twiml = requests[0].field("Twiml").unwrap();
+    let doc = roxmltree_lite(twiml);
+    assert!(doc.contains(r#"callerId="+15550001111""#), "{twiml}");
+    assert!(doc.contains(r#"timeout="20""#), "{twiml}");
+    assert!(doc.contains("<Number>+15551230000</Number>"), "{twiml}");
+    assert!(
+        requests[0].at >= last_played(&report, opened),
+        "hand-off line heard first"
+    );
+    let (closed, code, reason) = closed_at(&report, opened);
+    assert!(requests[0].at <= closed);
+    assert_eq!((code, reason.as_str()), (1000, "transferred"));
+    let conv = rig.fake.conversation(0);
+    assert_eq!(conv.close_code, Some(1000), "the agent leg is closed");
+}
+
+/// The TwiML as text, checked to be one `<Response>` document.
+fn roxmltree_lite(twiml: &str) -> String {
+    assert!(twiml.starts_with(r#"<?xml version="1.0" encoding="UTF-8"?><Response>"#));
+    assert!(twiml.ends_with("</Response>"));
+    twiml.to_string()
+}
+
+#[tokio::test]
+async fn a_refused_transfer_and_an_unknown_tool_are_answered_and_the_call_goes_on() {
+    let rig = rig(
+        Behaviour::default(),
+        &[("TRANSFER_ALLOWLIST", "+15551230000")],
+        None,
+    )
+    .await;
+    let (opened, call) = call(
+        &rig,
+        3,
+        CallOptions {
+            linger: Duration::from_secs(1),
+            ..options()
+        },
+    )
+    .await;
+    conversation_started(&rig.fake).await;
+    let asked = Instant::now();
+    rig.fake.send_json(
+        0,
+        tool_call(
+            "transfer_to_number",
+            "t1",
+            json!({"phone_number":"+19005550100"}),
+        ),
+    );
+    rig.fake
+        .send_json(0, tool_call("lookup_order", "t2", json!({"order":"42"})));
+    let (at, refused) = tool_result(&rig.fake, "t1").await;
+    assert_eq!(refused["is_error"], true);
+    assert!(refused["result"]
+        .as_str()
+        .unwrap()
+        .contains("not on this line's transfer list"));
+    let (at2, unknown) = tool_result(&rig.fake, "t2").await;
+    assert_eq!(unknown["is_error"], true);
+    assert!(
+        at.max(at2) - asked < Duration::from_secs(1),
+        "answered within 1 s"
+    );
+    let report = call.await.unwrap();
+    assert!(rig.rest.requests().is_empty(), "nothing dialled");
+    let (_, code, reason) = closed_at(&report, opened);
+    assert_eq!(
+        (code, reason.as_str()),
+        (1000, "stream stopped"),
+        "the caller hung up normally"
+    );
+    assert!(
+        !rig.server.logs().contains("19005550100"),
+        "no number in the logs"
+    );
+}
+
+#[tokio::test]
+async fn keypad_digits_reach_the_agent_as_one_turn_and_never_the_logs() {
+    let rig = rig(Behaviour::default(), &[], None).await;
+    let opts = CallOptions {
+        dtmf: "4096#".into(),
+        dtmf_at: Duration::from_millis(800),
+        linger: Duration::from_secs(1),
+        ..options()
+    };
+    let (_, call) = call(&rig, 3, opts).await;
+    rig.fake
+        .wait("keypad entry", |c| {
+            c.first()
+                .is_some_and(|c| c.messages.iter().any(|(_, m)| m["type"] == "user_message"))
+        })
+        .await;
+    let report = call.await.unwrap();
+    assert!(report
+        .timeline
+        .iter()
+        .any(|e| e.step == Step::KeypadSent(5)));
+    let messages: Vec<Value> = rig
+        .fake
+        .conversation(0)
+        .messages
+        .into_iter()
+        .map(|(_, m)| m)
+        .filter(|m| m["type"] == "user_message")
+        .collect();
+    assert_eq!(
+        messages,
+        [json!({"type":"user_message","text":"[keypad] 4096#"})]
+    );
+    assert!(!rig.server.logs().contains("4096"), "digits never logged");
+}
+
+/// A TCP proxy to `upstream` that forwards both ways for `stall_after`, then silently stops
+/// forwarding while both sockets stay open: a half-open agent.
+async fn stalling_proxy(
+    upstream: std::net::SocketAddr,
+    stall_after: Duration,
+) -> std::net::SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let server = TcpStream::connect(upstream).await.unwrap();
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                let until = Instant::now() + stall_after;
+                tokio::join!(pump(cr, sw, until), pump(sr, cw, until));
+            });
+        }
+    });
+    addr
+}
+
+async fn pump(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    until: Instant,
+) {
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match tokio::io::AsyncReadExt::read(&mut from, &mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if Instant::now() < until && to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    // Nothing flows, nothing closes.
+    std::future::pending::<()>().await;
+    drop(to);
+}
+
+#[tokio::test]
+async fn a_half_open_agent_is_detected_and_the_call_handed_back_within_20_s() {
+    let fake = FakeEl::start(Behaviour::default()).await;
+    let proxy = stalling_proxy(fake.addr, Duration::from_secs(2)).await;
+    let url = format!("ws://{proxy}/v1/convai/conversation");
+    let rig = Rig {
+        rest: FakeTwilioRest::start("127.0.0.1:0", ACCOUNT_SID, AUTH_TOKEN)
+            .await
+            .unwrap(),
+        server: Server::start(&[
+            ("AGENT", "elevenlabs"),
+            ("ALLOW_UNAUTHENTICATED", "true"),
+            ("ELEVENLABS_WS_URL", url.as_str()),
+        ])
+        .await,
+        fake,
+    };
+    let (opened, call) = call(&rig, 40, options()).await;
+    let report = call.await.unwrap();
+    let (closed, code, reason) = closed_at(&report, opened);
+    assert_eq!(
+        (code, reason.as_str()),
+        (1000, "agent unresponsive"),
+        "fallback TwiML runs"
+    );
+    let dead_air = closed - (opened + Duration::from_secs(2));
+    assert!(dead_air < Duration::from_secs(20), "{dead_air:?}");
+    assert!(
+        dead_air >= Duration::from_secs(10),
+        "not before the silence limit: {dead_air:?}"
+    );
+    assert_eq!(
+        rig.server
+            .metric("media_call_control_events_total{event=\"agent_dead\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn a_caller_who_interrupts_the_goodbye_hears_the_agent_out_before_the_hang_up() {
+    let rig = rig(
+        Behaviour {
+            echo: false,
+            ..Behaviour::default()
+        },
+        &[],
+        None,
+    )
+    .await;
+    let (opened, call) = call(&rig, 15, options()).await;
+    conversation_started(&rig.fake).await;
+    rig.fake
+        .send_json(0, tool_call("end_call", "bye", json!({"reason":"done"})));
+    rig.fake.send_audio(0, &[0x55; 16_000], 3);
+    // The caller talks over it one second in: the agent interrupts and answers for 1.5 s.
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    rig.fake.send_json(
+        0,
+        json!({"type":"interruption","interruption_event":{"event_id":3}}),
+    );
+    let answered = Instant::now();
+    rig.fake.send_audio(0, &[0x66; 12_000], 4);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    rig.fake.close(0, 1000);
+    let report = call.await.unwrap();
+    assert!(report.clears >= 1);
+    let requests = rig.rest.requests();
+    assert_eq!(requests.len(), 1);
+    assert!(
+        requests[0].at >= answered + Duration::from_millis(1_400),
+        "the answer after the barge-in played before the hang-up: {:?}",
+        requests[0].at - answered
+    );
+    assert!(requests[0].at >= last_played(&report, opened));
+    assert_eq!(closed_at(&report, opened).1, 1000);
+}
