@@ -58,6 +58,18 @@ async fn serve() -> ExitCode {
             "ALLOW_UNAUTHENTICATED=true: streams open ElevenLabs conversations without a token"
         );
     }
+    let cc = &config.call_control;
+    match &cc.rest {
+        Some(rest) => tracing::info!(
+            api_base = %rest.api_base,
+            transfers = !cc.transfer_allowlist.is_empty(),
+            "call control on: agent endings hang up through Twilio's REST API"
+        ),
+        None => tracing::info!(
+            "call control without Twilio's REST API: agent endings close the stream after \
+             the goodbye (set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN to hang up)"
+        ),
+    }
     if let Some(registry) = &state.registry {
         registry.warm().await;
         tracing::info!(table = registry.table(), "call registry on");
