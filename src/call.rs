@@ -250,8 +250,14 @@ where
     } else {
         // The agent leg is closed before the REST request, the stream only after it.
         agent_closed.await;
-        control_call(&relay, ending.then, call_sid.as_deref(), host, metrics).await;
-        tw.close(ending.close_code.unwrap_or(1000), ending.reason, CLOSE_WAIT)
+        let done = control_call(&relay, ending.then, call_sid.as_deref(), host, metrics).await;
+        // A transfer that did not happen: the stream's close lets Twilio run the fallback.
+        let reason = if done || ending.then != Then::Transfer {
+            ending.reason
+        } else {
+            "transfer failed"
+        };
+        tw.close(ending.close_code.unwrap_or(1000), reason, CLOSE_WAIT)
             .await;
     }
     metrics.flush_call(&mut relay.counters);
@@ -329,16 +335,16 @@ pub fn drain<T: Socket, S: Socket>(
 
 /// Hangs up or transfers the call through the host (Twilio's REST API), counted and logged
 /// (Twilio's code, never its message or a number). A failed transfer leaves the stream to be
-/// closed, so Twilio runs the fallback TwiML.
+/// closed, so Twilio runs the fallback TwiML. Returns whether the request succeeded.
 async fn control_call<H: Host>(
     relay: &Relay,
     then: Then,
     call_sid: Option<&str>,
     host: &H,
     metrics: &Metrics,
-) {
+) -> bool {
     let Some(call_sid) = call_sid else {
-        return;
+        return false;
     };
     let started = Instant::now();
     let (op, result) = match (then, relay.transfer_twiml()) {
@@ -359,6 +365,7 @@ async fn control_call<H: Host>(
             }
         }
     }
+    result.is_ok()
 }
 
 fn on_twilio(relay: &mut Relay, msg: Option<Result<Message, WsError>>, now: Instant) {

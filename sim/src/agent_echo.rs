@@ -198,7 +198,7 @@ mod tests {
             ServerEvent::Metadata {
                 input: AudioFormat::Pcm(16000),
                 output: AudioFormat::Pcm(16000),
-                conversation_id: None,
+                conversation_id: Some("conv_sim".into()),
             }
         );
         let mut out = String::new();

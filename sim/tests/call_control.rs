@@ -29,12 +29,12 @@ struct Rig {
     server: Server,
 }
 
-async fn rig(behaviour: Behaviour, extra: &[(&str, &str)], ws_url: Option<String>) -> Rig {
+async fn rig(behaviour: Behaviour, extra: &[(&str, &str)]) -> Rig {
     let fake = FakeEl::start(behaviour).await;
     let rest = FakeTwilioRest::start("127.0.0.1:0", ACCOUNT_SID, AUTH_TOKEN)
         .await
         .unwrap();
-    let (url, base) = (ws_url.unwrap_or_else(|| fake.ws_url()), rest.base_url());
+    let (url, base) = (fake.ws_url(), rest.base_url());
     let mut env = vec![
         ("AGENT", "elevenlabs"),
         ("ALLOW_UNAUTHENTICATED", "true"),
@@ -62,6 +62,25 @@ async fn call(
     let audio = vec![0xffu8; 8000 * seconds as usize];
     let task = tokio::spawn(async move { caller::run(ws, &audio, &opts, &Live::default()).await });
     (opened, task)
+}
+
+/// An agent that speaks only when the test makes it.
+fn silent() -> Behaviour {
+    Behaviour {
+        echo: false,
+        ..Behaviour::default()
+    }
+}
+
+/// A rig with a silent agent, a call of `seconds` under way and its conversation started.
+async fn talking(
+    seconds: u64,
+    extra: &[(&str, &str)],
+) -> (Rig, Instant, tokio::task::JoinHandle<CallReport>) {
+    let rig = rig(silent(), extra).await;
+    let (opened, call) = call(&rig, seconds, options()).await;
+    conversation_started(&rig.fake).await;
+    (rig, opened, call)
 }
 
 fn options() -> CallOptions {
@@ -126,17 +145,7 @@ async fn tool_result(fake: &FakeEl, id: &str) -> (Instant, Value) {
 
 #[tokio::test]
 async fn a_three_second_goodbye_is_heard_in_full_then_the_call_is_hung_up() {
-    let rig = rig(
-        Behaviour {
-            echo: false,
-            ..Behaviour::default()
-        },
-        &[],
-        None,
-    )
-    .await;
-    let (opened, call) = call(&rig, 10, options()).await;
-    conversation_started(&rig.fake).await;
+    let (rig, opened, call) = talking(10, &[]).await;
     // Three seconds of goodbye, sent faster than real time as ElevenLabs does, then 1000.
     let sent_at = Instant::now();
     for _ in 0..6 {
@@ -197,11 +206,7 @@ async fn a_three_second_goodbye_is_heard_in_full_then_the_call_is_hung_up() {
 
 #[tokio::test]
 async fn without_rest_credentials_the_stream_closes_after_the_goodbye() {
-    let fake = FakeEl::start(Behaviour {
-        echo: false,
-        ..Behaviour::default()
-    })
-    .await;
+    let fake = FakeEl::start(silent()).await;
     let url = fake.ws_url();
     let server = Server::start(&[
         ("AGENT", "elevenlabs"),
@@ -233,20 +238,14 @@ async fn without_rest_credentials_the_stream_closes_after_the_goodbye() {
 
 #[tokio::test]
 async fn an_allowed_transfer_plays_the_hand_off_line_then_dials() {
-    let rig = rig(
-        Behaviour {
-            echo: false,
-            ..Behaviour::default()
-        },
+    let (rig, opened, call) = talking(
+        10,
         &[
             ("TRANSFER_ALLOWLIST", "+1555123*"),
             ("TRANSFER_TIMEOUT_SECONDS", "20"),
         ],
-        None,
     )
     .await;
-    let (opened, call) = call(&rig, 10, options()).await;
-    conversation_started(&rig.fake).await;
     rig.fake.send_json(
         0,
         tool_call(
@@ -289,7 +288,6 @@ async fn a_refused_transfer_and_an_unknown_tool_are_answered_and_the_call_goes_o
     let rig = rig(
         Behaviour::default(),
         &[("TRANSFER_ALLOWLIST", "+15551230000")],
-        None,
     )
     .await;
     let (opened, call) = call(
@@ -341,9 +339,9 @@ async fn a_refused_transfer_and_an_unknown_tool_are_answered_and_the_call_goes_o
 
 #[tokio::test]
 async fn keypad_digits_reach_the_agent_as_one_turn_and_never_the_logs() {
-    let rig = rig(Behaviour::default(), &[], None).await;
+    let rig = rig(Behaviour::default(), &[]).await;
     let opts = CallOptions {
-        dtmf: "4096#".into(),
+        dtmf: "9*7*3#".into(),
         dtmf_at: Duration::from_millis(800),
         linger: Duration::from_secs(1),
         ..options()
@@ -359,7 +357,7 @@ async fn keypad_digits_reach_the_agent_as_one_turn_and_never_the_logs() {
     assert!(report
         .timeline
         .iter()
-        .any(|e| e.step == Step::KeypadSent(5)));
+        .any(|e| e.step == Step::KeypadSent(6)));
     let messages: Vec<Value> = rig
         .fake
         .conversation(0)
@@ -370,9 +368,9 @@ async fn keypad_digits_reach_the_agent_as_one_turn_and_never_the_logs() {
         .collect();
     assert_eq!(
         messages,
-        [json!({"type":"user_message","text":"[keypad] 4096#"})]
+        [json!({"type":"user_message","text":"[keypad] 9*7*3#"})]
     );
-    assert!(!rig.server.logs().contains("4096"), "digits never logged");
+    assert!(!rig.server.logs().contains("9*7*3"), "digits never logged");
 }
 
 /// A TCP proxy to `upstream` that forwards both ways for `stall_after`, then silently stops
@@ -458,17 +456,7 @@ async fn a_half_open_agent_is_detected_and_the_call_handed_back_within_20_s() {
 
 #[tokio::test]
 async fn a_caller_who_interrupts_the_goodbye_hears_the_agent_out_before_the_hang_up() {
-    let rig = rig(
-        Behaviour {
-            echo: false,
-            ..Behaviour::default()
-        },
-        &[],
-        None,
-    )
-    .await;
-    let (opened, call) = call(&rig, 15, options()).await;
-    conversation_started(&rig.fake).await;
+    let (rig, opened, call) = talking(15, &[]).await;
     rig.fake
         .send_json(0, tool_call("end_call", "bye", json!({"reason":"done"})));
     rig.fake.send_audio(0, &[0x55; 16_000], 3);
@@ -493,4 +481,43 @@ async fn a_caller_who_interrupts_the_goodbye_hears_the_agent_out_before_the_hang
     );
     assert!(requests[0].at >= last_played(&report, opened));
     assert_eq!(closed_at(&report, opened).1, 1000);
+}
+
+#[tokio::test]
+async fn a_twilio_refusal_is_surfaced_and_a_failed_transfer_falls_back() {
+    let rig = rig(silent(), &[("TRANSFER_ALLOWLIST", "+4420*")]).await;
+    rig.rest.fail_with(Some((400, 21215)));
+    let (opened, call) = call(&rig, 10, options()).await;
+    conversation_started(&rig.fake).await;
+    rig.fake.send_json(
+        0,
+        tool_call(
+            "transfer_to_number",
+            "tx",
+            json!({"phone_number":"+442079460000"}),
+        ),
+    );
+    let report = call.await.unwrap();
+    let (_, code, reason) = closed_at(&report, opened);
+    assert_eq!(
+        (code, reason.as_str()),
+        (1000, "transfer failed"),
+        "the stream closes: Twilio's fallback runs"
+    );
+    assert_eq!(
+        rig.server
+            .metric("media_twilio_rest_requests_total{op=\"transfer\",result=\"refused\",code=\"21215\"}")
+            .await,
+        1.0
+    );
+    assert_eq!(
+        rig.server
+            .metric("media_call_control_events_total{event=\"transfer_failed\"}")
+            .await,
+        1.0
+    );
+    let logs = rig.server.logs();
+    assert!(logs.contains("21215"), "Twilio's code is logged");
+    assert!(!logs.contains("442079460000"), "the number is not");
+    assert!(!logs.contains(AUTH_TOKEN), "nor the credential");
 }

@@ -334,3 +334,84 @@ fn twilio_account_sid_and_call_registry() {
     ])
     .is_err());
 }
+
+#[test]
+fn twilio_rest_takes_an_auth_token_or_an_api_key_and_needs_the_account() {
+    use crate::twilio::rest::RestCredentials;
+    const AC: &str = "AC0123456789abcdef0123456789abcdef";
+    const SK: &str = "SK0123456789abcdef0123456789abcdef";
+    let c = cfg(&[
+        OPEN,
+        ("TWILIO_ACCOUNT_SID", AC),
+        ("TWILIO_AUTH_TOKEN", "tok"),
+    ])
+    .unwrap();
+    let rest = c.call_control.rest.unwrap();
+    assert_eq!(rest.api_base, "https://api.twilio.com");
+    assert!(matches!(rest.credentials, RestCredentials::AuthToken(_)));
+    let c = cfg(&[
+        OPEN,
+        ("TWILIO_ACCOUNT_SID", AC),
+        ("TWILIO_API_KEY_SID", SK),
+        ("TWILIO_API_KEY_SECRET", "ssm:/p/key"),
+        ("TWILIO_API_BASE", "https://api.dublin.ie1.twilio.com/"),
+    ])
+    .unwrap();
+    let rest = c.call_control.rest.unwrap();
+    assert_eq!(rest.api_base, "https://api.dublin.ie1.twilio.com");
+    assert!(matches!(rest.credentials, RestCredentials::ApiKey { ref sid, .. } if sid == SK));
+    // No account: no REST (the token alone is for signatures).
+    assert!(cfg(&[OPEN, ("TWILIO_AUTH_TOKEN", "tok")])
+        .unwrap()
+        .call_control
+        .rest
+        .is_none());
+    let err = |pairs: &[(&'static str, &'static str)]| match cfg(pairs) {
+        Err(ConfigError::Invalid { var, .. }) => var,
+        Ok(_) => panic!("accepted {pairs:?}"),
+    };
+    assert_eq!(
+        err(&[OPEN, ("TWILIO_API_KEY_SID", SK)]),
+        "TWILIO_API_KEY_SID"
+    );
+    assert_eq!(
+        err(&[
+            OPEN,
+            ("TWILIO_API_KEY_SID", SK),
+            ("TWILIO_API_KEY_SECRET", "s")
+        ]),
+        "TWILIO_ACCOUNT_SID"
+    );
+    assert_eq!(
+        err(&[OPEN, ("TWILIO_API_BASE", "api.twilio.com")]),
+        "TWILIO_API_BASE"
+    );
+    assert_eq!(
+        err(&[OPEN, ("TRANSFER_ALLOWLIST", "+15551230000")]),
+        "TRANSFER_ALLOWLIST",
+        "transfers need REST"
+    );
+    assert_eq!(
+        err(&[
+            OPEN,
+            ("TWILIO_ACCOUNT_SID", AC),
+            ("TWILIO_AUTH_TOKEN", "t"),
+            ("TRANSFER_ALLOWLIST", "1555*")
+        ]),
+        "TRANSFER_ALLOWLIST"
+    );
+    assert_eq!(
+        err(&[OPEN, ("TRANSFER_CALLER_ID", "5550001111")]),
+        "TRANSFER_CALLER_ID"
+    );
+    let c = cfg(&[
+        OPEN,
+        ("TWILIO_ACCOUNT_SID", AC),
+        ("TWILIO_AUTH_TOKEN", "t"),
+        ("TRANSFER_ALLOWLIST", "+1555123*"),
+        ("END_GRACE_MS", "3000"),
+    ])
+    .unwrap();
+    assert!(c.call_control.transfer_allowlist.allows("+15551239999"));
+    assert_eq!(c.call_control.end_grace, Duration::from_secs(3));
+}
