@@ -188,7 +188,7 @@ where
                         tracing::info!(agent_close_code = code, agent_close_reason = reason.as_deref(), "agent closed");
                         relay.handle(Input::AgentGone(code), now);
                     }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => relay.handle(Input::AgentAlive, now),
+                    // Pings, pongs, binary: the agent is alive.
                     Some(Ok(_)) => relay.handle(Input::AgentAlive, now),
                     Some(Err(e)) => {
                         tracing::debug!(error = %e, "agent socket failed");

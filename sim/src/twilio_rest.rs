@@ -183,11 +183,7 @@ async fn handle(
     let call_sid = path
         .strip_prefix(prefix)
         .and_then(|rest| rest.strip_suffix(".json"))
-        .filter(|sid| {
-            sid.len() == 34
-                && sid.starts_with("CA")
-                && sid[2..].bytes().all(|b| b.is_ascii_hexdigit())
-        });
+        .filter(|sid| media_orchestrator::twilio::rest::is_call_sid(sid));
     let (Some(call_sid), true) = (call_sid, post) else {
         return twilio_error(404, 20404, "The requested resource was not found");
     };
