@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use crate::config::AuthMode;
+use crate::context::{Audience, CallContext, Sealer};
 use crate::secret::Secret;
 use crate::secrets::{SecretHandle, Secrets};
 
@@ -36,6 +37,13 @@ pub struct Claims {
     /// Unique token id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
+    /// The call's agent context, sealed for [`Audience::Stream`] and bound to `sub` (see
+    /// [`crate::context`]): claims travel in the stream URL, so they are never in clear.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctx: Option<String>,
+    /// `ctx`, opened by [`JwtVerifier::verify`].
+    #[serde(skip)]
+    pub context: Option<CallContext>,
 }
 
 /// Claims as they arrive: optional, so a missing one is reported as such rather than as a
@@ -47,6 +55,7 @@ struct RawClaims {
     nbf: Option<u64>,
     sub: Option<String>,
     jti: Option<String>,
+    ctx: Option<String>,
 }
 
 /// Why a token was refused. The variant is for metrics and logs; clients only see 401.
@@ -85,6 +94,9 @@ pub enum AuthError {
     /// A token bound to no call (no `sub`) that lives longer than [`UNBOUND_MAX_TTL`].
     #[error("unbound token lives too long")]
     UnboundTooLong,
+    /// The `ctx` claim does not open for this call (or the token has no `sub` to bind it).
+    #[error("token context invalid")]
+    Context,
 }
 
 impl AuthError {
@@ -102,6 +114,7 @@ impl AuthError {
             Self::StaticMismatch => "token_static_mismatch",
             Self::SecretUnavailable => "secret_unavailable",
             Self::UnboundTooLong => "token_unbound_lifetime",
+            Self::Context => "token_context",
         }
     }
 }
@@ -131,6 +144,7 @@ impl Clock {
 /// Verifies HS256 stream tokens against one or more secrets (rotation: any verifies).
 pub struct JwtVerifier {
     keys: Vec<DecodingKey>,
+    sealer: Sealer,
     validation: Validation,
     leeway_s: u64,
     clock: Clock,
@@ -159,6 +173,7 @@ impl JwtVerifier {
                 .iter()
                 .map(|s| DecodingKey::from_secret(s.expose().as_bytes()))
                 .collect(),
+            sealer: Sealer::new(secrets),
             validation,
             leeway_s: leeway.as_secs(),
             clock,
@@ -192,13 +207,15 @@ impl JwtVerifier {
             }
         }
         let raw = claims.ok_or(last)?;
-        let claims = Claims {
+        let mut claims = Claims {
             aud: AUDIENCE.to_string(),
             exp: raw.exp.ok_or(AuthError::MissingClaim)?,
             iat: raw.iat,
             nbf: raw.nbf,
             sub: raw.sub,
             jti: raw.jti,
+            ctx: raw.ctx,
+            context: None,
         };
         let now = self.clock.now();
         if claims.exp.saturating_add(self.leeway_s) <= now {
@@ -219,6 +236,15 @@ impl JwtVerifier {
             if from_iat || remaining {
                 return Err(AuthError::UnboundTooLong);
             }
+        }
+        if let Some(sealed) = &claims.ctx {
+            // A context only ever travels bound to its call.
+            let sub = claims.sub.as_deref().ok_or(AuthError::Context)?;
+            let context = self
+                .sealer
+                .open(Audience::Stream, sub, now, sealed)
+                .map_err(|_| AuthError::Context)?;
+            claims.context = Some(context);
         }
         Ok(claims)
     }
@@ -264,6 +290,7 @@ pub const UNBOUND_MAX_TTL: Duration = Duration::from_secs(60);
 /// random `jti`, and `sub` when bound to a CallSid.
 pub struct TokenIssuer {
     key: EncodingKey,
+    sealer: Sealer,
     clock: Clock,
 }
 
@@ -288,6 +315,9 @@ pub enum MintError {
     /// The JWT library failed to sign.
     #[error("token signing failed")]
     Sign(#[source] jsonwebtoken::errors::Error),
+    /// Sealing the call context failed.
+    #[error("context sealing failed")]
+    Seal(#[source] crate::context::SealError),
 }
 
 impl TokenIssuer {
@@ -295,6 +325,7 @@ impl TokenIssuer {
     pub fn new(secret: &Secret<String>, clock: Clock) -> Self {
         Self {
             key: EncodingKey::from_secret(secret.expose().as_bytes()),
+            sealer: Sealer::new(std::slice::from_ref(secret)),
             clock,
         }
     }
@@ -305,6 +336,28 @@ impl TokenIssuer {
     /// # Errors
     /// [`MintError::Sign`] if signing fails.
     pub fn mint(&self, call_sid: Option<&str>, ttl: Duration) -> Result<MintedToken, MintError> {
+        self.mint_claims(call_sid, ttl, None)
+    }
+
+    /// Mints a token bound to `call_sid` carrying `context` sealed in its `ctx` claim.
+    ///
+    /// # Errors
+    /// [`MintError`] if sealing or signing fails.
+    pub fn mint_with_context(
+        &self,
+        call_sid: &str,
+        ttl: Duration,
+        context: &CallContext,
+    ) -> Result<MintedToken, MintError> {
+        self.mint_claims(Some(call_sid), ttl, Some(context))
+    }
+
+    fn mint_claims(
+        &self,
+        call_sid: Option<&str>,
+        ttl: Duration,
+        context: Option<&CallContext>,
+    ) -> Result<MintedToken, MintError> {
         let now = self.clock.now();
         let ttl = if call_sid.is_none() {
             ttl.min(UNBOUND_MAX_TTL)
@@ -312,6 +365,14 @@ impl TokenIssuer {
             ttl
         };
         let exp = now.saturating_add(ttl.as_secs().max(1));
+        let ctx = match (call_sid, context) {
+            (Some(sid), Some(context)) => Some(
+                self.sealer
+                    .seal(Audience::Stream, sid, exp, context)
+                    .map_err(MintError::Seal)?,
+            ),
+            _ => None,
+        };
         let claims = Claims {
             aud: AUDIENCE.to_string(),
             exp,
@@ -319,6 +380,8 @@ impl TokenIssuer {
             nbf: None,
             sub: call_sid.map(str::to_string),
             jti: Some(uuid::Uuid::new_v4().simple().to_string()),
+            ctx,
+            context: None,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.key)
             .map_err(MintError::Sign)?;
@@ -349,6 +412,8 @@ pub struct Grant {
     pub jti: Option<String>,
     /// The JWT's `exp`, seconds since the Unix epoch.
     pub expires_at: Option<u64>,
+    /// The call's agent context (outbound calls), from the token's sealed `ctx` claim.
+    pub context: Option<Arc<CallContext>>,
 }
 
 impl Authenticator {
@@ -409,6 +474,7 @@ impl Authenticator {
                     call_sid: claims.sub,
                     jti: claims.jti,
                     expires_at: Some(claims.exp),
+                    context: claims.context.map(Arc::new),
                 })
             }
         }

@@ -7,6 +7,8 @@
 //! - [`secret`]: [`secret::Secret`], a value whose `Debug`/`Display` are redacted.
 //! - [`secrets`]: secret variables as values or `ssm:` references; one SSM client, TTL cache.
 //! - [`auth`]: stream tokens: HS256 JWT verification and minting, static tokens.
+//! - [`context`]: an outbound call's agent overrides, dynamic variables and voicemail choice,
+//!   sealed (XChaCha20-Poly1305) for the trip through Twilio's URLs and the stream token.
 //! - [`twilio`]: Media Streams message types and parsing, request signatures, TwiML.
 //! - [`audio`]: G.711 μ-law codec and resampling (pure, synchronous).
 //! - [`agent`]: the agent boundary (one session per call) and the built-in echo agent.
@@ -19,7 +21,8 @@
 //! - `json` (internal): zero-copy JSON string access shared by the protocol parsers.
 //! - [`metrics`]: the Prometheus registry behind `GET /metrics`.
 //! - [`server`]: the HTTP + WebSocket server: routing, handshake, per-call tasks, drain.
-//! - [`lambda`]: the `media-lambda` function: `/health`, `/token`, the Twilio voice webhook.
+//! - [`lambda`]: the `media-lambda` function: `/health`, `/token`, the Twilio voice webhook,
+//!   outbound calls (`/calls`, their answer webhook and AMD callback).
 //! - [`telemetry`]: one `tracing` setup for every binary.
 //! - [`shutdown`]: SIGTERM / SIGINT as a future.
 
@@ -28,6 +31,7 @@ pub mod audio;
 pub mod auth;
 pub mod call;
 pub mod config;
+pub mod context;
 pub mod ecs;
 pub mod elevenlabs;
 mod json;

@@ -64,6 +64,7 @@ fn relay_config(agent: AgentMode) -> RelayConfig {
             agent_silence: Duration::from_secs(3600),
             ..ControlPolicy::without_rest()
         },
+        context: None,
     }
 }
 

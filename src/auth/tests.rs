@@ -208,3 +208,56 @@ fn a_grant_carries_jti_and_expiry() {
     assert_eq!(grant.jti.as_deref(), Some("j-1"));
     assert_eq!(grant.expires_at, Some(NOW + 300));
 }
+
+#[test]
+fn a_context_claim_is_sealed_bound_to_its_call_and_opened_on_verify() {
+    use crate::context::{AgentOverrides, CallContext};
+    let sid = "CA0123456789abcdef0123456789abcdef";
+    let context = CallContext {
+        dynamic_variables: [("patient".to_string(), "Ada".to_string())].into(),
+        overrides: AgentOverrides {
+            first_message: Some("Hello Ada".into()),
+            ..AgentOverrides::default()
+        },
+    };
+    let issuer = TokenIssuer::new(&Secret::new("s1".to_string()), Clock::Fixed(NOW));
+    let minted = issuer
+        .mint_with_context(sid, Duration::from_secs(60), &context)
+        .unwrap();
+    // Nothing of the context is readable in the token (it sits in a URL Twilio logs).
+    let payload = minted.token.expose().split('.').nth(1).unwrap().to_string();
+    let claims = String::from_utf8(
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(
+        !claims.contains("Ada") && !claims.contains("patient"),
+        "{claims}"
+    );
+    assert!(claims.contains("\"ctx\":\"v1."), "{claims}");
+
+    let verified = verifier(&["s2", "s1"])
+        .verify(minted.token.expose())
+        .unwrap();
+    assert_eq!(verified.context, Some(context.clone()));
+
+    // The sealed claim moved to a token for another call does not open.
+    let ctx = serde_json::from_str::<serde_json::Value>(&claims).unwrap()["ctx"].clone();
+    let moved = sign(
+        "s1",
+        json!({"aud":"media","exp":NOW+60,"iat":NOW,"sub":"CA0123456789abcdef0123456789abcdee","jti":"j","ctx":ctx}),
+    );
+    assert_eq!(verifier(&["s1"]).verify(&moved), Err(AuthError::Context));
+    let unbound = sign(
+        "s1",
+        json!({"aud":"media","exp":NOW+30,"iat":NOW,"jti":"j","ctx":ctx}),
+    );
+    assert_eq!(verifier(&["s1"]).verify(&unbound), Err(AuthError::Context));
+    let forged = sign(
+        "s1",
+        json!({"aud":"media","exp":NOW+60,"iat":NOW,"sub":sid,"jti":"j","ctx":"v1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}),
+    );
+    assert_eq!(verifier(&["s1"]).verify(&forged), Err(AuthError::Context));
+}

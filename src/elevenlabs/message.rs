@@ -296,7 +296,38 @@ pub struct InitiationClientData<'a> {
     /// Variables the agent's prompt may reference (`{{name}}`).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub dynamic_variables: BTreeMap<&'a str, &'a str>,
+    /// Per-call overrides; unset fields are left out (never `null`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    conversation_config_override: Option<ConfigOverride<'a>>,
     source_info: SourceInfo,
+}
+
+#[derive(Serialize)]
+struct ConfigOverride<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agent: Option<AgentOverride<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tts: Option<TtsOverride<'a>>,
+}
+
+#[derive(Serialize)]
+struct AgentOverride<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first_message: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    language: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt: Option<PromptOverride<'a>>,
+}
+
+#[derive(Serialize)]
+struct PromptOverride<'a> {
+    prompt: &'a str,
+}
+
+#[derive(Serialize)]
+struct TtsOverride<'a> {
+    voice_id: &'a str,
 }
 
 #[derive(Serialize)]
@@ -311,11 +342,36 @@ impl<'a> InitiationClientData<'a> {
         Self {
             kind: "conversation_initiation_client_data",
             dynamic_variables,
+            conversation_config_override: None,
             source_info: SourceInfo {
                 source: "media-orchestrator",
                 version: env!("CARGO_PKG_VERSION"),
             },
         }
+    }
+
+    /// Adds `conversation_config_override`: `agent.first_message`, `agent.language`,
+    /// `agent.prompt.prompt` and `tts.voice_id`, each only when set.
+    #[must_use]
+    pub fn with_overrides(mut self, overrides: &'a crate::context::AgentOverrides) -> Self {
+        let agent = AgentOverride {
+            first_message: overrides.first_message.as_deref(),
+            language: overrides.language.as_deref(),
+            prompt: overrides
+                .prompt
+                .as_deref()
+                .map(|prompt| PromptOverride { prompt }),
+        };
+        let agent =
+            (agent.first_message.is_some() || agent.language.is_some() || agent.prompt.is_some())
+                .then_some(agent);
+        let tts = overrides
+            .voice_id
+            .as_deref()
+            .map(|voice_id| TtsOverride { voice_id });
+        self.conversation_config_override =
+            (agent.is_some() || tts.is_some()).then_some(ConfigOverride { agent, tts });
+        self
     }
 
     /// The JSON text.

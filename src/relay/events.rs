@@ -45,6 +45,9 @@ pub struct RelayConfig {
     pub agent: AgentMode,
     /// Endings, tools, the dead-agent timers and the keypad.
     pub control: ControlPolicy,
+    /// The agent context from a verified stream token (outbound calls): overrides and
+    /// dynamic variables. Never taken from Twilio's `<Parameter>`s.
+    pub context: Option<Arc<crate::context::CallContext>>,
 }
 
 /// How the relay ends calls and answers the agent's tools.
@@ -97,6 +100,7 @@ impl RelayConfig {
             account_sid: None,
             agent,
             control: ControlPolicy::without_rest(),
+            context: None,
         }
     }
 }

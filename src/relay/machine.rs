@@ -284,7 +284,7 @@ impl Relay {
             AgentMode::None => {}
             AgentMode::Echo(delay) => self.agent = Agent::Echo(EchoLine::new(delay)),
             AgentMode::Remote { .. } => {
-                let vars: BTreeMap<&str, &str> = start
+                let mut vars: BTreeMap<&str, &str> = start
                     .custom_parameters
                     .0
                     .iter()
@@ -295,12 +295,28 @@ impl Relay {
                     })
                     .map(|(k, v)| (k.as_str(), v.as_str()))
                     .collect();
+                let context = self.config.context.as_deref();
+                // The verified token's variables win over the stream's parameters.
+                if let Some(context) = context {
+                    vars.extend(
+                        context
+                            .dynamic_variables
+                            .iter()
+                            .map(|(k, v)| (k.as_str(), v.as_str())),
+                    );
+                }
+                let overrides = context.map(|c| &c.overrides);
                 // Names only: values may carry PHI.
                 tracing::info!(
                     dynamic_variables = ?vars.keys().collect::<Vec<_>>(),
+                    overrides = ?overrides.map(|o| o.names()).unwrap_or_default(),
                     "agent initiation prepared"
                 );
-                self.initiation = Some(InitiationClientData::new(vars).to_json());
+                let mut init = InitiationClientData::new(vars);
+                if let Some(overrides) = overrides {
+                    init = init.with_overrides(overrides);
+                }
+                self.initiation = Some(init.to_json());
                 self.agent = Agent::Remote(Remote::Connecting);
             }
         }

@@ -20,6 +20,7 @@ use super::{AppState, CallClaim};
 use crate::agent::AgentConnector as _;
 use crate::auth::Grant;
 use crate::call::{self, Host, Limits, Summary};
+use crate::context::CallContext;
 use crate::metrics::{Metrics, Outcome};
 use crate::registry::ClaimError;
 use crate::relay::{Ending, RelayConfig};
@@ -71,7 +72,7 @@ impl Host for Server<'_> {
 }
 
 /// The relay settings of this server's calls.
-fn relay_config(state: &AppState) -> RelayConfig {
+fn relay_config(state: &AppState, context: Option<Arc<CallContext>>) -> RelayConfig {
     let cfg = &state.config;
     RelayConfig {
         max_payload_bytes: cfg.max_media_payload_bytes,
@@ -82,6 +83,7 @@ fn relay_config(state: &AppState) -> RelayConfig {
         account_sid: cfg.twilio_account_sid.clone(),
         agent: state.agent.mode(),
         control: state.control.clone(),
+        context,
     }
 }
 
@@ -129,7 +131,7 @@ pub(crate) async fn accept(
             ws,
             &state.agent,
             &host,
-            relay_config(&state),
+            relay_config(&state, grant.context),
             grant.call_sid,
             limits,
             state.calls_cancel.clone(),

@@ -176,3 +176,51 @@ fn client_messages_have_the_documented_shape() {
     user_audio_chunk("AAAA", &mut out);
     assert_eq!(out, r#"{"user_audio_chunk":"AAAA"}"#);
 }
+
+#[test]
+fn overrides_go_into_conversation_config_override_and_unset_ones_are_left_out() {
+    use crate::context::AgentOverrides;
+    let overrides = AgentOverrides {
+        first_message: Some(String::new()),
+        prompt: Some("You call to confirm an appointment".into()),
+        language: Some("fr".into()),
+        voice_id: Some("21m00Tcm4TlvDq8ikWAM".into()),
+    };
+    let v: serde_json::Value = serde_json::from_str(
+        &InitiationClientData::new(BTreeMap::new())
+            .with_overrides(&overrides)
+            .to_json(),
+    )
+    .unwrap();
+    let o = &v["conversation_config_override"];
+    assert_eq!(o["agent"]["first_message"], "", "empty: the agent waits");
+    assert_eq!(
+        o["agent"]["prompt"]["prompt"],
+        "You call to confirm an appointment"
+    );
+    assert_eq!(o["agent"]["language"], "fr");
+    assert_eq!(o["tts"]["voice_id"], "21m00Tcm4TlvDq8ikWAM");
+
+    let only_voice = AgentOverrides {
+        voice_id: Some("v".into()),
+        ..AgentOverrides::default()
+    };
+    let v: serde_json::Value = serde_json::from_str(
+        &InitiationClientData::new(BTreeMap::new())
+            .with_overrides(&only_voice)
+            .to_json(),
+    )
+    .unwrap();
+    assert!(
+        v["conversation_config_override"].get("agent").is_none(),
+        "{v}"
+    );
+    let none = AgentOverrides::default();
+    let v: serde_json::Value = serde_json::from_str(
+        &InitiationClientData::new(BTreeMap::new())
+            .with_overrides(&none)
+            .to_json(),
+    )
+    .unwrap();
+    assert!(v.get("conversation_config_override").is_none(), "{v}");
+}

@@ -95,6 +95,12 @@ impl Relay {
                     error_type = error_type.as_deref(),
                     "agent reported an error"
                 );
+                if error_type.as_deref() == Some("override_error") {
+                    // Configuration drift, not a call fault: say where to fix it.
+                    tracing::error!(
+                        "agent refused a per-call override: enable it in the agent's Security settings"
+                    );
+                }
             }
             ServerEvent::ClientToolCall(call) => {
                 self.counters.agent_events.bump("client_tool_call");

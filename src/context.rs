@@ -1,0 +1,311 @@
+//! The per-call context of an outbound call — the agent's overrides and dynamic variables,
+//! the voicemail choice — and how it travels without being readable on the way.
+//!
+//! `POST /calls` cannot keep it anywhere: the Lambda is stateless and Twilio's call logs keep
+//! every request URL (a prompt may name a patient). So it is *sealed*: serialized with its
+//! audience and expiry, encrypted and authenticated with XChaCha20-Poly1305 (random 192-bit
+//! nonce) under a key HKDF-SHA256 derives from each `MEDIA_SHARED_SECRET` entry, and carried
+//! as `v1.<base64url(nonce ‖ ciphertext)>` — in the answer and AMD callback URLs, then in the
+//! stream token's `ctx` claim. The associated data names the audience and what the seal is
+//! bound to (the CallSid for the stream), so a sealed value is useless anywhere else.
+
+use std::collections::BTreeMap;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::secret::Secret;
+
+/// Prefix of a sealed value (the format version).
+const PREFIX: &str = "v1.";
+/// XChaCha20's nonce length.
+const NONCE_LEN: usize = 24;
+/// Largest sealed value opened (a request URL carries it; Twilio URLs stay under 4 KiB).
+pub const MAX_SEALED_CHARS: usize = 3072;
+/// HKDF `info`: the key is for sealing call contexts and nothing else.
+const KDF_INFO: &[u8] = b"media-orchestrator call-context v1";
+/// HKDF salt (fixed; the shared secret is the only input keying material).
+const KDF_SALT: &[u8] = b"media-orchestrator";
+
+/// What a sealed value is for; part of the associated data and checked inside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// The answer webhook's URL (`/calls/answer?ctx=`): the agent context.
+    Answer,
+    /// The AMD callback's URL (`/calls/amd?ctx=`): the voicemail choice.
+    Amd,
+    /// The stream token's `ctx` claim, bound to the CallSid.
+    Stream,
+}
+
+impl Audience {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Answer => "media.call.answer",
+            Self::Amd => "media.call.amd",
+            Self::Stream => "media.stream",
+        }
+    }
+}
+
+/// Per-call overrides of the agent's configuration (each needs its permission enabled in the
+/// agent's Security settings). Unset fields are not sent.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentOverrides {
+    /// `agent.first_message` (empty: the agent waits for the callee to speak).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_message: Option<String>,
+    /// `agent.prompt.prompt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    /// `agent.language`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// `tts.voice_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub voice_id: Option<String>,
+}
+
+impl AgentOverrides {
+    /// Whether nothing is overridden.
+    pub fn is_empty(&self) -> bool {
+        self.names().is_empty()
+    }
+
+    /// The names of the overridden fields (for logs: never their values).
+    pub fn names(&self) -> Vec<&'static str> {
+        [
+            ("first_message", self.first_message.is_some()),
+            ("prompt", self.prompt.is_some()),
+            ("language", self.language.is_some()),
+            ("voice_id", self.voice_id.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
+    }
+}
+
+impl std::fmt::Debug for AgentOverrides {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("AgentOverrides")
+            .field(&self.names())
+            .finish()
+    }
+}
+
+/// What the agent gets for one call beyond its stored configuration.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallContext {
+    /// `dynamic_variables`; they win over the stream's `<Parameter>`s of the same name.
+    #[serde(default, rename = "vars", skip_serializing_if = "BTreeMap::is_empty")]
+    pub dynamic_variables: BTreeMap<String, String>,
+    /// `conversation_config_override`.
+    #[serde(default, skip_serializing_if = "AgentOverrides::is_empty")]
+    pub overrides: AgentOverrides,
+}
+
+impl CallContext {
+    /// Whether there is nothing to send.
+    pub fn is_empty(&self) -> bool {
+        self.dynamic_variables.is_empty() && self.overrides.is_empty()
+    }
+}
+
+impl std::fmt::Debug for CallContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallContext")
+            .field(
+                "dynamic_variables",
+                &self.dynamic_variables.keys().collect::<Vec<_>>(),
+            )
+            .field("overrides", &self.overrides)
+            .finish()
+    }
+}
+
+/// What the AMD callback does when a machine answered.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "on_machine", content = "message", rename_all = "snake_case")]
+pub enum Voicemail {
+    /// Hang up.
+    Hangup,
+    /// Say this message (after the beep), then hang up.
+    Message(String),
+}
+
+impl Voicemail {
+    /// `hangup` or `message`, for logs.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Hangup => "hangup",
+            Self::Message(_) => "message",
+        }
+    }
+}
+
+impl std::fmt::Debug for Voicemail {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.label())
+    }
+}
+
+/// Why a sealed value was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    /// Not `v1.` + base64url of a nonce and ciphertext, or too long.
+    #[error("sealed context malformed")]
+    Malformed,
+    /// No key opens it: another secret, another audience or binding, or altered.
+    #[error("sealed context invalid")]
+    Invalid,
+    /// Its expiry has passed.
+    #[error("sealed context expired")]
+    Expired,
+    /// No secret to seal or open with.
+    #[error("no secret for sealing")]
+    NoKey,
+    /// Encryption or serialization failed.
+    #[error("sealing failed")]
+    Seal,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Envelope<T> {
+    aud: String,
+    exp: u64,
+    body: T,
+}
+
+/// Seals and opens with keys derived from a secret list: the first seals, any opens
+/// (rotation, as for stream tokens).
+pub struct Sealer {
+    ciphers: Vec<XChaCha20Poly1305>,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealer")
+            .field("keys", &self.ciphers.len())
+            .finish()
+    }
+}
+
+impl Sealer {
+    /// A sealer for `secrets` (the `MEDIA_SHARED_SECRET` entries, first one sealing).
+    pub fn new(secrets: &[Secret<String>]) -> Self {
+        let ciphers = secrets
+            .iter()
+            .map(|secret| {
+                let hk =
+                    hkdf::Hkdf::<sha2::Sha256>::new(Some(KDF_SALT), secret.expose().as_bytes());
+                let mut key = [0u8; 32];
+                // 32 bytes is far below HKDF-SHA256's 8160-byte output limit.
+                let _ = hk.expand(KDF_INFO, &mut key);
+                XChaCha20Poly1305::new(&key.into())
+            })
+            .collect();
+        Self { ciphers }
+    }
+
+    /// Seals `body` for `audience`, bound to `binding` (a CallSid, or `""`), until `exp`
+    /// (seconds since the Unix epoch).
+    ///
+    /// # Errors
+    /// [`SealError::NoKey`] without secrets, [`SealError::Seal`] if encryption fails.
+    pub fn seal<T: Serialize>(
+        &self,
+        audience: Audience,
+        binding: &str,
+        exp: u64,
+        body: &T,
+    ) -> Result<String, SealError> {
+        let cipher = self.ciphers.first().ok_or(SealError::NoKey)?;
+        let plaintext = serde_json::to_vec(&Envelope {
+            aud: audience.as_str().to_string(),
+            exp,
+            body,
+        })
+        .map_err(|_| SealError::Seal)?;
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let aad = associated_data(audience, binding);
+        let ciphertext = cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: &plaintext,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| SealError::Seal)?;
+        let mut raw = Vec::with_capacity(NONCE_LEN + ciphertext.len());
+        raw.extend_from_slice(&nonce);
+        raw.extend_from_slice(&ciphertext);
+        Ok(format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(raw)))
+    }
+
+    /// Opens a sealed value for `audience` and `binding`, valid at `now`.
+    ///
+    /// # Errors
+    /// The [`SealError`] naming the first check that failed.
+    pub fn open<T: DeserializeOwned>(
+        &self,
+        audience: Audience,
+        binding: &str,
+        now: u64,
+        sealed: &str,
+    ) -> Result<T, SealError> {
+        if self.ciphers.is_empty() {
+            return Err(SealError::NoKey);
+        }
+        if sealed.len() > MAX_SEALED_CHARS {
+            return Err(SealError::Malformed);
+        }
+        let encoded = sealed.strip_prefix(PREFIX).ok_or(SealError::Malformed)?;
+        let raw = URL_SAFE_NO_PAD
+            .decode(encoded)
+            .map_err(|_| SealError::Malformed)?;
+        if raw.len() <= NONCE_LEN {
+            return Err(SealError::Malformed);
+        }
+        let (nonce, ciphertext) = raw.split_at(NONCE_LEN);
+        let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| SealError::Malformed)?;
+        let nonce = XNonce::from(nonce);
+        let aad = associated_data(audience, binding);
+        let plaintext = self
+            .ciphers
+            .iter()
+            .find_map(|cipher| {
+                cipher
+                    .decrypt(
+                        &nonce,
+                        Payload {
+                            msg: ciphertext,
+                            aad: &aad,
+                        },
+                    )
+                    .ok()
+            })
+            .ok_or(SealError::Invalid)?;
+        let envelope: Envelope<T> =
+            serde_json::from_slice(&plaintext).map_err(|_| SealError::Invalid)?;
+        if envelope.aud != audience.as_str() {
+            return Err(SealError::Invalid);
+        }
+        if envelope.exp <= now {
+            return Err(SealError::Expired);
+        }
+        Ok(envelope.body)
+    }
+}
+
+fn associated_data(audience: Audience, binding: &str) -> Vec<u8> {
+    format!("{PREFIX}{}|{binding}", audience.as_str()).into_bytes()
+}
+
+#[cfg(test)]
+mod tests;
