@@ -11,7 +11,7 @@ mod call_control;
 pub mod env;
 mod parse;
 
-pub use call_control::CallControlConfig;
+pub use call_control::{rest as twilio_rest, CallControlConfig};
 
 pub use parse::{boolean, number, parse_secret_list, secret_spec, Env, Source};
 use parse::{invalid, millis};

@@ -24,8 +24,9 @@ use crate::secret::Secret;
 const PREFIX: &str = "v1.";
 /// XChaCha20's nonce length.
 const NONCE_LEN: usize = 24;
-/// Largest sealed value opened (a request URL carries it; Twilio URLs stay under 4 KiB).
-pub const MAX_SEALED_CHARS: usize = 3072;
+/// Largest sealed value (a request URL carries it, and the stream token carries it again:
+/// with it the `<Stream url>` stays under Twilio's 4000-character URL limit).
+pub const MAX_SEALED_CHARS: usize = 2400;
 /// HKDF `info`: the key is for sealing call contexts and nothing else.
 const KDF_INFO: &[u8] = b"media-orchestrator call-context v1";
 /// HKDF salt (fixed; the shared secret is the only input keying material).

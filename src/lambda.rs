@@ -1,10 +1,13 @@
 //! The `media-lambda` function: `GET /health`, `POST /token` (stream tokens for backend
-//! callers) and `POST /twiml` (Twilio's voice webhook answering `<Connect><Stream>`). Owns
-//! routing, request checks and responses; tokens come from [`crate::auth`], signatures from
-//! [`crate::twilio::signature`], TwiML from [`crate::twilio::twiml`], secrets from [`crate::secrets`].
+//! callers), `POST /twiml` (Twilio's voice webhook answering `<Connect><Stream>`) and
+//! outbound calls: `POST /calls`, with Twilio's `POST /calls/answer` and `POST /calls/amd`.
+//! Owns routing, request checks and responses; tokens come from [`crate::auth`], signatures
+//! from [`crate::twilio::signature`], TwiML from [`crate::twilio::twiml`], secrets from
+//! [`crate::secrets`], Twilio's REST API from [`crate::twilio::rest`].
 
 pub mod config;
 mod error;
+mod outbound;
 mod token;
 mod webhook;
 
@@ -22,6 +25,7 @@ pub use webhook::webhook_url;
 use crate::auth::Clock;
 use crate::secret::Secret;
 use crate::secrets::{SecretHandle, Secrets, SecretsError};
+use crate::twilio::rest::TwilioRest;
 
 /// Service name reported by `/health`.
 pub const SERVICE: &str = "media-lambda";
@@ -35,30 +39,52 @@ pub struct LambdaState {
     mint_api_key: SecretHandle,
     shared_secret: SecretHandle,
     twilio_auth_token: SecretHandle,
+    rest: Option<TwilioRest>,
     clock: Clock,
+}
+
+/// Why the function could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// A secret could not be resolved.
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    /// The TLS roots for Twilio's REST API could not be loaded.
+    #[error("tls roots for the twilio rest api unavailable: {0}")]
+    Tls(#[source] std::io::Error),
 }
 
 impl LambdaState {
     /// The state for `config`, with references registered but not loaded; see
     /// [`LambdaState::load`].
-    pub fn new(config: LambdaConfig, clock: Clock) -> Self {
+    ///
+    /// # Errors
+    /// [`StateError::Tls`] when Twilio's REST API is configured and the system has no TLS roots.
+    pub fn new(config: LambdaConfig, clock: Clock) -> Result<Self, StateError> {
         let secrets = Secrets::new(config.secrets_ttl);
-        Self {
+        let rest = config
+            .rest
+            .as_ref()
+            .map(|rest| TwilioRest::new(rest, &secrets))
+            .transpose()
+            .map_err(StateError::Tls)?;
+        Ok(Self {
             mint_api_key: secrets.handle(&config.mint_api_key),
             shared_secret: secrets.handle(&config.shared_secret),
             twilio_auth_token: secrets.handle(&config.twilio_auth_token),
+            rest,
             secrets,
             config,
             clock,
-        }
+        })
     }
 
     /// The state for `config` with every `ssm:` reference resolved.
     ///
     /// # Errors
-    /// [`SecretsError`] naming the parameters that are missing or could not be read.
-    pub async fn load(config: LambdaConfig) -> Result<Self, SecretsError> {
-        let state = Self::new(config, Clock::System);
+    /// [`StateError`] naming the parameters that are missing or could not be read.
+    pub async fn load(config: LambdaConfig) -> Result<Self, StateError> {
+        let state = Self::new(config, Clock::System)?;
         state.secrets.load().await?;
         Ok(state)
     }
@@ -88,7 +114,11 @@ pub async fn handle(state: &LambdaState, req: Request) -> Result<Response<Body>,
             Method::GET | Method::HEAD => health(),
             _ => Err(LambdaError::MethodNotAllowed("GET, HEAD")),
         },
-        "/token" | "/twiml" if method != Method::POST => Err(LambdaError::MethodNotAllowed("POST")),
+        "/token" | "/twiml" | "/calls" | outbound::ANSWER_ROUTE | outbound::AMD_ROUTE
+            if method != Method::POST =>
+        {
+            Err(LambdaError::MethodNotAllowed("POST"))
+        }
         "/token" => {
             // Rotation: secrets whose TTL ran out are fetched again before they are used.
             state.secrets.refresh_stale().await;
@@ -97,6 +127,18 @@ pub async fn handle(state: &LambdaState, req: Request) -> Result<Response<Body>,
         "/twiml" => {
             state.secrets.refresh_stale().await;
             webhook::twiml(state, &req)
+        }
+        "/calls" => {
+            state.secrets.refresh_stale().await;
+            outbound::create(state, &req).await
+        }
+        outbound::ANSWER_ROUTE => {
+            state.secrets.refresh_stale().await;
+            outbound::answer(state, &req)
+        }
+        outbound::AMD_ROUTE => {
+            state.secrets.refresh_stale().await;
+            outbound::amd(state, &req).await
         }
         _ => Err(LambdaError::NotFound),
     }
@@ -117,6 +159,7 @@ pub async fn respond(state: &LambdaState, req: Request) -> Response<Body> {
                 tracing::info!(
                     code = e.code(),
                     status = e.status().as_u16(),
+                    reason = e.reason(),
                     "request refused"
                 );
             }
@@ -126,7 +169,14 @@ pub async fn respond(state: &LambdaState, req: Request) -> Response<Body> {
 }
 
 /// The routes this function answers.
-const ROUTES: [&str; 3] = ["/health", "/token", "/twiml"];
+const ROUTES: [&str; 6] = [
+    "/health",
+    "/token",
+    "/twiml",
+    "/calls",
+    outbound::ANSWER_ROUTE,
+    outbound::AMD_ROUTE,
+];
 
 /// The route a request is for, whatever API Gateway front door it came through: the path's
 /// last segment names it, and whatever API Gateway puts before it is ignored — a named stage

@@ -1,9 +1,16 @@
-//! A loopback Twilio REST API for live calls, strict the way Twilio is: `POST
-//! /2010-04-01/Accounts/{AC…}/Calls/{CA…}.json`, HTTP Basic with the account's SID and Auth
-//! Token (401 + 20003 otherwise), form-encoded, only the documented update fields, `Status`
-//! one of `completed`/`canceled`, `Twiml` and `Url` mutually exclusive, `Twiml` at most 4000
-//! characters. Records every accepted request with its arrival time; can be told to answer
-//! with a Twilio error instead. `media-sim call --twilio-rest-listen` and the tests use it.
+//! A loopback Twilio REST API for calls, strict the way Twilio is: HTTP Basic with the
+//! account's SID and Auth Token (401 + 20003 otherwise), form-encoded, only documented fields.
+//! - Update, `POST /2010-04-01/Accounts/{AC…}/Calls/{CA…}.json`: `Status` one of
+//!   `completed`/`canceled`, `Twiml` and `Url` mutually exclusive, `Twiml` at most 4000
+//!   characters.
+//! - Create, `POST /2010-04-01/Accounts/{AC…}/Calls.json`: `To` and `From` E.164 (21211,
+//!   21212), one of `Url`/`Twiml`/`ApplicationSid`, URLs absolute `http(s)` and at most 4000
+//!   characters (21205), `Method`s `GET`/`POST`, `MachineDetection` `Enable` or
+//!   `DetectMessageEnd`, `AsyncAmd` `true`/`false`, an `AsyncAmdStatusCallback` only with AMD;
+//!   answers 201 with a new `CA…` sid, `queued`.
+//!
+//! Records every accepted request with its arrival time; can be told to answer with a Twilio
+//! error instead. `media-sim call --twilio-rest-listen` and the tests use it.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -31,13 +38,43 @@ const UPDATE_FIELDS: &[&str] = &[
     "TimeLimit",
 ];
 
+/// Fields Twilio accepts when creating a call.
+const CREATE_FIELDS: &[&str] = &[
+    "To",
+    "From",
+    "Url",
+    "Twiml",
+    "ApplicationSid",
+    "Method",
+    "FallbackUrl",
+    "FallbackMethod",
+    "StatusCallback",
+    "StatusCallbackMethod",
+    "StatusCallbackEvent",
+    "Timeout",
+    "TimeLimit",
+    "SendDigits",
+    "Record",
+    "CallerId",
+    "MachineDetection",
+    "MachineDetectionTimeout",
+    "MachineDetectionSpeechThreshold",
+    "MachineDetectionSpeechEndThreshold",
+    "MachineDetectionSilenceTimeout",
+    "AsyncAmd",
+    "AsyncAmdStatusCallback",
+    "AsyncAmdStatusCallbackMethod",
+];
+
 /// One accepted request.
 #[derive(Debug, Clone)]
 pub struct RestRequest {
     /// When it arrived.
     pub at: Instant,
-    /// The CallSid in the path.
+    /// The CallSid in the path, or the one a create assigned.
     pub call_sid: String,
+    /// A create (`Calls.json`) rather than an update of a live call.
+    pub created: bool,
     /// The form fields, in order.
     pub form: Vec<(String, String)>,
 }
@@ -53,6 +90,9 @@ impl RestRequest {
 
     /// What the request does, for a timeline: `hang-up` or `transfer to +1…`.
     pub fn describe(&self) -> String {
+        if self.created {
+            return "outbound call created".to_string();
+        }
         if let Some(status) = self.field("Status") {
             return format!("hang-up requested (Status={status})");
         }
@@ -103,7 +143,7 @@ impl FakeTwilioRest {
             "Basic {}",
             STANDARD.encode(format!("{account_sid}:{auth_token}"))
         );
-        let prefix = format!("/2010-04-01/Accounts/{account_sid}/Calls/");
+        let prefix = format!("/2010-04-01/Accounts/{account_sid}/Calls");
         let s = Arc::clone(&shared);
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
@@ -180,11 +220,16 @@ async fn handle(
     if !authorized {
         return twilio_error(401, 20003, "Authenticate");
     }
-    let call_sid = path
-        .strip_prefix(prefix)
-        .and_then(|rest| rest.strip_suffix(".json"))
-        .filter(|sid| media_orchestrator::twilio::rest::is_call_sid(sid));
-    let (Some(call_sid), true) = (call_sid, post) else {
+    let target = match path.strip_prefix(prefix) {
+        Some(".json") => Some(None),
+        Some(rest) => rest
+            .strip_prefix('/')
+            .and_then(|rest| rest.strip_suffix(".json"))
+            .filter(|sid| media_orchestrator::twilio::rest::is_call_sid(sid))
+            .map(Some),
+        None => None,
+    };
+    let (Some(target), true) = (target, post) else {
         return twilio_error(404, 20404, "The requested resource was not found");
     };
     if !form_encoded {
@@ -195,6 +240,9 @@ async fn handle(
         );
     }
     let form: Vec<(String, String)> = form_urlencoded::parse(&body).into_owned().collect();
+    let Some(call_sid) = target else {
+        return create(shared, form);
+    };
     let field = |name: &str| {
         form.iter()
             .find(|(k, _)| k == name)
@@ -236,8 +284,105 @@ async fn handle(
     s.requests.push(RestRequest {
         at: Instant::now(),
         call_sid: call_sid.to_string(),
+        created: false,
         form,
     });
     let body = json!({"sid": call_sid, "status": status});
     Response::new(Full::new(Bytes::from(body.to_string())))
+}
+
+/// `POST …/Calls.json`.
+fn create(shared: &Mutex<Shared>, form: Vec<(String, String)>) -> Response<Full<Bytes>> {
+    let field = |name: &str| {
+        form.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    if let Some((k, _)) = form
+        .iter()
+        .find(|(k, _)| !CREATE_FIELDS.contains(&k.as_str()))
+    {
+        return twilio_error(400, 20001, &format!("Unknown parameter {k}"));
+    }
+    let e164 = media_orchestrator::twilio::number::is_e164;
+    match (field("To"), field("From")) {
+        (None, _) => return twilio_error(400, 21201, "No 'To' number is specified"),
+        (_, None) => return twilio_error(400, 21213, "No 'From' number is specified"),
+        (Some(to), _) if !e164(to) => {
+            return twilio_error(400, 21211, &format!("Invalid 'To' Phone Number: {to}"))
+        }
+        (_, Some(from)) if !e164(from) => {
+            return twilio_error(400, 21212, &format!("Invalid From Number: {from}"))
+        }
+        _ => {}
+    }
+    if ["Url", "Twiml", "ApplicationSid"]
+        .iter()
+        .all(|k| field(k).is_none())
+    {
+        return twilio_error(400, 21205, "Url parameter is required");
+    }
+    for name in [
+        "Url",
+        "FallbackUrl",
+        "StatusCallback",
+        "AsyncAmdStatusCallback",
+    ] {
+        if let Some(url) = field(name) {
+            let absolute = ["https://", "http://"].iter().any(|s| {
+                url.strip_prefix(s)
+                    .is_some_and(|r| !r.is_empty() && !r.starts_with('/'))
+            });
+            if !absolute || url.chars().count() > 4000 || url.contains(' ') {
+                return twilio_error(400, 21205, &format!("{name} is not a valid URL"));
+            }
+        }
+    }
+    for name in [
+        "Method",
+        "FallbackMethod",
+        "StatusCallbackMethod",
+        "AsyncAmdStatusCallbackMethod",
+    ] {
+        if field(name).is_some_and(|m| m != "GET" && m != "POST") {
+            return twilio_error(400, 20001, &format!("{name} must be GET or POST"));
+        }
+    }
+    let amd = field("MachineDetection");
+    if amd.is_some_and(|m| m != "Enable" && m != "DetectMessageEnd") {
+        return twilio_error(
+            400,
+            20001,
+            "MachineDetection must be Enable or DetectMessageEnd",
+        );
+    }
+    if field("AsyncAmd").is_some_and(|a| a != "true" && a != "false") {
+        return twilio_error(400, 20001, "AsyncAmd must be true or false");
+    }
+    if amd.is_none() && (field("AsyncAmd").is_some() || field("AsyncAmdStatusCallback").is_some()) {
+        return twilio_error(400, 21263, "AsyncAmd parameters need MachineDetection");
+    }
+    if field("Twiml").is_some_and(|t| t.chars().count() > 4000) {
+        return twilio_error(
+            400,
+            32018,
+            "Twiml size exceeded maximum allowed value of 4000 characters",
+        );
+    }
+    let mut s = shared.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((status, code)) = s.fail_with {
+        return twilio_error(status, code, "failure requested by the test");
+    }
+    let call_sid = format!("CA{}", uuid::Uuid::new_v4().simple());
+    s.requests.push(RestRequest {
+        at: Instant::now(),
+        call_sid: call_sid.clone(),
+        created: true,
+        form,
+    });
+    let body = json!({"sid": call_sid, "status": "queued", "direction": "outbound-api",
+        "answered_by": null, "queue_time": "1000"});
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = StatusCode::CREATED;
+    r
 }

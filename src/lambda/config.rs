@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use crate::config::{self, ConfigError, Env, LogFormat, Source};
 use crate::secrets::SecretSpec;
+use crate::twilio::number::is_e164;
+use crate::twilio::rest::RestConfig;
 use crate::twilio::twiml::Fallback;
 
 /// Environment variable names and their defaults.
@@ -42,6 +44,18 @@ pub mod env {
     pub const SECRETS_TTL_SECONDS: &str = crate::config::env::SECRETS_TTL_SECONDS;
     /// Default for [`SECRETS_TTL_SECONDS`].
     pub const SECRETS_TTL_SECONDS_DEFAULT: u64 = crate::config::env::SECRETS_TTL_SECONDS_DEFAULT;
+    /// Twilio REST origin for outbound calls and AMD actions (as in `media-ws`).
+    pub const TWILIO_API_BASE: &str = crate::config::env::TWILIO_API_BASE;
+    /// `From` of `POST /calls` when the request names none (E.164, a Twilio number).
+    pub const OUTBOUND_FROM: &str = "OUTBOUND_FROM";
+    /// This API's public base URL (`https://host[/stage]`), for the answer and AMD callback
+    /// URLs of outbound calls and their signatures. Unset: rebuilt from the `/calls` request.
+    pub const PUBLIC_API_URL: &str = "PUBLIC_API_URL";
+    /// How long an outbound call's sealed context stays valid: queueing, ringing and answer
+    /// must fit in it.
+    pub const OUTBOUND_CONTEXT_TTL_SECONDS: &str = "OUTBOUND_CONTEXT_TTL_SECONDS";
+    /// Default for [`OUTBOUND_CONTEXT_TTL_SECONDS`].
+    pub const OUTBOUND_CONTEXT_TTL_SECONDS_DEFAULT: u64 = 1800;
 }
 
 /// Settings of `media-lambda`.
@@ -71,6 +85,14 @@ pub struct LambdaConfig {
     pub secrets_ttl: Duration,
     /// Log format (`LOG_FORMAT`).
     pub log_format: LogFormat,
+    /// Twilio's REST API (outbound calls, AMD actions), when an account and credential are set.
+    pub rest: Option<RestConfig>,
+    /// Default `From` of outbound calls.
+    pub outbound_from: Option<String>,
+    /// Public base URL of this API, when not rebuilt from the request.
+    pub public_api_url: Option<String>,
+    /// Lifetime of an outbound call's sealed context.
+    pub outbound_context_ttl: Duration,
 }
 
 impl LambdaConfig {
@@ -126,6 +148,21 @@ impl LambdaConfig {
                 "must not exceed TOKEN_MAX_TTL_SECONDS",
             ));
         }
+        let outbound_from = src.get(OUTBOUND_FROM).map(|s| s.trim().to_string());
+        if outbound_from.as_deref().is_some_and(|n| !is_e164(n)) {
+            return Err(invalid(OUTBOUND_FROM, "expected an E.164 number"));
+        }
+        let public_api_url = src
+            .get(PUBLIC_API_URL)
+            .map(|u| u.trim().trim_end_matches('/').to_string());
+        if public_api_url.as_deref().is_some_and(|u| {
+            !u.starts_with("https://") || !is_http_url(u) || u.contains(['?', '#'])
+        }) {
+            return Err(invalid(
+                PUBLIC_API_URL,
+                "expected https://host[/path] without query string",
+            ));
+        }
         let fallback = Fallback {
             say: src.get(FALLBACK_SAY),
             redirect_url: src.get(FALLBACK_REDIRECT_URL),
@@ -141,7 +178,7 @@ impl LambdaConfig {
             mint_api_key,
             shared_secret,
             twilio_auth_token,
-            twilio_account_sid: src.get(TWILIO_ACCOUNT_SID).map(|s| s.trim().to_string()),
+            twilio_account_sid: config::twilio_account_sid(src)?,
             stream_url_base,
             public_webhook_url,
             token_ttl,
@@ -150,6 +187,14 @@ impl LambdaConfig {
             fallback,
             secrets_ttl: seconds(src, SECRETS_TTL_SECONDS, SECRETS_TTL_SECONDS_DEFAULT)?,
             log_format: log_format(src)?,
+            rest: config::twilio_rest(src)?,
+            outbound_from,
+            public_api_url,
+            outbound_context_ttl: seconds(
+                src,
+                OUTBOUND_CONTEXT_TTL_SECONDS,
+                OUTBOUND_CONTEXT_TTL_SECONDS_DEFAULT,
+            )?,
         })
     }
 }

@@ -7,7 +7,28 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Response};
 
 use crate::auth::MintError;
+use crate::context::SealError;
+use crate::twilio::rest::RestError;
 use crate::twilio::twiml::TwimlError;
+
+/// The status a Twilio failure becomes: its refusal of the call (bad or unreachable number,
+/// geo permissions, …) is the caller's 4xx; a refusal of our credentials or account, an
+/// outage or a timeout is a 502/503/504 of ours.
+fn twilio_status(e: &RestError) -> StatusCode {
+    match e {
+        RestError::Twilio { status: 429, .. } => StatusCode::TOO_MANY_REQUESTS,
+        RestError::Twilio {
+            status: 401 | 403 | 404,
+            ..
+        } => StatusCode::BAD_GATEWAY,
+        RestError::Twilio { status, .. } if (400..500).contains(status) => {
+            StatusCode::UNPROCESSABLE_ENTITY
+        }
+        RestError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        RestError::Credentials | RestError::NotConfigured => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_GATEWAY,
+    }
+}
 
 /// Why a request was not answered normally.
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +78,21 @@ pub enum LambdaError {
     /// Building the HTTP response failed.
     #[error("response building failed")]
     Http(#[from] lambda_http::http::Error),
+    /// A `POST /calls` body that cannot place a call; the reason is constant text.
+    #[error("invalid request: {0}")]
+    InvalidRequest(&'static str),
+    /// An outbound callback whose sealed `ctx` is missing, altered, foreign or expired.
+    #[error("call context {0}")]
+    InvalidContext(&'static str),
+    /// Outbound calls need Twilio's REST API (`TWILIO_ACCOUNT_SID` and a credential).
+    #[error("outbound calls are not configured")]
+    OutboundNotConfigured,
+    /// Sealing a call context failed.
+    #[error("context sealing failed")]
+    Seal(#[from] SealError),
+    /// Twilio refused or could not be reached.
+    #[error("twilio: {0}")]
+    Twilio(#[source] RestError),
 }
 
 impl LambdaError {
@@ -73,7 +109,13 @@ impl LambdaError {
             Self::BadSignature | Self::AccountMismatch => StatusCode::FORBIDDEN,
             Self::NoHost => StatusCode::BAD_REQUEST,
             Self::SecretUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Mint(_) | Self::Twiml(_) | Self::Http(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Mint(_) | Self::Twiml(_) | Self::Http(_) | Self::Seal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::InvalidContext(_) => StatusCode::FORBIDDEN,
+            Self::OutboundNotConfigured => StatusCode::NOT_IMPLEMENTED,
+            Self::Twilio(e) => twilio_status(e),
         }
     }
 
@@ -92,7 +134,25 @@ impl LambdaError {
             Self::AccountMismatch => "account_mismatch",
             Self::NoHost => "missing_host",
             Self::SecretUnavailable(_) => "unavailable",
-            Self::Mint(_) | Self::Twiml(_) | Self::Http(_) => "internal_error",
+            Self::Mint(_) | Self::Twiml(_) | Self::Http(_) | Self::Seal(_) => "internal_error",
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::InvalidContext(_) => "invalid_context",
+            Self::OutboundNotConfigured => "outbound_not_configured",
+            Self::Twilio(_) => "twilio_error",
+        }
+    }
+
+    /// Constant detail for the log: the invalid field, the context's fault, Twilio's code.
+    pub fn reason(&self) -> Option<String> {
+        match self {
+            Self::InvalidRequest(reason) | Self::InvalidContext(reason) => {
+                Some((*reason).to_string())
+            }
+            Self::Twilio(e) => Some(match e.code() {
+                Some(code) => format!("twilio code {code}"),
+                None => e.label().to_string(),
+            }),
+            _ => None,
         }
     }
 
@@ -104,7 +164,24 @@ impl LambdaError {
     /// The response: `{"ok":false,"error":"<code>"}` with the status, plus `Allow` or
     /// `WWW-Authenticate` where HTTP asks for them. Never carries detail.
     pub fn to_response(&self) -> Response<Body> {
-        let body = serde_json::json!({"ok": false, "error": self.code()}).to_string();
+        let mut body = serde_json::json!({"ok": false, "error": self.code()});
+        match self {
+            Self::InvalidRequest(reason) => body["reason"] = (*reason).into(),
+            // For the API caller, who sent the numbers Twilio's message may quote; never
+            // logged.
+            Self::Twilio(RestError::Twilio {
+                status,
+                code,
+                message,
+            }) => {
+                body["twilioStatus"] = (*status).into();
+                body["twilioCode"] = (*code).into();
+                body["twilioMessage"] = message.as_str().into();
+            }
+            Self::Twilio(e) => body["reason"] = e.label().into(),
+            _ => {}
+        }
+        let body = body.to_string();
         let mut resp = Response::new(Body::Text(body));
         *resp.status_mut() = self.status();
         let headers = resp.headers_mut();

@@ -14,10 +14,10 @@ use crate::secrets::SecretSpec;
 use crate::twilio::signature::{compute_signature, SignatureAlgorithm};
 
 const NOW: u64 = 1_800_000_000;
-const AUTH_TOKEN: &str = "test-auth-token-0123456789abcdef";
+pub(super) const AUTH_TOKEN: &str = "test-auth-token-0123456789abcdef";
 const CALL_SID: &str = "CAfedcba9876543210fedcba9876543210";
 
-fn env(extra: &[(&'static str, &'static str)]) -> HashMap<&'static str, &'static str> {
+pub(super) fn env(extra: &[(&'static str, &'static str)]) -> HashMap<&'static str, &'static str> {
     let mut map: HashMap<&str, &str> = [
         ("MINT_API_KEY", "test-mint-api-key"),
         ("MEDIA_SHARED_SECRET", "current-secret,previous-secret"),
@@ -30,23 +30,24 @@ fn env(extra: &[(&'static str, &'static str)]) -> HashMap<&'static str, &'static
     map
 }
 
-fn state(extra: &[(&'static str, &'static str)]) -> LambdaState {
+pub(super) fn state(extra: &[(&'static str, &'static str)]) -> LambdaState {
     LambdaState::new(
         LambdaConfig::from_source(&env(extra)).unwrap(),
         Clock::Fixed(NOW),
     )
+    .unwrap()
 }
 
-fn event(name: &str) -> Value {
+pub(super) fn event(name: &str) -> Value {
     let path = format!("{}/events/{name}.json", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
-fn request(event: &Value) -> Request {
+pub(super) fn request(event: &Value) -> Request {
     lambda_http::request::from_str(&event.to_string()).unwrap()
 }
 
-fn text(resp: &Response<Body>) -> String {
+pub(super) fn text(resp: &Response<Body>) -> String {
     String::from_utf8(body_bytes_of(resp.body()).to_vec()).unwrap()
 }
 
@@ -58,7 +59,10 @@ fn body_bytes_of(body: &Body) -> &[u8] {
     }
 }
 
-async fn call(state: &LambdaState, event: &Value) -> Result<Response<Body>, LambdaError> {
+pub(super) async fn call(
+    state: &LambdaState,
+    event: &Value,
+) -> Result<Response<Body>, LambdaError> {
     handle(state, request(event)).await
 }
 
@@ -253,7 +257,7 @@ fn webhook_url_is_rebuilt_from_host_raw_path_and_raw_query() {
 }
 
 /// Re-signs a webhook event after its body or URL changed (what Twilio would send).
-fn resign(e: &mut Value, url: &str) {
+pub(super) fn resign(e: &mut Value, url: &str) {
     let raw = base64::engine::general_purpose::STANDARD
         .decode(e["body"].as_str().unwrap())
         .unwrap();
@@ -267,7 +271,7 @@ fn resign(e: &mut Value, url: &str) {
     .into();
 }
 
-fn set_form(e: &mut Value, fields: &[(&str, &str)]) {
+pub(super) fn set_form(e: &mut Value, fields: &[(&str, &str)]) {
     let body = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(fields)
         .finish();

@@ -20,17 +20,7 @@ struct TokenRequest {
 
 /// Checks the bearer key, mints, answers `{"token","expiresAt","streamUrl"}`.
 pub(super) fn mint(state: &LambdaState, req: &Request) -> Result<Response<Body>, LambdaError> {
-    let key = LambdaState::secret(&state.mint_api_key, "MINT_API_KEY")?;
-    let presented = req
-        .headers()
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(bearer)
-        .ok_or(LambdaError::Unauthorized)?;
-    if !constant_time_eq(presented.as_bytes(), key.expose().as_bytes()) {
-        return Err(LambdaError::Unauthorized);
-    }
-
+    bearer_key(state, req)?;
     let body = body_bytes(req);
     let request: TokenRequest = if body.iter().all(u8::is_ascii_whitespace) {
         TokenRequest::default()
@@ -58,6 +48,24 @@ pub(super) fn mint(state: &LambdaState, req: &Request) -> Result<Response<Body>,
             "streamUrl": stream_url,
         }),
     )
+}
+
+/// Checks `Authorization: Bearer <MINT_API_KEY>` (constant time).
+///
+/// # Errors
+/// [`LambdaError::Unauthorized`], or 503 while the key is unavailable.
+pub(super) fn bearer_key(state: &LambdaState, req: &Request) -> Result<(), LambdaError> {
+    let key = LambdaState::secret(&state.mint_api_key, "MINT_API_KEY")?;
+    let presented = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer)
+        .ok_or(LambdaError::Unauthorized)?;
+    if !constant_time_eq(presented.as_bytes(), key.expose().as_bytes()) {
+        return Err(LambdaError::Unauthorized);
+    }
+    Ok(())
 }
 
 /// The issuer for the current first secret of `MEDIA_SHARED_SECRET`.

@@ -16,8 +16,50 @@ use crate::twilio::twiml::{self, ConnectStream, MAX_PARAMETER_CHARS};
 
 const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
 
+/// A Twilio request whose signature, account and CallSid were checked.
+pub(super) struct TwilioForm {
+    /// The form fields, in order.
+    pub params: Vec<(String, String)>,
+}
+
+impl TwilioForm {
+    /// The value of field `name`.
+    pub fn field(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The CallSid (checked to be well formed).
+    pub fn call_sid(&self) -> &str {
+        self.field("CallSid").unwrap_or_default()
+    }
+}
+
 /// Validates the webhook and renders the TwiML.
 pub(super) fn twiml(state: &LambdaState, req: &Request) -> Result<Response<Body>, LambdaError> {
+    let url = match &state.config.public_webhook_url {
+        Some(url) => url.clone(),
+        None => webhook_url(req).ok_or(LambdaError::NoHost)?,
+    };
+    let form = verified_form(state, req, &url)?;
+    let minted = issuer(state)?.mint(Some(form.call_sid()), state.config.token_ttl)?;
+    let xml = stream_twiml(state, &form, minted.token.expose())?;
+    tracing::info!(call_sid = form.call_sid(), "stream twiml issued");
+    Ok(xml)
+}
+
+/// A Twilio webhook, checked: form content type, `X-Twilio-Signature` over `url` (HMAC-SHA1
+/// with the Auth Token), the `AccountSid` when one is configured, a well-formed `CallSid`.
+///
+/// # Errors
+/// 415, 403 (signature, account) or 400 (CallSid).
+pub(super) fn verified_form(
+    state: &LambdaState,
+    req: &Request,
+    url: &str,
+) -> Result<TwilioForm, LambdaError> {
     let content_type = req
         .headers()
         .get(CONTENT_TYPE)
@@ -28,11 +70,6 @@ pub(super) fn twiml(state: &LambdaState, req: &Request) -> Result<Response<Body>
         return Err(LambdaError::UnsupportedMediaType);
     }
     let params = parse_form(body_bytes(req));
-
-    let url = match &state.config.public_webhook_url {
-        Some(url) => url.clone(),
-        None => webhook_url(req).ok_or(LambdaError::NoHost)?,
-    };
     let presented = req
         .headers()
         .get(SIGNATURE_HEADER)
@@ -41,32 +78,37 @@ pub(super) fn twiml(state: &LambdaState, req: &Request) -> Result<Response<Body>
     let key = LambdaState::secret(&state.twilio_auth_token, "TWILIO_AUTH_TOKEN")?;
     // HMAC-SHA1 with the Auth Token only; the SharedKey (HMAC-SHA256) scheme is not supported.
     let validator = RequestValidator::new(key.expose().as_bytes());
-    if !validator.validate(&url, &params, presented, SignatureAlgorithm::HmacSha1) {
+    if !validator.validate(url, &params, presented, SignatureAlgorithm::HmacSha1) {
         return Err(LambdaError::BadSignature);
     }
-
-    let field = |name: &str| {
-        params
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let form = TwilioForm { params };
     if let Some(expected) = &state.config.twilio_account_sid {
-        if field("AccountSid") != Some(expected.as_str()) {
+        if form.field("AccountSid") != Some(expected.as_str()) {
             return Err(LambdaError::AccountMismatch);
         }
     }
-    let call_sid = field("CallSid")
+    let call_sid = form
+        .field("CallSid")
         .filter(|s| !s.is_empty())
         .ok_or(LambdaError::MissingCallSid)?;
     if !valid_call_sid(call_sid) {
         return Err(LambdaError::InvalidCallSid);
     }
+    Ok(form)
+}
 
-    let minted = issuer(state)?.mint(Some(call_sid), state.config.token_ttl)?;
+/// `<Connect><Stream>` to `STREAM_URL_BASE/jwt/<token>` with the allow-listed fields as
+/// `<Parameter>`s and the fallback verbs.
+pub(super) fn stream_twiml(
+    state: &LambdaState,
+    form: &TwilioForm,
+    token: &str,
+) -> Result<Response<Body>, LambdaError> {
     let mut parameters = Vec::new();
     for name in &state.config.twiml_parameters {
-        let Some(value) = field(name) else { continue };
+        let Some(value) = form.field(name) else {
+            continue;
+        };
         if name.encode_utf16().count() + value.encode_utf16().count() >= MAX_PARAMETER_CHARS {
             tracing::warn!(parameter = %name, "webhook field too long for a stream parameter, skipped");
             continue;
@@ -74,12 +116,11 @@ pub(super) fn twiml(state: &LambdaState, req: &Request) -> Result<Response<Body>
         parameters.push((name.clone(), value.to_string()));
     }
     let stream = ConnectStream {
-        url: stream_url(&state.config.stream_url_base, minted.token.expose()),
+        url: stream_url(&state.config.stream_url_base, token),
         parameters,
         ..ConnectStream::default()
     };
     let xml = twiml::connect_stream_response(&stream, None, &state.config.fallback)?;
-    tracing::info!(call_sid, "stream twiml issued");
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header(CONTENT_TYPE, HeaderValue::from_static("text/xml"))

@@ -212,6 +212,15 @@ pub fn dial(number: &str, caller_id: Option<&str>, timeout_secs: u32) -> String 
         .to_document()
 }
 
+/// `<Response><Say>message</Say><Hangup /></Response>`: the voicemail an outbound call
+/// leaves when a machine answered (put on the call with a REST update after the beep).
+pub fn say_then_hang_up(message: &str) -> String {
+    Element::new("Response")
+        .child(Element::new("Say").text(message))
+        .child(Element::new("Hangup"))
+        .to_document()
+}
+
 /// A TwiML element; serialized like Python's `ElementTree` as the helper library uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Element<'a> {

@@ -50,6 +50,7 @@ fn endings_are_told_apart_by_reason_and_rest_request() {
     let transfer = crate::twilio_rest::RestRequest {
         at: Instant::now(),
         call_sid: "CA1".into(),
+        created: false,
         form: vec![(
             "Twiml".into(),
             "<Response><Dial><Number>+15551230000</Number></Dial></Response>".into(),

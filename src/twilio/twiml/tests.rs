@@ -380,3 +380,17 @@ fn dial_escapes_and_ends_with_hangup() {
         .attribute("callerId")
         .is_none());
 }
+
+#[test]
+fn voicemail_says_the_message_then_hangs_up() {
+    let xml = say_then_hang_up("Hi, it's the clinic <re: Tuesday> & more");
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    let verbs: Vec<&str> = doc
+        .root_element()
+        .children()
+        .map(|n| n.tag_name().name())
+        .collect();
+    assert_eq!(verbs, ["Say", "Hangup"]);
+    let say = doc.descendants().find(|n| n.has_tag_name("Say")).unwrap();
+    assert_eq!(say.text(), Some("Hi, it's the clinic <re: Tuesday> & more"));
+}

@@ -1,0 +1,407 @@
+//! Outbound calls. `POST /calls` (bearer `MINT_API_KEY`) validates the request and creates
+//! the call with Twilio's REST API: `Url` is this API's `/calls/answer`, answering-machine
+//! detection runs asynchronously (`DetectMessageEnd`, verdict POSTed to `/calls/amd`). The
+//! per-call context never reaches Twilio in clear: it rides sealed (see [`crate::context`])
+//! in those two URLs' `ctx` query. `/calls/answer` (signed by Twilio) answers
+//! `<Connect><Stream>` with a token bound to the CallSid carrying the context; `/calls/amd`
+//! (signed) hangs up or leaves the voicemail when a machine answered.
+
+use std::collections::BTreeMap;
+
+use lambda_http::http::StatusCode;
+use lambda_http::{Body, Request, Response};
+use serde::Deserialize;
+
+use super::token::{bearer_key, issuer};
+use super::webhook::{stream_twiml, verified_form, webhook_url};
+use super::{body_bytes, json, LambdaError, LambdaState};
+use crate::context::{AgentOverrides, Audience, CallContext, Sealer, Voicemail, MAX_SEALED_CHARS};
+use crate::twilio::number::is_e164;
+use crate::twilio::twiml::say_then_hang_up;
+
+/// Route of the answer webhook, below the API's base URL.
+pub const ANSWER_ROUTE: &str = "/calls/answer";
+/// Route of the AMD callback.
+pub const AMD_ROUTE: &str = "/calls/amd";
+/// Longest URL Twilio accepts in a call's `Url` and callbacks.
+const MAX_URL_CHARS: usize = 4000;
+/// Longest inline TwiML of a call update (error 32018).
+const MAX_TWIML_CHARS: usize = 4000;
+const TOO_LARGE: &str =
+    "prompt, firstMessage and dynamicVariables together are too large for one call (about 1.7 KB)";
+/// Most dynamic variables per call.
+const MAX_VARIABLES: usize = 32;
+/// Longest variable name.
+const MAX_VARIABLE_NAME: usize = 64;
+/// Longest variable value.
+const MAX_VARIABLE_VALUE: usize = 512;
+/// Longest prompt (the whole context must also seal within [`MAX_SEALED_CHARS`]).
+const MAX_PROMPT: usize = 1500;
+/// Longest first message and voicemail message.
+const MAX_MESSAGE: usize = 1000;
+
+/// The `POST /calls` body. Unknown fields are refused: a misspelt override must not be
+/// silently dropped.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CallRequest {
+    to: String,
+    from: Option<String>,
+    dynamic_variables: Option<BTreeMap<String, String>>,
+    first_message: Option<String>,
+    prompt: Option<String>,
+    language: Option<String>,
+    voice_id: Option<String>,
+    voicemail: Option<VoicemailChoice>,
+    voicemail_message: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum VoicemailChoice {
+    Hangup,
+    Message,
+}
+
+/// A validated request.
+struct Outbound {
+    to: String,
+    from: String,
+    context: CallContext,
+    voicemail: Voicemail,
+}
+
+/// `POST /calls`: validates, creates the call, answers 201 `{"callSid","status"}`.
+pub(super) async fn create(
+    state: &LambdaState,
+    req: &Request,
+) -> Result<Response<Body>, LambdaError> {
+    bearer_key(state, req)?;
+    let request: CallRequest = serde_json::from_slice(body_bytes(req)).map_err(|e| {
+        LambdaError::InvalidRequest(if e.is_data() {
+            "body fields missing, unknown or of the wrong type (to is required)"
+        } else {
+            "body is not a JSON object"
+        })
+    })?;
+    let outbound = validate(request, state.config.outbound_from.as_deref())?;
+    let rest = state
+        .rest
+        .as_ref()
+        .ok_or(LambdaError::OutboundNotConfigured)?;
+
+    let base = match &state.config.public_api_url {
+        Some(base) => base.clone(),
+        None => api_base(req).ok_or(LambdaError::NoHost)?,
+    };
+    let sealer = sealer(state)?;
+    let exp = state
+        .clock
+        .now()
+        .saturating_add(state.config.outbound_context_ttl.as_secs());
+    let answer_ctx = sealer.seal(Audience::Answer, "", exp, &outbound.context)?;
+    let amd_ctx = sealer.seal(Audience::Amd, "", exp, &outbound.voicemail)?;
+    let answer_url = format!("{base}{ANSWER_ROUTE}?ctx={answer_ctx}");
+    let amd_url = format!("{base}{AMD_ROUTE}?ctx={amd_ctx}");
+    // The stream token carries the context again: it must open in media-ws too.
+    let fits =
+        |url: &str, sealed: &str| url.len() <= MAX_URL_CHARS && sealed.len() <= MAX_SEALED_CHARS;
+    if !fits(&answer_url, &answer_ctx) || !fits(&amd_url, &amd_ctx) {
+        return Err(LambdaError::InvalidRequest(TOO_LARGE));
+    }
+    let form = [
+        ("To", outbound.to.as_str()),
+        ("From", outbound.from.as_str()),
+        ("Url", answer_url.as_str()),
+        ("Method", "POST"),
+        ("MachineDetection", "DetectMessageEnd"),
+        ("AsyncAmd", "true"),
+        ("AsyncAmdStatusCallback", amd_url.as_str()),
+        ("AsyncAmdStatusCallbackMethod", "POST"),
+    ];
+    let call = rest.create_call(&form).await.map_err(LambdaError::Twilio)?;
+    // Ids and names only: never the numbers or the context's values.
+    tracing::info!(
+        call_sid = %call.sid,
+        status = %call.status,
+        dynamic_variables = outbound.context.dynamic_variables.len(),
+        overrides = ?outbound.context.overrides.names(),
+        voicemail = outbound.voicemail.label(),
+        "outbound call created"
+    );
+    json(
+        StatusCode::CREATED,
+        &serde_json::json!({"callSid": call.sid, "status": call.status}),
+    )
+}
+
+/// `POST /calls/answer`: Twilio's request when the callee answers.
+pub(super) fn answer(state: &LambdaState, req: &Request) -> Result<Response<Body>, LambdaError> {
+    let url = signed_url(state, req, ANSWER_ROUTE)?;
+    let form = verified_form(state, req, &url)?;
+    let context: CallContext = open(state, req, Audience::Answer)?;
+    let call_sid = form.call_sid();
+    let minted = issuer(state)?.mint_with_context(call_sid, state.config.token_ttl, &context)?;
+    let xml = stream_twiml(state, &form, minted.token.expose())?;
+    tracing::info!(
+        call_sid,
+        dynamic_variables = context.dynamic_variables.len(),
+        overrides = ?context.overrides.names(),
+        "outbound call answered, stream twiml issued"
+    );
+    Ok(xml)
+}
+
+/// `POST /calls/amd`: the asynchronous AMD verdict. A machine (after its greeting) or a fax
+/// gets the voicemail choice; a human or an unknown verdict leaves the call with the agent.
+pub(super) async fn amd(state: &LambdaState, req: &Request) -> Result<Response<Body>, LambdaError> {
+    let url = signed_url(state, req, AMD_ROUTE)?;
+    let form = verified_form(state, req, &url)?;
+    let voicemail: Voicemail = open(state, req, Audience::Amd)?;
+    let call_sid = form.call_sid();
+    let answered_by = form
+        .field("AnsweredBy")
+        .ok_or(LambdaError::InvalidRequest("AnsweredBy missing"))?;
+    let verdict = Verdict::of(answered_by);
+    let action = match verdict {
+        Verdict::Machine => voicemail.label(),
+        Verdict::Person => "none",
+    };
+    tracing::info!(
+        call_sid,
+        answered_by = verdict.label(answered_by),
+        action,
+        detection_ms = form
+            .field("MachineDetectionDuration")
+            .and_then(|d| d.parse::<u64>().ok()),
+        "answering machine detection"
+    );
+    if verdict == Verdict::Machine {
+        let rest = state
+            .rest
+            .as_ref()
+            .ok_or(LambdaError::OutboundNotConfigured)?;
+        let result = match &voicemail {
+            Voicemail::Hangup => rest.hang_up(call_sid).await,
+            Voicemail::Message(message) => {
+                rest.redirect_twiml(call_sid, &say_then_hang_up(message))
+                    .await
+            }
+        };
+        match result {
+            Ok(()) => {}
+            // The callee (or the machine) already hung up: nothing left to do.
+            Err(e) if e.call_gone() => {
+                tracing::info!(call_sid, "call already ended before the voicemail action");
+            }
+            Err(e) => return Err(LambdaError::Twilio(e)),
+        }
+    }
+    json(
+        StatusCode::OK,
+        &serde_json::json!({"ok": true, "action": action}),
+    )
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// `machine_end_beep`, `machine_end_silence`, `machine_end_other`, `fax`.
+    Machine,
+    /// `human`, `unknown`, and anything else (`machine_start` is `Enable`'s early guess,
+    /// which fires on people with brief pauses): the agent keeps the call.
+    Person,
+}
+
+impl Verdict {
+    fn of(answered_by: &str) -> Self {
+        match answered_by {
+            "machine_end_beep" | "machine_end_silence" | "machine_end_other" | "fax" => {
+                Self::Machine
+            }
+            _ => Self::Person,
+        }
+    }
+
+    /// The verdict for logs: Twilio's documented values, anything else as `other`.
+    fn label(self, answered_by: &str) -> &'static str {
+        const KNOWN: [&str; 7] = [
+            "human",
+            "unknown",
+            "fax",
+            "machine_start",
+            "machine_end_beep",
+            "machine_end_silence",
+            "machine_end_other",
+        ];
+        KNOWN
+            .into_iter()
+            .find(|k| *k == answered_by)
+            .unwrap_or("other")
+    }
+}
+
+fn validate(request: CallRequest, default_from: Option<&str>) -> Result<Outbound, LambdaError> {
+    use LambdaError::InvalidRequest as Bad;
+    if !is_e164(&request.to) {
+        return Err(Bad("to must be an E.164 number (+ and 8 to 15 digits)"));
+    }
+    let from = match request.from {
+        Some(from) if is_e164(&from) => from,
+        Some(_) => return Err(Bad("from must be an E.164 number (+ and 8 to 15 digits)")),
+        None => default_from
+            .map(str::to_string)
+            .ok_or(Bad("from is required (OUTBOUND_FROM is not set)"))?,
+    };
+    let vars = request.dynamic_variables.unwrap_or_default();
+    if vars.len() > MAX_VARIABLES {
+        return Err(Bad("at most 32 dynamicVariables"));
+    }
+    for (name, value) in &vars {
+        let well_formed = !name.is_empty()
+            && name.len() <= MAX_VARIABLE_NAME
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !well_formed {
+            return Err(Bad(
+                "dynamicVariables names are 1 to 64 letters, digits or _",
+            ));
+        }
+        if name.starts_with("system__") {
+            return Err(Bad(
+                "dynamicVariables names starting with system__ are reserved",
+            ));
+        }
+        if value.chars().count() > MAX_VARIABLE_VALUE {
+            return Err(Bad("dynamicVariables values are at most 512 characters"));
+        }
+    }
+    let within =
+        |text: &Option<String>, max: usize| text.as_ref().is_none_or(|t| t.chars().count() <= max);
+    if !within(&request.prompt, MAX_PROMPT) {
+        return Err(Bad("prompt is at most 1500 characters"));
+    }
+    if !within(&request.first_message, MAX_MESSAGE) {
+        return Err(Bad("firstMessage is at most 1000 characters"));
+    }
+    if request.language.as_deref().is_some_and(|l| !is_language(l)) {
+        return Err(Bad(
+            "language must be a language code such as en, pt-br or zh",
+        ));
+    }
+    if request.voice_id.as_deref().is_some_and(|v| {
+        v.is_empty() || v.len() > 64 || !v.bytes().all(|b| b.is_ascii_alphanumeric())
+    }) {
+        return Err(Bad("voiceId must be 1 to 64 letters or digits"));
+    }
+    let voicemail = match (request.voicemail, request.voicemail_message) {
+        (Some(VoicemailChoice::Message), Some(message)) => {
+            if message.trim().is_empty() || message.chars().count() > MAX_MESSAGE {
+                return Err(Bad("voicemailMessage is 1 to 1000 characters"));
+            }
+            if say_then_hang_up(&message).chars().count() > MAX_TWIML_CHARS {
+                return Err(Bad("voicemailMessage is too long once written as TwiML"));
+            }
+            Voicemail::Message(message)
+        }
+        (Some(VoicemailChoice::Message), None) => {
+            return Err(Bad("voicemail \"message\" needs voicemailMessage"))
+        }
+        (Some(VoicemailChoice::Hangup) | None, Some(_)) => {
+            return Err(Bad("voicemailMessage needs voicemail \"message\""))
+        }
+        (Some(VoicemailChoice::Hangup) | None, None) => Voicemail::Hangup,
+    };
+    Ok(Outbound {
+        to: request.to,
+        from,
+        context: CallContext {
+            dynamic_variables: vars,
+            overrides: AgentOverrides {
+                first_message: request.first_message,
+                prompt: request.prompt,
+                language: request.language,
+                voice_id: request.voice_id,
+            },
+        },
+        voicemail,
+    })
+}
+
+/// ElevenLabs' language codes: `en`, `pt-br`, `zh`, … (two or three letters, an optional
+/// region).
+fn is_language(code: &str) -> bool {
+    let mut parts = code.split('-');
+    let primary = parts.next().unwrap_or_default();
+    let region = parts.next();
+    (2..=3).contains(&primary.len())
+        && primary.bytes().all(|b| b.is_ascii_alphabetic())
+        && region.is_none_or(|r| {
+            (2..=4).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_alphanumeric())
+        })
+        && parts.next().is_none()
+}
+
+/// The API's base URL from the `/calls` request: its public URL without the query and the
+/// trailing `/calls`.
+fn api_base(req: &Request) -> Option<String> {
+    let url = webhook_url(req)?;
+    let url = url
+        .split('?')
+        .next()
+        .unwrap_or_default()
+        .trim_end_matches('/');
+    url.strip_suffix("/calls").map(str::to_string)
+}
+
+/// The URL Twilio signed for a callback on `route`: `PUBLIC_API_URL` + route + the query as
+/// sent, or the request's own URL.
+fn signed_url(state: &LambdaState, req: &Request, route: &str) -> Result<String, LambdaError> {
+    match &state.config.public_api_url {
+        Some(base) => {
+            let mut url = format!("{base}{route}");
+            if let Some(query) = req.uri().query().filter(|q| !q.is_empty()) {
+                url.push('?');
+                url.push_str(query);
+            }
+            Ok(url)
+        }
+        None => webhook_url(req).ok_or(LambdaError::NoHost),
+    }
+}
+
+/// The `ctx` query parameter opened for `audience`.
+fn open<T: serde::de::DeserializeOwned>(
+    state: &LambdaState,
+    req: &Request,
+    audience: Audience,
+) -> Result<T, LambdaError> {
+    let sealed = req
+        .uri()
+        .query()
+        .and_then(|q| {
+            form_urlencoded::parse(q.as_bytes())
+                .find(|(k, _)| k == "ctx")
+                .map(|(_, v)| v.into_owned())
+        })
+        .ok_or(LambdaError::InvalidContext("missing"))?;
+    sealer(state)?
+        .open(audience, "", state.clock.now(), &sealed)
+        .map_err(|e| {
+            LambdaError::InvalidContext(match e {
+                crate::context::SealError::Expired => "expired",
+                _ => "invalid",
+            })
+        })
+}
+
+/// The sealer for the current `MEDIA_SHARED_SECRET` list.
+fn sealer(state: &LambdaState) -> Result<Sealer, LambdaError> {
+    let list = LambdaState::secret(&state.shared_secret, "MEDIA_SHARED_SECRET")?;
+    let secrets = crate::auth::secret_list(&list);
+    if secrets.is_empty() {
+        return Err(LambdaError::SecretUnavailable("MEDIA_SHARED_SECRET"));
+    }
+    Ok(Sealer::new(&secrets))
+}
+
+#[cfg(test)]
+mod tests;
