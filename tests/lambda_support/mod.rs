@@ -14,6 +14,7 @@ use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+#[allow(unused_imports)] // not every test binary starts moto
 pub use moto::Moto;
 pub use runtime_api::RuntimeApi;
 

@@ -1,0 +1,447 @@
+//! Outbound calls across their whole life, every part real but Twilio: `POST /calls` to the
+//! real `media-lambda` through a Lambda Runtime API, the strict fake Twilio REST API
+//! (media-sim's, on loopback) receiving the create and the AMD action, Twilio's side played
+//! here — the signed answer webhook, the stream into the real `media-ws` at real-time pace,
+//! the signed AMD callback — and a fake ElevenLabs agent receiving the overrides.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod lambda_support;
+mod support;
+#[path = "../sim/src/twilio_rest.rs"]
+#[allow(dead_code)]
+mod twilio_rest;
+
+use std::time::Duration;
+
+use futures_util::SinkExt as _;
+use lambda_support::{
+    event, sign_form, HttpResponse, LambdaProcess, RuntimeApi, ACCOUNT_SID, TEST_AUTH_TOKEN,
+    TEST_MINT_API_KEY,
+};
+use serde_json::{json, Value};
+use support::fake_el::{Behaviour, FakeEl};
+use support::{connected, expect_close, media, start_with, stop, Server, SILENCE_B64};
+use twilio_rest::FakeTwilioRest;
+
+const T: Duration = Duration::from_secs(20);
+const SECRET: &str = "outbound-e2e-secret";
+const API: &str = "https://abc123defg.execute-api.us-east-1.amazonaws.com";
+const PUBLIC_STREAM: &str = "wss://media.example.com";
+const CALLEE: &str = "+15005550006";
+const OUR_NUMBER: &str = "+15005550001";
+/// Values that must never appear in a log, a URL or a form sent to Twilio.
+const PRIVATE: [&str; 5] = [
+    "Ada Lovelace",
+    "cardiology",
+    "Remind the patient",
+    "Hello Ada",
+    "please call the clinic back",
+];
+
+struct Rig {
+    api: RuntimeApi,
+    lambda: LambdaProcess,
+    rest: FakeTwilioRest,
+}
+
+async fn rig() -> Rig {
+    let rest = FakeTwilioRest::start("127.0.0.1:0", ACCOUNT_SID, TEST_AUTH_TOKEN)
+        .await
+        .unwrap();
+    let api = RuntimeApi::start().await;
+    let env: Vec<(String, String)> = [
+        ("MINT_API_KEY", TEST_MINT_API_KEY),
+        ("MEDIA_SHARED_SECRET", SECRET),
+        ("TWILIO_AUTH_TOKEN", TEST_AUTH_TOKEN),
+        ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
+        ("TWILIO_API_BASE", &rest.base_url()),
+        ("STREAM_URL_BASE", &format!("{PUBLIC_STREAM}/rtm/voice")),
+        ("OUTBOUND_FROM", OUR_NUMBER),
+        // What template.yaml ships.
+        ("RUST_LOG", "info"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let lambda = LambdaProcess::start(&api, &env);
+    api.wait_ready(T).await;
+    Rig { api, lambda, rest }
+}
+
+fn calls_event(body: &Value, key: Option<&str>) -> Value {
+    let mut e = event("calls");
+    e["body"] = body.to_string().into();
+    match key {
+        Some(key) => e["headers"]["authorization"] = format!("Bearer {key}").into(),
+        None => {
+            e["headers"]
+                .as_object_mut()
+                .unwrap()
+                .remove("authorization");
+        }
+    }
+    e
+}
+
+/// The request Twilio makes to `url` (absolute, query included) with `fields`: an HTTP API
+/// event for that host, path and raw query, signed over exactly that URL.
+fn twilio_request(url: &str, fields: &[(&str, &str)]) -> Value {
+    let rest = url.strip_prefix("https://").unwrap();
+    let (host, path_query) = rest.split_once('/').unwrap();
+    let (path, query) = path_query.split_once('?').unwrap_or((path_query, ""));
+    let path = format!("/{path}");
+    let mut e = event("calls-answer");
+    e["headers"]["host"] = host.into();
+    e["requestContext"]["domainName"] = host.into();
+    e["rawPath"] = path.clone().into();
+    e["requestContext"]["http"]["path"] = path.clone().into();
+    e["routeKey"] = format!("POST {path}").into();
+    e["requestContext"]["routeKey"] = format!("POST {path}").into();
+    e["rawQueryString"] = query.into();
+    sign_form(&mut e, fields, url, TEST_AUTH_TOKEN);
+    e
+}
+
+fn call_request() -> Value {
+    json!({
+        "to": CALLEE,
+        "dynamicVariables": {"patient_name": "Ada Lovelace", "department": "cardiology"},
+        "firstMessage": "Hello Ada, this is your clinic.",
+        "prompt": "Remind the patient of tomorrow's appointment.",
+        "language": "en",
+        "voiceId": "21m00Tcm4TlvDq8ikWAM",
+        "voicemail": "message",
+        "voicemailMessage": "Hi, this is your clinic: please call the clinic back."
+    })
+}
+
+fn assert_private(what: &str, text: &str) {
+    for value in PRIVATE.iter().chain([&CALLEE]) {
+        assert!(!text.contains(value), "{value:?} in {what}");
+    }
+}
+
+/// Twilio's side of an answered call: the signed answer webhook, its TwiML, the stream.
+async fn answer(rig: &Rig, url: &str, call_sid: &str) -> String {
+    let fields = [
+        ("AccountSid", ACCOUNT_SID),
+        ("ApiVersion", "2010-04-01"),
+        ("CallSid", call_sid),
+        ("CallStatus", "in-progress"),
+        ("Called", CALLEE),
+        ("Direction", "outbound-api"),
+        ("From", OUR_NUMBER),
+        ("To", CALLEE),
+    ];
+    let mut forged = twilio_request(url, &fields);
+    forged["headers"]["x-twilio-signature"] = "bm90IHR3aWxpbydzIHNpZ25hdHVyZQ==".into();
+    let refused = rig.api.call(&forged).await;
+    assert_eq!(refused.status, 403, "{refused:?}");
+    let resp = rig.api.call(&twilio_request(url, &fields)).await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.header("content-type"), Some("text/xml"));
+    resp.body
+}
+
+#[tokio::test]
+async fn an_outbound_call_from_request_through_the_agent_to_the_voicemail() {
+    let rig = rig().await;
+    let fake = FakeEl::start(Behaviour::default()).await;
+    let el = fake.ws_url();
+    let ws = Server::start(&[
+        ("AGENT", "elevenlabs"),
+        ("ELEVENLABS_WS_URL", &el),
+        ("MEDIA_SHARED_SECRET", SECRET),
+        ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
+        ("RUST_LOG", "info"),
+    ])
+    .await;
+
+    // No key, a wrong key, bad input: refused, and Twilio never hears of it.
+    assert_eq!(
+        rig.api
+            .call(&calls_event(&call_request(), None))
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        rig.api
+            .call(&calls_event(&call_request(), Some("wrong")))
+            .await
+            .status,
+        401
+    );
+    let mut bad = call_request();
+    bad["to"] = "0044 20 7946 0000".into();
+    let resp = rig
+        .api
+        .call(&calls_event(&bad, Some(TEST_MINT_API_KEY)))
+        .await;
+    assert_eq!(resp.status, 400, "{resp:?}");
+    assert_eq!(resp.json()["error"], "invalid_request");
+    assert!(
+        rig.rest.requests().is_empty(),
+        "no Twilio request for refused input"
+    );
+
+    // The call is created: 201, and the form Twilio got.
+    let resp = rig
+        .api
+        .call(&calls_event(&call_request(), Some(TEST_MINT_API_KEY)))
+        .await;
+    assert_eq!(resp.status, 201, "{resp:?}");
+    let call_sid = resp.json()["callSid"].as_str().unwrap().to_string();
+    assert_eq!(resp.json()["status"], "queued");
+    let requests = rig.rest.requests();
+    let [create] = &requests[..] else {
+        panic!("{requests:?}")
+    };
+    assert!(create.created);
+    assert_eq!(create.call_sid, call_sid);
+    assert_eq!(create.field("To"), Some(CALLEE));
+    assert_eq!(
+        create.field("From"),
+        Some(OUR_NUMBER),
+        "OUTBOUND_FROM by default"
+    );
+    assert_eq!(create.field("Method"), Some("POST"));
+    assert_eq!(create.field("MachineDetection"), Some("DetectMessageEnd"));
+    assert_eq!(create.field("AsyncAmd"), Some("true"));
+    assert_eq!(create.field("AsyncAmdStatusCallbackMethod"), Some("POST"));
+    let answer_url = create.field("Url").unwrap().to_string();
+    let amd_url = create.field("AsyncAmdStatusCallback").unwrap().to_string();
+    assert!(
+        answer_url.starts_with(&format!("{API}/calls/answer?ctx=v1.")),
+        "{answer_url}"
+    );
+    assert!(
+        amd_url.starts_with(&format!("{API}/calls/amd?ctx=v1.")),
+        "{amd_url}"
+    );
+    let form: String = create
+        .form
+        .iter()
+        .map(|(k, v)| format!("{k}={v}&"))
+        .collect();
+    for value in PRIVATE {
+        assert!(!form.contains(value), "{value:?} sent to Twilio in clear");
+    }
+
+    // Twilio answers: the TwiML connects a stream whose token is bound to this call.
+    let twiml = answer(&rig, &answer_url, &call_sid).await;
+    assert_private("the TwiML", &twiml);
+    let doc = roxmltree::Document::parse(&twiml).unwrap();
+    let stream = doc
+        .descendants()
+        .find(|n| n.has_tag_name("Stream"))
+        .unwrap();
+    let stream_url = stream.attribute("url").unwrap();
+    assert!(stream_url.len() < 4000, "{}", stream_url.len());
+    let params: serde_json::Map<String, Value> = stream
+        .children()
+        .filter(|n| n.has_tag_name("Parameter"))
+        .map(|p| {
+            (
+                p.attribute("name").unwrap().to_string(),
+                p.attribute("value").unwrap().into(),
+            )
+        })
+        .collect();
+    let path = stream_url.strip_prefix(PUBLIC_STREAM).unwrap();
+
+    // The stream: connected, start, then caller audio in real time.
+    let mut twilio = ws.connect(path, &[]).await.unwrap();
+    twilio.send(connected()).await.unwrap();
+    twilio
+        .send(start_with(&call_sid, Value::Object(params)))
+        .await
+        .unwrap();
+    let mut seq = 2;
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    for _ in 0..25 {
+        tick.tick().await;
+        twilio.send(media(seq, SILENCE_B64)).await.unwrap();
+        seq += 1;
+    }
+
+    // The agent got the overrides and the variables, merged with the stream's parameters.
+    fake.wait("the initiation data", |c| {
+        c.first().is_some_and(|c| c.init.is_some())
+    })
+    .await;
+    let init = fake.conversation(0).init.unwrap();
+    let o = &init["conversation_config_override"];
+    assert_eq!(
+        o["agent"]["first_message"],
+        "Hello Ada, this is your clinic."
+    );
+    assert_eq!(
+        o["agent"]["prompt"]["prompt"],
+        "Remind the patient of tomorrow's appointment."
+    );
+    assert_eq!(o["agent"]["language"], "en");
+    assert_eq!(o["tts"]["voice_id"], "21m00Tcm4TlvDq8ikWAM");
+    let vars = &init["dynamic_variables"];
+    assert_eq!(vars["patient_name"], "Ada Lovelace");
+    assert_eq!(vars["department"], "cardiology");
+    assert_eq!(vars["CallSid"], call_sid.as_str());
+    assert_eq!(vars["Direction"], "outbound-api");
+
+    // A forged AMD verdict does nothing; Twilio's verdict "machine, after the beep" leaves
+    // the voicemail: the call is redirected to <Say> then <Hangup/>.
+    let amd_fields = [
+        ("AccountSid", ACCOUNT_SID),
+        ("AnsweredBy", "machine_end_beep"),
+        ("CallSid", call_sid.as_str()),
+        ("MachineDetectionDuration", "4120"),
+    ];
+    let mut forged = twilio_request(&amd_url, &amd_fields);
+    forged["headers"]["x-twilio-signature"] = "bm90IHR3aWxpbydzIHNpZ25hdHVyZQ==".into();
+    assert_eq!(rig.api.call(&forged).await.status, 403);
+    assert_eq!(
+        rig.rest.requests().len(),
+        1,
+        "no action on a forged verdict"
+    );
+    let resp = rig.api.call(&twilio_request(&amd_url, &amd_fields)).await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    assert_eq!(resp.json()["action"], "message");
+    let requests = rig.rest.requests();
+    let update = &requests[1];
+    assert!(!update.created);
+    assert_eq!(update.call_sid, call_sid);
+    let voicemail = roxmltree::Document::parse(update.field("Twiml").unwrap())
+        .unwrap()
+        .root_element()
+        .children()
+        .map(|n| {
+            (
+                n.tag_name().name().to_string(),
+                n.text().unwrap_or_default().to_string(),
+            )
+        })
+        .collect::<Vec<_>>();
+    assert_eq!(
+        voicemail,
+        [
+            (
+                "Say".to_string(),
+                "Hi, this is your clinic: please call the clinic back.".to_string()
+            ),
+            ("Hangup".to_string(), String::new())
+        ]
+    );
+
+    // Twilio then ends the stream (the call now runs the voicemail TwiML).
+    twilio.send(stop(seq)).await.unwrap();
+    assert_eq!(
+        expect_close(&mut twilio, T).await,
+        (1000, "stream stopped".into())
+    );
+    fake.wait("the agent leg closed", |c| c[0].ended).await;
+
+    assert_private("media-lambda's logs", &rig.lambda.logs());
+    assert_private("media-ws's logs", &ws.logs());
+    assert!(rig.lambda.logs().contains("outbound call created"));
+    assert!(
+        ws.logs().contains("\"overrides\""),
+        "names of the overrides logged"
+    );
+}
+
+#[tokio::test]
+async fn a_person_keeps_the_agent_a_hang_up_choice_hangs_up_and_twilio_errors_surface() {
+    let rig = rig().await;
+    let body = json!({"to": CALLEE, "from": "+15005550002", "voicemail": "hangup",
+                      "dynamicVariables": {"patient_name": "Ada Lovelace"}});
+    let resp = rig
+        .api
+        .call(&calls_event(&body, Some(TEST_MINT_API_KEY)))
+        .await;
+    assert_eq!(resp.status, 201, "{resp:?}");
+    let call_sid = resp.json()["callSid"].as_str().unwrap().to_string();
+    let create = rig.rest.requests()[0].clone();
+    assert_eq!(
+        create.field("From"),
+        Some("+15005550002"),
+        "the request's own From"
+    );
+    let amd_url = create.field("AsyncAmdStatusCallback").unwrap().to_string();
+    let verdict = |answered_by: &'static str| {
+        twilio_request(
+            &amd_url,
+            &[
+                ("AccountSid", ACCOUNT_SID),
+                ("AnsweredBy", answered_by),
+                ("CallSid", &call_sid),
+            ],
+        )
+    };
+
+    for person in ["human", "unknown"] {
+        let resp = rig.api.call(&verdict(person)).await;
+        assert_eq!(
+            (resp.status, resp.json()["action"].clone()),
+            (200, json!("none"))
+        );
+    }
+    assert_eq!(
+        rig.rest.requests().len(),
+        1,
+        "a person is left with the agent"
+    );
+
+    let resp = rig.api.call(&verdict("machine_end_silence")).await;
+    assert_eq!(resp.json()["action"], "hangup");
+    let requests = rig.rest.requests();
+    assert_eq!(requests[1].call_sid, call_sid);
+    assert_eq!(
+        requests[1].form,
+        [("Status".to_string(), "completed".to_string())]
+    );
+
+    // The AMD context is not a pass for another account's request.
+    let mut other = verdict("fax");
+    sign_form(
+        &mut other,
+        &[
+            ("AccountSid", "AC00000000000000000000000000000000"),
+            ("AnsweredBy", "fax"),
+            ("CallSid", &call_sid),
+        ],
+        &amd_url,
+        TEST_AUTH_TOKEN,
+    );
+    assert_eq!(rig.api.call(&other).await.status, 403);
+
+    // Twilio refuses the call: its code and message reach the API caller, not the log.
+    rig.rest.fail_with(Some((400, 21215)));
+    let resp = rig
+        .api
+        .call(&calls_event(&body, Some(TEST_MINT_API_KEY)))
+        .await;
+    assert_eq!(resp.status, 422, "{resp:?}");
+    let v = resp.json();
+    assert_eq!(v["error"], "twilio_error");
+    assert_eq!(v["twilioCode"], 21215);
+    assert_eq!(v["twilioStatus"], 400);
+    assert_eq!(v["twilioMessage"], "failure requested by the test");
+    // Our credentials refused: our fault, a 502 — with no credential in it.
+    rig.rest.fail_with(Some((401, 20003)));
+    let resp: HttpResponse = rig
+        .api
+        .call(&calls_event(&body, Some(TEST_MINT_API_KEY)))
+        .await;
+    assert_eq!(resp.status, 502, "{resp:?}");
+    assert_eq!(resp.json()["twilioCode"], 20003);
+    assert!(!resp.body.contains(TEST_AUTH_TOKEN));
+    let logs = rig.lambda.logs();
+    assert!(logs.contains("twilio code 21215"), "{logs}");
+    assert!(
+        !logs.contains("failure requested by the test"),
+        "Twilio's message is not logged"
+    );
+    assert!(!logs.contains(TEST_AUTH_TOKEN));
+    assert_private("media-lambda's logs", &logs);
+}
