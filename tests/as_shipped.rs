@@ -17,6 +17,9 @@
 
 mod lambda_support;
 mod support;
+#[path = "../sim/src/twilio_rest.rs"]
+#[allow(dead_code)] // media-sim's fake; this test uses part of it
+mod twilio_rest;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -78,6 +81,34 @@ fn webhook(fields: &[(&str, &str)]) -> Value {
         .encode(&form)
         .into();
     e["isBase64Encoded"] = true.into();
+    e
+}
+
+/// Twilio's request to `url` (absolute, query included) with `fields`, as API Gateway
+/// delivers it, signed by Twilio's library over exactly that URL.
+fn twilio_request(url: &str, fields: &[(&str, &str)]) -> Value {
+    let (host, path_query) = url
+        .strip_prefix("https://")
+        .unwrap()
+        .split_once('/')
+        .unwrap();
+    let (path, query) = path_query.split_once('?').unwrap_or((path_query, ""));
+    let path = format!("/{path}");
+    let form = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(fields)
+        .finish();
+    let mut e = event("calls-answer");
+    e["headers"]["host"] = host.into();
+    e["requestContext"]["domainName"] = host.into();
+    e["rawPath"] = path.clone().into();
+    e["requestContext"]["http"]["path"] = path.clone().into();
+    e["routeKey"] = format!("POST {path}").into();
+    e["requestContext"]["routeKey"] = format!("POST {path}").into();
+    e["rawQueryString"] = query.into();
+    e["headers"]["x-twilio-signature"] = twilio_signature(url, &form).into();
+    e["body"] = base64::engine::general_purpose::STANDARD
+        .encode(&form)
+        .into();
     e
 }
 
@@ -159,9 +190,8 @@ async fn echoed_call(ws: support::Ws, call_sid: &str) -> Caller {
     caller
 }
 
-#[tokio::test]
-async fn the_shipped_files_run_as_one_system() {
-    let rendered = render();
+/// moto with the parameters the READMEs create and the stack's tables.
+async fn shipped_aws(rendered: &Value) -> Moto {
     let moto = Moto::start().await;
     for name in rendered["ssm_parameters"].as_array().unwrap() {
         let name = name.as_str().unwrap();
@@ -176,6 +206,13 @@ async fn the_shipped_files_run_as_one_system() {
         )
         .await;
     }
+    moto
+}
+
+#[tokio::test]
+async fn the_shipped_files_run_as_one_system() {
+    let rendered = render();
+    let moto = shipped_aws(&rendered).await;
     let actions = &rendered["ecs_task_role_actions"]["dynamodb"];
     assert_eq!(
         actions,
@@ -305,4 +342,119 @@ async fn the_shipped_files_run_as_one_system() {
         "call claim not released: {:?}",
         moto.table_keys(&registry_table).await
     );
+}
+
+/// An outbound call on the shipped files: `POST /calls` on the function as `template.yaml`
+/// configures it (`OutboundFrom`, the Auth Token from SSM), Twilio's signed answer webhook and
+/// AMD callback, the stream on the Fargate task. Twilio's REST origin is the one endpoint
+/// swapped (for media-sim's strict fake), as the ElevenLabs API base is.
+#[tokio::test]
+async fn an_outbound_call_runs_on_the_shipped_files() {
+    let rendered = render();
+    let moto = shipped_aws(&rendered).await;
+    let agent = FakeEl::start(Behaviour {
+        api_key: Some(XI_KEY),
+        ..Behaviour::default()
+    })
+    .await;
+    let agent_api = agent.api_base();
+    let (ecs_agent_uri, _protection) = fake_ecs_agent().await;
+    let lambda_env = env_map(&rendered["lambda"]["env"]);
+    let account = lambda_env["TWILIO_ACCOUNT_SID"].clone();
+    let rest = twilio_rest::FakeTwilioRest::start("127.0.0.1:0", &account, TEST_AUTH_TOKEN)
+        .await
+        .unwrap();
+    let rest_base = rest.base_url();
+    let lambda_env = deployed(lambda_env, &moto, &[("TWILIO_API_BASE", &rest_base)]);
+    let api = RuntimeApi::start().await;
+    let lambda = LambdaProcess::start(&api, &lambda_env);
+    let ecs_env = deployed(
+        env_map(&rendered["ecs"]["env"]),
+        &moto,
+        &[
+            ("ECS_AGENT_URI", ecs_agent_uri.as_str()),
+            ("ELEVENLABS_API_BASE", agent_api.as_str()),
+            ("TWILIO_API_BASE", rest_base.as_str()),
+        ],
+    );
+    let task = Server::start(&refs(&ecs_env)).await;
+    api.wait_ready(Duration::from_secs(20)).await;
+    assert!(api.init_error().is_none(), "{}", lambda.logs());
+
+    let mut create = event("calls");
+    create["body"] = json!({
+        "to": "+15005550006",
+        "firstMessage": "Hello, this is the clinic calling.",
+        "dynamicVariables": {"appointment": "Tuesday 10:30"},
+        "voicemail": "message",
+        "voicemailMessage": "Please call the clinic back."
+    })
+    .to_string()
+    .into();
+    let resp = api.call(&create).await;
+    assert_eq!(resp.status, 201, "{resp:?}\n{}", lambda.logs());
+    let call_sid = resp.json()["callSid"].as_str().unwrap().to_string();
+    let created = rest.requests()[0].clone();
+    assert_eq!(
+        created.field("From"),
+        Some(lambda_env_value(&rendered, "OUTBOUND_FROM"))
+    );
+    let answer_url = created.field("Url").unwrap().to_string();
+    let amd_url = created.field("AsyncAmdStatusCallback").unwrap().to_string();
+
+    // Answered: Twilio requests the Url, dials the <Stream url> on the task.
+    let resp = api
+        .call(&twilio_request(
+            &answer_url,
+            &[
+                ("AccountSid", account.as_str()),
+                ("CallSid", call_sid.as_str()),
+                ("CallStatus", "in-progress"),
+                ("Direction", "outbound-api"),
+            ],
+        ))
+        .await;
+    assert_eq!(resp.status, 200, "{resp:?}\n{}", lambda.logs());
+    let conn = dial(&task, &stream_url(&resp.body))
+        .await
+        .unwrap_or_else(|s| panic!("upgrade refused with {s}:\n{}", task.logs()));
+    let caller = echoed_call(conn, &call_sid).await;
+    let init = agent.conversation(0).init.unwrap();
+    assert_eq!(
+        init["conversation_config_override"]["agent"]["first_message"],
+        "Hello, this is the clinic calling."
+    );
+    assert_eq!(init["dynamic_variables"]["appointment"], "Tuesday 10:30");
+
+    // The verdict: a machine, after its beep — the voicemail goes on the call.
+    let resp = api
+        .call(&twilio_request(
+            &amd_url,
+            &[
+                ("AccountSid", account.as_str()),
+                ("AnsweredBy", "machine_end_beep"),
+                ("CallSid", call_sid.as_str()),
+            ],
+        ))
+        .await;
+    assert_eq!(resp.status, 200, "{resp:?}\n{}", lambda.logs());
+    let update = rest.requests()[1].clone();
+    assert_eq!(update.call_sid, call_sid);
+    assert!(update
+        .field("Twiml")
+        .unwrap()
+        .contains("<Say>Please call the clinic back.</Say><Hangup />"));
+    caller.send(stop(200));
+    let log = caller.wait("the close", |l| l.close.is_some()).await;
+    assert_eq!(log.close, Some((1000, "stream stopped".into())));
+    for logs in [lambda.logs(), task.logs()] {
+        assert!(
+            !logs.contains("Tuesday") && !logs.contains("clinic"),
+            "{logs}"
+        );
+    }
+}
+
+fn lambda_env_value<'a>(rendered: &'a Value, name: &str) -> &'a str {
+    rendered["lambda"]["env"][name].as_str().unwrap()
 }

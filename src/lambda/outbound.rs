@@ -243,11 +243,15 @@ impl Verdict {
 fn validate(request: CallRequest, default_from: Option<&str>) -> Result<Outbound, LambdaError> {
     use LambdaError::InvalidRequest as Bad;
     if !is_e164(&request.to) {
-        return Err(Bad("to must be an E.164 number (+ and 8 to 15 digits)"));
+        return Err(Bad("to must be an E.164 number (+ and at most 15 digits)"));
     }
     let from = match request.from {
         Some(from) if is_e164(&from) => from,
-        Some(_) => return Err(Bad("from must be an E.164 number (+ and 8 to 15 digits)")),
+        Some(_) => {
+            return Err(Bad(
+                "from must be an E.164 number (+ and at most 15 digits)",
+            ))
+        }
         None => default_from
             .map(str::to_string)
             .ok_or(Bad("from is required (OUTBOUND_FROM is not set)"))?,
