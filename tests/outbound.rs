@@ -2,7 +2,8 @@
 //! real `media-lambda` through a Lambda Runtime API, the strict fake Twilio REST API
 //! (media-sim's, on loopback) receiving the create and the AMD action, Twilio's side played
 //! here — the signed answer webhook, the stream into the real `media-ws` at real-time pace,
-//! the signed AMD callback — and a fake ElevenLabs agent receiving the overrides.
+//! the signed AMD callback — and a fake ElevenLabs agent receiving the overrides. Both
+//! binaries log at their most verbose (`trace`, `debug`) and no private value may appear.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod lambda_support;
@@ -57,8 +58,6 @@ async fn rig() -> Rig {
         ("TWILIO_API_BASE", &rest.base_url()),
         ("STREAM_URL_BASE", &format!("{PUBLIC_STREAM}/rtm/voice")),
         ("OUTBOUND_FROM", OUR_NUMBER),
-        // What template.yaml ships.
-        ("RUST_LOG", "info"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -153,7 +152,6 @@ async fn an_outbound_call_from_request_through_the_agent_to_the_voicemail() {
         ("ELEVENLABS_WS_URL", &el),
         ("MEDIA_SHARED_SECRET", SECRET),
         ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
-        ("RUST_LOG", "info"),
     ])
     .await;
 
