@@ -2,11 +2,11 @@
 //! `media-lambda`), and constant-time static tokens. Owns claims and their validation, not
 //! where a token is found in a request (see `server::handshake`).
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
@@ -286,112 +286,6 @@ fn map_jwt_error(kind: &jsonwebtoken::errors::ErrorKind) -> AuthError {
 /// any call, so it must not outlive the few seconds a backend needs to hand it to Twilio.
 pub const UNBOUND_MAX_TTL: Duration = Duration::from_secs(60);
 
-/// Mints stream tokens with the first configured secret: HS256, `aud=media`, `iat`, `exp`, a
-/// random `jti`, and `sub` when bound to a CallSid.
-pub struct TokenIssuer {
-    key: EncodingKey,
-    sealer: Sealer,
-    clock: Clock,
-}
-
-impl std::fmt::Debug for TokenIssuer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("TokenIssuer([redacted])")
-    }
-}
-
-/// A freshly minted token.
-#[derive(Debug, Clone)]
-pub struct MintedToken {
-    /// The compact JWT.
-    pub token: Secret<String>,
-    /// Expiry, seconds since the Unix epoch.
-    pub expires_at: u64,
-}
-
-/// Errors minting a token.
-#[derive(Debug, thiserror::Error)]
-pub enum MintError {
-    /// The JWT library failed to sign.
-    #[error("token signing failed")]
-    Sign(#[source] jsonwebtoken::errors::Error),
-    /// Sealing the call context failed.
-    #[error("context sealing failed")]
-    Seal(#[source] crate::context::SealError),
-}
-
-impl TokenIssuer {
-    /// An issuer signing with `secret`.
-    pub fn new(secret: &Secret<String>, clock: Clock) -> Self {
-        Self {
-            key: EncodingKey::from_secret(secret.expose().as_bytes()),
-            sealer: Sealer::new(std::slice::from_ref(secret)),
-            clock,
-        }
-    }
-
-    /// Mints a token valid for `ttl`, bound to `call_sid` when given; an unbound token's
-    /// lifetime is capped at [`UNBOUND_MAX_TTL`].
-    ///
-    /// # Errors
-    /// [`MintError::Sign`] if signing fails.
-    pub fn mint(&self, call_sid: Option<&str>, ttl: Duration) -> Result<MintedToken, MintError> {
-        self.mint_claims(call_sid, ttl, None)
-    }
-
-    /// Mints a token bound to `call_sid` carrying `context` sealed in its `ctx` claim.
-    ///
-    /// # Errors
-    /// [`MintError`] if sealing or signing fails.
-    pub fn mint_with_context(
-        &self,
-        call_sid: &str,
-        ttl: Duration,
-        context: &CallContext,
-    ) -> Result<MintedToken, MintError> {
-        self.mint_claims(Some(call_sid), ttl, Some(context))
-    }
-
-    fn mint_claims(
-        &self,
-        call_sid: Option<&str>,
-        ttl: Duration,
-        context: Option<&CallContext>,
-    ) -> Result<MintedToken, MintError> {
-        let now = self.clock.now();
-        let ttl = if call_sid.is_none() {
-            ttl.min(UNBOUND_MAX_TTL)
-        } else {
-            ttl
-        };
-        let exp = now.saturating_add(ttl.as_secs().max(1));
-        let ctx = match (call_sid, context) {
-            (Some(sid), Some(context)) => Some(
-                self.sealer
-                    .seal(Audience::Stream, sid, exp, context)
-                    .map_err(MintError::Seal)?,
-            ),
-            _ => None,
-        };
-        let claims = Claims {
-            aud: AUDIENCE.to_string(),
-            exp,
-            iat: Some(now),
-            nbf: None,
-            sub: call_sid.map(str::to_string),
-            jti: Some(uuid::Uuid::new_v4().simple().to_string()),
-            ctx,
-            context: None,
-        };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.key)
-            .map_err(MintError::Sign)?;
-        Ok(MintedToken {
-            token: Secret::new(token),
-            expires_at: exp,
-        })
-    }
-}
-
 /// What a handshake's token is checked against.
 #[derive(Debug)]
 pub enum Authenticator {
@@ -481,77 +375,18 @@ impl Authenticator {
     }
 }
 
-/// Splits a secret list value (`new,old`) into its entries; empty entries are skipped.
-pub fn secret_list(value: &Secret<String>) -> Vec<Secret<String>> {
-    value
-        .expose()
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| Secret::new(s.to_string()))
-        .collect()
-}
-
-/// A [`JwtVerifier`] that follows its secret list: rebuilt when the value behind the handle
-/// changes (rotation without restart), reused otherwise.
-pub struct RotatingVerifier {
-    secret: SecretHandle,
-    leeway: Duration,
-    clock: Clock,
-    built: Mutex<Option<BuiltVerifier>>,
-}
-
-/// A verifier and the secret value it was built from.
-type BuiltVerifier = (Arc<Secret<String>>, Arc<JwtVerifier>);
-
-impl std::fmt::Debug for RotatingVerifier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RotatingVerifier")
-            .field("secret", &self.secret)
-            .field("leeway", &self.leeway)
-            .finish()
-    }
-}
-
-impl RotatingVerifier {
-    /// A verifier for the comma-separated secret list behind `secret`.
-    pub fn new(secret: SecretHandle, leeway: Duration, clock: Clock) -> Self {
-        Self {
-            secret,
-            leeway,
-            clock,
-            built: Mutex::new(None),
-        }
-    }
-
-    /// The verifier for the current secret list.
-    ///
-    /// # Errors
-    /// [`AuthError::SecretUnavailable`] when the secret has no value or an empty list.
-    pub fn verifier(&self) -> Result<Arc<JwtVerifier>, AuthError> {
-        let current = self.secret.current().ok_or(AuthError::SecretUnavailable)?;
-        let mut built = self.built.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some((value, verifier)) = built.as_ref() {
-            if Arc::ptr_eq(value, &current) {
-                return Ok(Arc::clone(verifier));
-            }
-        }
-        let list = secret_list(&current);
-        if list.is_empty() {
-            return Err(AuthError::SecretUnavailable);
-        }
-        let verifier = Arc::new(JwtVerifier::new(&list, self.leeway, self.clock));
-        *built = Some((current, Arc::clone(&verifier)));
-        Ok(verifier)
-    }
-}
-
 /// Compares two byte strings in time independent of their contents and of the expected
 /// length (both sides are hashed first, so only equal digests compare equal).
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     use sha2::{Digest, Sha256};
     bool::from(Sha256::digest(a).ct_eq(&Sha256::digest(b)))
 }
+
+mod mint;
+mod rotation;
+
+pub use mint::{MintError, MintedToken, TokenIssuer};
+pub use rotation::{secret_list, RotatingVerifier};
 
 #[cfg(test)]
 mod tests;

@@ -4,8 +4,10 @@
 use serde_json::{json, Value};
 
 use super::super::tests::{call, event, resign, set_form, state, text};
+use super::request::is_language;
 use super::*;
 use crate::auth::{Clock, JwtVerifier};
+use crate::context::AgentOverrides;
 use crate::secret::Secret;
 
 /// The secret the events' contexts are sealed with (events/README.md).
@@ -296,4 +298,47 @@ fn verdicts_and_language_codes() {
     for bad in ["", "e", "english", "en-", "en-us-x", "e1"] {
         assert!(!is_language(bad), "{bad}");
     }
+}
+
+#[test]
+fn the_largest_context_accepted_still_fits_the_stream_url() {
+    // The biggest context /calls accepts seals to at most MAX_SEALED_CHARS; sealed again in
+    // the stream token, the <Stream url> must stay under Twilio's 4000-character limit.
+    let secret = Secret::new("current-secret".to_string());
+    let sealer = Sealer::new(std::slice::from_ref(&secret));
+    let mut prompt = String::new();
+    let context = loop {
+        prompt.push_str("word ");
+        let context = CallContext {
+            overrides: AgentOverrides {
+                prompt: Some(prompt.clone()),
+                ..AgentOverrides::default()
+            },
+            ..CallContext::default()
+        };
+        let sealed = sealer
+            .seal(Audience::Answer, "", u64::MAX, &context)
+            .unwrap();
+        if sealed.len() + 7 > MAX_SEALED_CHARS {
+            break context;
+        }
+    };
+    let issuer = crate::auth::TokenIssuer::new(&secret, Clock::Fixed(1_800_000_000));
+    let token = issuer
+        .mint_with_context(EVENT_SID, std::time::Duration::from_secs(3600), &context)
+        .unwrap();
+    let url = format!(
+        "wss://media-orchestrator.eu-central-1.example.com/rtm/voice/jwt/{}",
+        token.token.expose()
+    );
+    assert!(url.len() < 4000, "{}", url.len());
+    let verifier = JwtVerifier::new(
+        &[secret],
+        std::time::Duration::ZERO,
+        Clock::Fixed(1_800_000_000),
+    );
+    assert_eq!(
+        verifier.verify(token.token.expose()).unwrap().context,
+        Some(context)
+    );
 }
