@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use base64::Engine as _;
-use lambda_support::{event, LambdaProcess, Moto, RuntimeApi, EVENT_URL};
+use lambda_support::{event, twilio_post, LambdaProcess, Moto, RuntimeApi, EVENT_URL};
 use lambda_support::{TEST_AUTH_TOKEN, TEST_MINT_API_KEY};
 use serde_json::{json, Value};
 use support::fake_el::{Behaviour, FakeEl};
@@ -87,24 +87,10 @@ fn webhook(fields: &[(&str, &str)]) -> Value {
 /// Twilio's request to `url` (absolute, query included) with `fields`, as API Gateway
 /// delivers it, signed by Twilio's library over exactly that URL.
 fn twilio_request(url: &str, fields: &[(&str, &str)]) -> Value {
-    let (host, path_query) = url
-        .strip_prefix("https://")
-        .unwrap()
-        .split_once('/')
-        .unwrap();
-    let (path, query) = path_query.split_once('?').unwrap_or((path_query, ""));
-    let path = format!("/{path}");
     let form = form_urlencoded::Serializer::new(String::new())
         .extend_pairs(fields)
         .finish();
-    let mut e = event("calls-answer");
-    e["headers"]["host"] = host.into();
-    e["requestContext"]["domainName"] = host.into();
-    e["rawPath"] = path.clone().into();
-    e["requestContext"]["http"]["path"] = path.clone().into();
-    e["routeKey"] = format!("POST {path}").into();
-    e["requestContext"]["routeKey"] = format!("POST {path}").into();
-    e["rawQueryString"] = query.into();
+    let mut e = twilio_post(url);
     e["headers"]["x-twilio-signature"] = twilio_signature(url, &form).into();
     e["body"] = base64::engine::general_purpose::STANDARD
         .encode(&form)

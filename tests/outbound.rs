@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use futures_util::SinkExt as _;
 use lambda_support::{
-    event, sign_form, HttpResponse, LambdaProcess, RuntimeApi, ACCOUNT_SID, TEST_AUTH_TOKEN,
-    TEST_MINT_API_KEY,
+    event, sign_form, twilio_post, HttpResponse, LambdaProcess, RuntimeApi, ACCOUNT_SID,
+    TEST_AUTH_TOKEN, TEST_MINT_API_KEY,
 };
 use serde_json::{json, Value};
 use support::fake_el::{Behaviour, FakeEl};
@@ -82,21 +82,9 @@ fn calls_event(body: &Value, key: Option<&str>) -> Value {
     e
 }
 
-/// The request Twilio makes to `url` (absolute, query included) with `fields`: an HTTP API
-/// event for that host, path and raw query, signed over exactly that URL.
+/// The request Twilio makes to `url` with `fields`, signed over exactly that URL.
 fn twilio_request(url: &str, fields: &[(&str, &str)]) -> Value {
-    let rest = url.strip_prefix("https://").unwrap();
-    let (host, path_query) = rest.split_once('/').unwrap();
-    let (path, query) = path_query.split_once('?').unwrap_or((path_query, ""));
-    let path = format!("/{path}");
-    let mut e = event("calls-answer");
-    e["headers"]["host"] = host.into();
-    e["requestContext"]["domainName"] = host.into();
-    e["rawPath"] = path.clone().into();
-    e["requestContext"]["http"]["path"] = path.clone().into();
-    e["routeKey"] = format!("POST {path}").into();
-    e["requestContext"]["routeKey"] = format!("POST {path}").into();
-    e["rawQueryString"] = query.into();
+    let mut e = twilio_post(url);
     sign_form(&mut e, fields, url, TEST_AUTH_TOKEN);
     e
 }

@@ -82,10 +82,7 @@ pub struct RestRequest {
 impl RestRequest {
     /// The value of form field `name`.
     pub fn field(&self, name: &str) -> Option<&str> {
-        self.form
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
+        form_field(&self.form, name)
     }
 
     /// What the request does, for a timeline: `hang-up` or `transfer to +1…`.
@@ -188,6 +185,19 @@ impl FakeTwilioRest {
     }
 }
 
+fn form_field<'a>(form: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    form.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// Twilio's answer to a field the resource does not have.
+fn unknown_field(form: &[(String, String)], known: &[&str]) -> Option<Response<Full<Bytes>>> {
+    form.iter()
+        .find(|(k, _)| !known.contains(&k.as_str()))
+        .map(|(k, _)| twilio_error(400, 20001, &format!("Unknown parameter {k}")))
+}
+
 fn twilio_error(status: u16, code: u32, message: &str) -> Response<Full<Bytes>> {
     let body = json!({"code": code, "message": message,
         "more_info": format!("https://www.twilio.com/docs/errors/{code}"), "status": status});
@@ -243,16 +253,9 @@ async fn handle(
     let Some(call_sid) = target else {
         return create(shared, form);
     };
-    let field = |name: &str| {
-        form.iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-    if let Some((k, _)) = form
-        .iter()
-        .find(|(k, _)| !UPDATE_FIELDS.contains(&k.as_str()))
-    {
-        return twilio_error(400, 20001, &format!("Unknown parameter {k}"));
+    let field = |name: &str| form_field(&form, name);
+    if let Some(refusal) = unknown_field(&form, UPDATE_FIELDS) {
+        return refusal;
     }
     if let Some(status) = field("Status") {
         if status != "completed" && status != "canceled" {
@@ -293,16 +296,9 @@ async fn handle(
 
 /// `POST …/Calls.json`.
 fn create(shared: &Mutex<Shared>, form: Vec<(String, String)>) -> Response<Full<Bytes>> {
-    let field = |name: &str| {
-        form.iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-    if let Some((k, _)) = form
-        .iter()
-        .find(|(k, _)| !CREATE_FIELDS.contains(&k.as_str()))
-    {
-        return twilio_error(400, 20001, &format!("Unknown parameter {k}"));
+    let field = |name: &str| form_field(&form, name);
+    if let Some(refusal) = unknown_field(&form, CREATE_FIELDS) {
+        return refusal;
     }
     let e164 = media_orchestrator::twilio::number::is_e164;
     match (field("To"), field("From")) {

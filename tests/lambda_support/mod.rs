@@ -53,6 +53,25 @@ pub fn sign_form(event: &mut Value, fields: &[(&str, &str)], url: &str, token: &
         compute_signature(token.as_bytes(), SignatureAlgorithm::HmacSha1, url, &params).into();
 }
 
+/// The API Gateway event (HTTP API, payload 2.0) of Twilio's POST to `url` (absolute, query
+/// included): its host, path and raw query; the caller adds the body and signature (e.g.
+/// with [`sign_form`]).
+pub fn twilio_post(url: &str) -> Value {
+    let rest = url.strip_prefix("https://").expect("an https:// URL");
+    let (host, path_query) = rest.split_once('/').expect("a path");
+    let (path, query) = path_query.split_once('?').unwrap_or((path_query, ""));
+    let path = format!("/{path}");
+    let mut e = event("calls-answer");
+    e["headers"]["host"] = host.into();
+    e["requestContext"]["domainName"] = host.into();
+    e["rawPath"] = path.clone().into();
+    e["requestContext"]["http"]["path"] = path.clone().into();
+    e["routeKey"] = format!("POST {path}").into();
+    e["requestContext"]["routeKey"] = format!("POST {path}").into();
+    e["rawQueryString"] = query.into();
+    e
+}
+
 /// Environment every test process gets for AWS: fake credentials, moto's endpoint, no IMDS.
 pub fn aws_env(endpoint: &str) -> Vec<(String, String)> {
     [
