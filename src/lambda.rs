@@ -114,7 +114,12 @@ pub async fn handle(state: &LambdaState, req: Request) -> Result<Response<Body>,
             Method::GET | Method::HEAD => health(),
             _ => Err(LambdaError::MethodNotAllowed("GET, HEAD")),
         },
-        "/token" | "/twiml" | "/calls" | outbound::ANSWER_ROUTE | outbound::AMD_ROUTE
+        "/token"
+        | "/twiml"
+        | "/calls"
+        | outbound::ANSWER_ROUTE
+        | outbound::AMD_ROUTE
+        | outbound::STATUS_ROUTE
             if method != Method::POST =>
         {
             Err(LambdaError::MethodNotAllowed("POST"))
@@ -139,6 +144,10 @@ pub async fn handle(state: &LambdaState, req: Request) -> Result<Response<Body>,
         outbound::AMD_ROUTE => {
             state.secrets.refresh_stale().await;
             outbound::amd(state, &req).await
+        }
+        outbound::STATUS_ROUTE => {
+            state.secrets.refresh_stale().await;
+            outbound::status(state, &req)
         }
         _ => Err(LambdaError::NotFound),
     }
@@ -169,13 +178,14 @@ pub async fn respond(state: &LambdaState, req: Request) -> Response<Body> {
 }
 
 /// The routes this function answers.
-const ROUTES: [&str; 6] = [
+const ROUTES: [&str; 7] = [
     "/health",
     "/token",
     "/twiml",
     "/calls",
     outbound::ANSWER_ROUTE,
     outbound::AMD_ROUTE,
+    outbound::STATUS_ROUTE,
 ];
 
 /// The route a request is for, whatever API Gateway front door it came through: the path's

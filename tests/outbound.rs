@@ -102,6 +102,15 @@ fn call_request() -> Value {
     })
 }
 
+/// The EMF line of the media-lambda logs that reports `metric`, parsed.
+fn emf(logs: &str, metric: &str) -> Value {
+    logs.lines()
+        .filter(|l| l.contains("\"_aws\""))
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| v.get(metric).is_some())
+        .unwrap_or_else(|| panic!("no EMF line for {metric} in:\n{logs}"))
+}
+
 fn assert_private(what: &str, text: &str) {
     for value in PRIVATE.iter().chain([&CALLEE]) {
         assert!(!text.contains(value), "{value:?} in {what}");
@@ -195,6 +204,10 @@ async fn an_outbound_call_from_request_through_the_agent_to_the_voicemail() {
     assert_eq!(create.field("MachineDetection"), Some("DetectMessageEnd"));
     assert_eq!(create.field("AsyncAmd"), Some("true"));
     assert_eq!(create.field("AsyncAmdStatusCallbackMethod"), Some("POST"));
+    assert_eq!(
+        create.field("StatusCallback"),
+        Some(format!("{API}/calls/status").as_str())
+    );
     let answer_url = create.field("Url").unwrap().to_string();
     let amd_url = create.field("AsyncAmdStatusCallback").unwrap().to_string();
     assert!(
@@ -319,6 +332,14 @@ async fn an_outbound_call_from_request_through_the_agent_to_the_voicemail() {
         ]
     );
 
+    let amd = emf(&rig.lambda.logs(), "OutboundAmdVerdicts");
+    assert_eq!(amd["AnsweredBy"], "machine_end_beep");
+    assert_eq!(amd["AmdDetectionTime"], 4120);
+    assert_eq!(
+        amd["_aws"]["CloudWatchMetrics"][0]["Namespace"],
+        "MediaOrchestrator"
+    );
+
     // Twilio then ends the stream (the call now runs the voicemail TwiML).
     twilio.send(stop(seq)).await.unwrap();
     assert_eq!(
@@ -385,6 +406,33 @@ async fn a_person_keeps_the_agent_a_hang_up_choice_hangs_up_and_twilio_errors_su
     assert_eq!(
         requests[1].form,
         [("Status".to_string(), "completed".to_string())]
+    );
+
+    // The final status (the callback's default `completed` event) is counted; a forged one
+    // is refused.
+    let status_url = create.field("StatusCallback").unwrap().to_string();
+    let status_fields = [
+        ("AccountSid", ACCOUNT_SID),
+        ("CallDuration", "0"),
+        ("CallSid", call_sid.as_str()),
+        ("CallStatus", "busy"),
+        ("Direction", "outbound-api"),
+        ("To", CALLEE),
+    ];
+    let mut forged = twilio_request(&status_url, &status_fields);
+    forged["headers"]["x-twilio-signature"] = "bm90IHR3aWxpbydzIHNpZ25hdHVyZQ==".into();
+    assert_eq!(rig.api.call(&forged).await.status, 403);
+    let resp = rig
+        .api
+        .call(&twilio_request(&status_url, &status_fields))
+        .await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let status = emf(&rig.lambda.logs(), "OutboundCalls");
+    assert_eq!(status["CallStatus"], "busy");
+    assert_eq!(status["OutboundCallDuration"], 0);
+    assert_eq!(
+        status["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+        json!([["CallStatus"]])
     );
 
     // The AMD context is not a pass for another account's request.

@@ -56,6 +56,10 @@ pub mod env {
     pub const OUTBOUND_CONTEXT_TTL_SECONDS: &str = "OUTBOUND_CONTEXT_TTL_SECONDS";
     /// Default for [`OUTBOUND_CONTEXT_TTL_SECONDS`].
     pub const OUTBOUND_CONTEXT_TTL_SECONDS_DEFAULT: u64 = 1800;
+    /// CloudWatch namespace of the outbound-call metrics (EMF lines on stdout).
+    pub const EMF_NAMESPACE: &str = crate::config::env::EMF_NAMESPACE;
+    /// Default for [`EMF_NAMESPACE`].
+    pub const EMF_NAMESPACE_DEFAULT: &str = crate::config::env::EMF_NAMESPACE_DEFAULT;
 }
 
 /// Settings of `media-lambda`.
@@ -93,6 +97,8 @@ pub struct LambdaConfig {
     pub public_api_url: Option<String>,
     /// Lifetime of an outbound call's sealed context.
     pub outbound_context_ttl: Duration,
+    /// CloudWatch namespace of the outbound-call metrics.
+    pub metric_namespace: String,
 }
 
 impl LambdaConfig {
@@ -195,6 +201,9 @@ impl LambdaConfig {
                 OUTBOUND_CONTEXT_TTL_SECONDS,
                 OUTBOUND_CONTEXT_TTL_SECONDS_DEFAULT,
             )?,
+            metric_namespace: src
+                .get(EMF_NAMESPACE)
+                .unwrap_or_else(|| EMF_NAMESPACE_DEFAULT.to_string()),
         })
     }
 }

@@ -4,7 +4,9 @@
 //! per-call context never reaches Twilio in clear: it rides sealed (see [`crate::context`])
 //! in those two URLs' `ctx` query. `/calls/answer` (signed by Twilio) answers
 //! `<Connect><Stream>` with a token bound to the CallSid carrying the context; `/calls/amd`
-//! (signed) hangs up or leaves the voicemail when a machine answered.
+//! (signed) hangs up or leaves the voicemail when a machine answered; `/calls/status`
+//! (signed) receives the final status. Verdicts and statuses become CloudWatch metrics
+//! ([`outcome`]).
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
@@ -14,12 +16,15 @@ use super::webhook::{stream_twiml, verified_form, webhook_url};
 use super::{body_bytes, json, LambdaError, LambdaState};
 use crate::context::{Audience, CallContext, Sealer, Voicemail, MAX_SEALED_CHARS};
 use crate::twilio::twiml::say_then_hang_up;
+use outcome::Outcome;
 use request::{validate, CallRequest};
 
 /// Route of the answer webhook, below the API's base URL.
 pub const ANSWER_ROUTE: &str = "/calls/answer";
 /// Route of the AMD callback.
 pub const AMD_ROUTE: &str = "/calls/amd";
+/// Route of the call-status callback (the final status).
+pub const STATUS_ROUTE: &str = "/calls/status";
 /// Longest URL Twilio accepts in a call's `Url` and callbacks.
 const MAX_URL_CHARS: usize = 4000;
 /// The refusal of a context too large to travel in the URLs and the stream token.
@@ -58,6 +63,7 @@ pub(super) async fn create(
     let amd_ctx = sealer.seal(Audience::Amd, "", exp, &outbound.voicemail)?;
     let answer_url = format!("{base}{ANSWER_ROUTE}?ctx={answer_ctx}");
     let amd_url = format!("{base}{AMD_ROUTE}?ctx={amd_ctx}");
+    let status_url = format!("{base}{STATUS_ROUTE}");
     // The stream token carries the context again: it must open in media-ws too.
     let fits =
         |url: &str, sealed: &str| url.len() <= MAX_URL_CHARS && sealed.len() <= MAX_SEALED_CHARS;
@@ -73,6 +79,9 @@ pub(super) async fn create(
         ("AsyncAmd", "true"),
         ("AsyncAmdStatusCallback", amd_url.as_str()),
         ("AsyncAmdStatusCallbackMethod", "POST"),
+        // The default event, `completed`, carries the final status (busy, no-answer, …).
+        ("StatusCallback", status_url.as_str()),
+        ("StatusCallbackMethod", "POST"),
     ];
     let call = rest.create_call(&form).await.map_err(LambdaError::Twilio)?;
     // Ids and names only: never the numbers or the context's values.
@@ -122,14 +131,21 @@ pub(super) async fn amd(state: &LambdaState, req: &Request) -> Result<Response<B
         Verdict::Machine => voicemail.label(),
         Verdict::Person => "none",
     };
+    let answered_by = outcome::answered_by_label(answered_by);
+    let detection_ms = number(form.field("MachineDetectionDuration"));
     tracing::info!(
         call_sid,
-        answered_by = verdict.label(answered_by),
+        answered_by,
         action,
-        detection_ms = form
-            .field("MachineDetectionDuration")
-            .and_then(|d| d.parse::<u64>().ok()),
+        detection_ms,
         "answering machine detection"
+    );
+    outcome::publish(
+        &state.config.metric_namespace,
+        Outcome::Amd {
+            answered_by,
+            detection_ms,
+        },
     );
     if verdict == Verdict::Machine {
         let rest = state
@@ -176,23 +192,31 @@ impl Verdict {
             _ => Self::Person,
         }
     }
+}
 
-    /// The verdict for logs: Twilio's documented values, anything else as `other`.
-    fn label(self, answered_by: &str) -> &'static str {
-        const KNOWN: [&str; 7] = [
-            "human",
-            "unknown",
-            "fax",
-            "machine_start",
-            "machine_end_beep",
-            "machine_end_silence",
-            "machine_end_other",
-        ];
-        KNOWN
-            .into_iter()
-            .find(|k| *k == answered_by)
-            .unwrap_or("other")
-    }
+/// `POST /calls/status`: Twilio's status callback (the `completed` event: the call's final
+/// status, whatever it was). Counted, logged with ids only, answered 200.
+pub(super) fn status(state: &LambdaState, req: &Request) -> Result<Response<Body>, LambdaError> {
+    let url = signed_url(state, req, STATUS_ROUTE)?;
+    let form = verified_form(state, req, &url)?;
+    let status = outcome::status_label(form.field("CallStatus").unwrap_or_default());
+    let duration_s = number(form.field("CallDuration"));
+    tracing::info!(
+        call_sid = form.call_sid(),
+        status,
+        duration_s,
+        "outbound call status"
+    );
+    outcome::publish(
+        &state.config.metric_namespace,
+        Outcome::Status { status, duration_s },
+    );
+    json(StatusCode::OK, &serde_json::json!({"ok": true}))
+}
+
+/// A count Twilio sends as text (`"4120"`).
+fn number(field: Option<&str>) -> Option<u64> {
+    field.and_then(|d| d.parse().ok())
 }
 
 /// The API's base URL from the `/calls` request: its public URL without the query and the
@@ -258,6 +282,7 @@ fn sealer(state: &LambdaState) -> Result<Sealer, LambdaError> {
     Ok(Sealer::new(&secrets))
 }
 
+mod outcome;
 mod request;
 
 #[cfg(test)]
