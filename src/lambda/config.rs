@@ -158,6 +158,14 @@ impl LambdaConfig {
         if outbound_from.as_deref().is_some_and(|n| !is_e164(n)) {
             return Err(invalid(OUTBOUND_FROM, "expected an E.164 number"));
         }
+        let rest = config::twilio_rest(src)?;
+        if outbound_from.is_some() && rest.is_none() {
+            return Err(invalid(
+                OUTBOUND_FROM,
+                "outbound calls need Twilio's REST API: set TWILIO_ACCOUNT_SID (with \
+                 TWILIO_AUTH_TOKEN, or TWILIO_API_KEY_SID and TWILIO_API_KEY_SECRET)",
+            ));
+        }
         let public_api_url = src
             .get(PUBLIC_API_URL)
             .map(|u| u.trim().trim_end_matches('/').to_string());
@@ -193,7 +201,7 @@ impl LambdaConfig {
             fallback,
             secrets_ttl: seconds(src, SECRETS_TTL_SECONDS, SECRETS_TTL_SECONDS_DEFAULT)?,
             log_format: log_format(src)?,
-            rest: config::twilio_rest(src)?,
+            rest,
             outbound_from,
             public_api_url,
             outbound_context_ttl: seconds(

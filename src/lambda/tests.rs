@@ -119,6 +119,14 @@ fn config_rejects_unusable_values_naming_the_variable() {
         ("MINT_API_KEY", "ssm:"),
         ("SECRETS_TTL_SECONDS", "0"),
         ("LOG_FORMAT", "xml"),
+        ("OUTBOUND_FROM", "5551230000"),
+        // A From without the REST API (no TWILIO_ACCOUNT_SID) could never place a call.
+        ("OUTBOUND_FROM", "+15551230000"),
+        ("PUBLIC_API_URL", "http://api.example.com"),
+        ("PUBLIC_API_URL", "https://api.example.com/voice?x=1"),
+        ("TWILIO_ACCOUNT_SID", "AC123"),
+        ("TWILIO_API_BASE", "api.twilio.com"),
+        ("OUTBOUND_CONTEXT_TTL_SECONDS", "0"),
     ] {
         let ConfigError::Invalid { var: named, reason } =
             LambdaConfig::from_source(&env(&[(var, value)])).unwrap_err();
