@@ -72,6 +72,13 @@ async fn cold_start() {
         ("TWILIO_AUTH_TOKEN", "ssm:/bench/twilio-auth-token"),
     ]));
     ssm.extend(moto.env());
+    // What template.yaml ships: secrets from SSM, and Twilio's REST API on (outbound calls),
+    // which loads the system's TLS roots at start.
+    let mut ssm_rest = ssm.clone();
+    ssm_rest.extend(owned(&[
+        ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
+        ("OUTBOUND_FROM", "+15551230000"),
+    ]));
     let mut plain = common;
     plain.extend(owned(&[
         ("MINT_API_KEY", TEST_MINT_API_KEY),
@@ -83,7 +90,12 @@ async fn cold_start() {
     run_once(&bin, &ssm).await;
     run_once(&bin, &plain).await;
     let mut rows = Vec::new();
-    for (name, env) in [("ssm (moto on loopback)", &ssm), ("plain values", &plain)] {
+    run_once(&bin, &ssm_rest).await;
+    for (name, env) in [
+        ("ssm (moto on loopback)", &ssm),
+        ("ssm + Twilio REST (template.yaml)", &ssm_rest),
+        ("plain values", &plain),
+    ] {
         let (mut ready, mut first) = (Vec::new(), Vec::new());
         for _ in 0..runs {
             let (r, f) = run_once(&bin, env).await;
