@@ -162,7 +162,9 @@ impl LambdaError {
     }
 
     /// The response: `{"ok":false,"error":"<code>"}` with the status, plus `Allow` or
-    /// `WWW-Authenticate` where HTTP asks for them. Never carries detail.
+    /// `WWW-Authenticate` where HTTP asks for them. The only detail: an `invalid_request`'s
+    /// constant `reason`, and Twilio's status, code and message for `twilio_error` (the API
+    /// caller sent what it may quote). Never a secret.
     pub fn to_response(&self) -> Response<Body> {
         let mut body = serde_json::json!({"ok": false, "error": self.code()});
         match self {
