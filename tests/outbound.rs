@@ -14,6 +14,7 @@ mod twilio_rest;
 
 use std::time::Duration;
 
+use base64::Engine as _;
 use futures_util::SinkExt as _;
 use lambda_support::{
     event, sign_form, twilio_post, HttpResponse, LambdaProcess, RuntimeApi, ACCOUNT_SID,
@@ -248,6 +249,37 @@ async fn an_outbound_call_from_request_through_the_agent_to_the_voicemail() {
         })
         .collect();
     let path = stream_url.strip_prefix(PUBLIC_STREAM).unwrap();
+
+    // The sealed context moved into a validly signed token for another call: refused at the
+    // upgrade, because the seal is bound to its CallSid.
+    let token = path.rsplit('/').next().unwrap();
+    let payload = token.split('.').nth(1).unwrap();
+    let mut claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(claims["ctx"].as_str().unwrap().starts_with("v1."));
+    claims["sub"] = "CA00000000000000000000000000000000".into();
+    claims["jti"] = "moved-context".into();
+    let moved = jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    assert_eq!(
+        ws.connect(&format!("/rtm/voice/jwt/{moved}"), &[])
+            .await
+            .err(),
+        Some(401)
+    );
+    assert_eq!(
+        ws.metric("media_handshake_rejections_total{reason=\"token_context\"}")
+            .await,
+        1.0
+    );
 
     // The stream: connected, start, then caller audio in real time.
     let mut twilio = ws.connect(path, &[]).await.unwrap();
