@@ -7,6 +7,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
@@ -63,6 +64,12 @@ pub struct CallOptions {
     pub dtmf: String,
     /// When the first digit is pressed, after the first frame.
     pub dtmf_at: Duration,
+    /// The call's CallSid and AccountSid in `start` (default: a random `CA…`, [`ACCOUNT_SID`]),
+    /// e.g. those of a call Twilio's REST API created.
+    pub sids: Option<(String, String)>,
+    /// Twilio ends the stream when this is notified (the call's TwiML was replaced or it
+    /// was hung up through the REST API): `stop` goes out at once.
+    pub hang_up: Option<Arc<tokio::sync::Notify>>,
 }
 
 impl Default for CallOptions {
@@ -75,6 +82,8 @@ impl Default for CallOptions {
             record: false,
             dtmf: String::new(),
             dtmf_at: Duration::from_secs(1),
+            sids: None,
+            hang_up: None,
         }
     }
 }
@@ -98,6 +107,8 @@ pub enum Step {
     Rest(String),
     /// All audio was sent.
     AudioSent,
+    /// Twilio's REST API ended the stream (a redirect or hang-up of the call).
+    HungUpByRest,
     /// `stop` was sent.
     StopSent,
     /// The server closed the socket.
@@ -248,8 +259,13 @@ enum Phase {
 pub async fn run(mut ws: Ws, audio: &[u8], opts: &CallOptions, live: &Live) -> CallReport {
     let opened = Instant::now();
     let mut report = CallReport::default();
+    let mut sids = Sids::new();
+    if let Some((call, account)) = &opts.sids {
+        sids.call.clone_from(call);
+        sids.account.clone_from(account);
+    }
     let mut tw = Twilio {
-        sids: Sids::new(),
+        sids,
         seq: 0,
         chunk: 0,
     };
@@ -328,6 +344,10 @@ pub async fn run(mut ws: Ws, audio: &[u8], opts: &CallOptions, live: &Live) -> C
                         break;
                     }
                 }
+            },
+            () = async { hang_up_signal(opts).await }, if opts.hang_up.is_some() && phase != Phase::Stopped => {
+                step(&mut report, Step::HungUpByRest);
+                send_stop = true;
             },
             () = tokio::time::sleep_until(dtmf_at), if dtmf_next < digits.len() && phase != Phase::Stopped => {
                 let digit = digits[dtmf_next];
@@ -426,6 +446,14 @@ pub async fn run(mut ws: Ws, audio: &[u8], opts: &CallOptions, live: &Live) -> C
                 return report;
             }
         }
+    }
+}
+
+/// Resolves when [`CallOptions::hang_up`] is notified (never without one).
+async fn hang_up_signal(opts: &CallOptions) {
+    match &opts.hang_up {
+        Some(notify) => notify.notified().await,
+        None => std::future::pending().await,
     }
 }
 

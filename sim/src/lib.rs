@@ -11,11 +11,15 @@
 //! - [`agent_echo`]: the `--agent-listen` echo ElevenLabs endpoint.
 //! - [`procstat`]: CPU time and RSS of a local process from `/proc`.
 //! - [`stats`] computes latency percentiles.
-//! - [`twilio_rest`]: a strict loopback Twilio REST API for call updates (hang-up, transfer).
+//! - [`twilio_rest`]: a strict loopback Twilio REST API: call updates (hang-up, transfer) and
+//!   creates (outbound calls).
+//! - [`outbound`]: Twilio's side of a created call: answer webhook, stream, AMD and status
+//!   callbacks, the stream ended by a REST update.
 
 pub mod agent_echo;
 pub mod caller;
 pub mod load;
+pub mod outbound;
 pub mod procstat;
 pub mod stats;
 pub mod twilio_rest;
@@ -65,6 +69,9 @@ pub enum SimError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A webhook (answer, AMD, status) could not be delivered, or its answer was unusable.
+    #[error("webhook: {0}")]
+    Webhook(String),
     /// The TCP/TLS/WebSocket connection failed.
     #[error("cannot connect to {url}: {reason}")]
     Connect {

@@ -32,6 +32,51 @@ enum Command {
     Call(CallArgs),
     /// Run N concurrent simulated calls against an echo and report latency and cost.
     Load(LoadArgs),
+    /// Play Twilio for outbound calls: a fake REST API whose created calls ring, answer
+    /// (signed webhook), stream a WAV to the <Stream url> in real time, get an AMD verdict and
+    /// a final status, and end when the call is redirected or hung up.
+    Twilio(TwilioArgs),
+}
+
+#[derive(Args)]
+struct TwilioArgs {
+    /// Address of the fake REST API (media-lambda's TWILIO_API_BASE=http://ADDR).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9100")]
+    listen: String,
+    /// The account (media-lambda's TWILIO_ACCOUNT_SID).
+    #[arg(long, default_value = caller::ACCOUNT_SID)]
+    account_sid: String,
+    /// The Auth Token: Basic auth of the REST API and the key of webhook signatures.
+    #[arg(long, env = "MEDIA_SIM_TWILIO_AUTH_TOKEN", hide_env_values = true)]
+    auth_token: String,
+    /// Where the function's webhooks really are, e.g.
+    /// http://127.0.0.1:9000/lambda-url/media-lambda (cargo lambda watch); requests keep the
+    /// Host and signature of the URL Twilio was given.
+    #[arg(long)]
+    webhook_base: String,
+    /// Where the <Stream url>'s wss://host really is.
+    #[arg(long, default_value = "ws://127.0.0.1:8080")]
+    stream_origin: String,
+    /// The callee's audio.
+    #[arg(long)]
+    wav: PathBuf,
+    /// The AMD verdict posted to AsyncAmdStatusCallback.
+    #[arg(long, default_value = "human", value_parser = [
+        "human", "unknown", "fax", "machine_start", "machine_end_beep",
+        "machine_end_silence", "machine_end_other"])]
+    answered_by: String,
+    /// When the verdict is posted, seconds after the answer.
+    #[arg(long, default_value = "3", value_parser = seconds)]
+    amd_after: Duration,
+    /// Ring time before the callee answers (seconds).
+    #[arg(long, default_value = "1", value_parser = seconds)]
+    ring: Duration,
+    /// After the audio, hang up once no audio has come back for this long (seconds).
+    #[arg(long, default_value = "1.5", value_parser = seconds)]
+    linger: Duration,
+    /// Exit after this many calls (0: serve until interrupted).
+    #[arg(long, default_value_t = 0)]
+    calls: usize,
 }
 
 #[derive(Args)]
@@ -142,6 +187,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Call(args) => call(args).await,
         Command::Load(args) => run_load(args).await,
+        Command::Twilio(args) => twilio(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -195,6 +241,98 @@ async fn call(args: CallArgs) -> anyhow::Result<()> {
     if let Some(rest) = &rest {
         caller::add_rest_requests(&mut report, opened, &rest.requests());
     }
+    print_report(&report);
+    println!("ended: {}", caller::ending(&report));
+    if let Some(out) = &args.out {
+        wav::write_ulaw(out, &report.received)?;
+        println!(
+            "wrote {} ({:.2} s)",
+            out.display(),
+            report.received.len() as f64 / 8000.0
+        );
+    }
+    match report.close_code {
+        Some(1000) => Ok(()),
+        Some(code) => bail!("the server closed the call with {code}"),
+        None => bail!("the call ended without a close frame"),
+    }
+}
+
+async fn twilio(args: TwilioArgs) -> anyhow::Result<()> {
+    use media_sim::outbound::{self, OutboundOptions};
+    let rest = media_sim::twilio_rest::FakeTwilioRest::start(
+        &args.listen,
+        &args.account_sid,
+        &args.auth_token,
+    )
+    .await
+    .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let opts = OutboundOptions {
+        account_sid: args.account_sid.clone(),
+        auth_token: args.auth_token.clone(),
+        webhook_base: args.webhook_base.clone(),
+        stream_origin: args.stream_origin.clone(),
+        ring: args.ring,
+        answered_by: args.answered_by.clone(),
+        amd_after: args.amd_after,
+        audio: Arc::new(wav::read_ulaw(&args.wav)?),
+        call: CallOptions {
+            linger: args.linger,
+            ..CallOptions::default()
+        },
+    };
+    println!(
+        "twilio rest api on {} (account {}): waiting for calls",
+        rest.base_url(),
+        args.account_sid
+    );
+    let mut handled = 0;
+    let mut failed = 0;
+    while args.calls == 0 || handled < args.calls {
+        let Some(create) = rest
+            .requests()
+            .into_iter()
+            .filter(|r| r.created)
+            .nth(handled)
+        else {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        };
+        handled += 1;
+        println!("call {} created: ringing", create.call_sid);
+        match outbound::play(&opts, &rest, &create).await {
+            Ok(report) => {
+                println!("answer webhook: HTTP {}", report.answer_status);
+                if let Some(call) = &report.call {
+                    print_report(call);
+                }
+                if let Some(status) = report.amd_status {
+                    println!("amd callback ({}): HTTP {status}", args.answered_by);
+                }
+                for what in &report.rest {
+                    println!("twilio rest: {what}");
+                }
+                if let Some(status) = report.status_callback {
+                    println!("status callback (completed): HTTP {status}");
+                }
+                if report.answer_status != 200 {
+                    failed += 1;
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                println!("call {} failed: {e}", create.call_sid);
+            }
+        }
+    }
+    if failed > 0 {
+        bail!("{failed} of {handled} calls failed");
+    }
+    Ok(())
+}
+
+/// The call's timeline and summary, as `call` and `twilio` print them.
+fn print_report(report: &caller::CallReport) {
     for entry in &report.timeline {
         let what = match &entry.step {
             Step::Connected => "connected".to_string(),
@@ -205,6 +343,9 @@ async fn call(args: CallArgs) -> anyhow::Result<()> {
             Step::KeypadSent(n) => format!("keypad: {n} digits pressed"),
             Step::Rest(what) => format!("twilio rest: {what}"),
             Step::AudioSent => "all audio sent".to_string(),
+            Step::HungUpByRest => {
+                "the call was redirected or hung up: Twilio ends the stream".to_string()
+            }
             Step::StopSent => "stop sent".to_string(),
             Step::Closed { code, reason } => format!("close {code} {reason:?}"),
             Step::Lost(why) => format!("connection lost: {why}"),
@@ -231,20 +372,6 @@ async fn call(args: CallArgs) -> anyhow::Result<()> {
             .close_code
             .map_or("none".to_string(), |c| c.to_string()),
     );
-    println!("ended: {}", caller::ending(&report));
-    if let Some(out) = &args.out {
-        wav::write_ulaw(out, &report.received)?;
-        println!(
-            "wrote {} ({:.2} s)",
-            out.display(),
-            report.received.len() as f64 / 8000.0
-        );
-    }
-    match report.close_code {
-        Some(1000) => Ok(()),
-        Some(code) => bail!("the server closed the call with {code}"),
-        None => bail!("the call ended without a close frame"),
-    }
 }
 
 async fn run_load(args: LoadArgs) -> anyhow::Result<()> {

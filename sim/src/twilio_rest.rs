@@ -93,16 +93,29 @@ impl RestRequest {
         if let Some(status) = self.field("Status") {
             return format!("hang-up requested (Status={status})");
         }
-        match self.field("Twiml") {
-            Some(twiml) => {
-                let number = twiml
-                    .split("<Number>")
-                    .nth(1)
-                    .and_then(|rest| rest.split("</Number>").next())
-                    .unwrap_or("?");
-                format!("transfer to {number} requested")
-            }
-            None => "call update requested".to_string(),
+        let Some(twiml) = self.field("Twiml") else {
+            return "call update requested".to_string();
+        };
+        if let Some(number) = twiml
+            .split("<Number>")
+            .nth(1)
+            .and_then(|rest| rest.split("</Number>").next())
+        {
+            return format!("transfer to {number} requested");
+        }
+        match twiml
+            .split("<Say>")
+            .nth(1)
+            .and_then(|rest| rest.split("</Say>").next())
+        {
+            Some(said) => format!(
+                "voicemail requested: <Say> ({} characters) then <Hangup />",
+                said.chars().count()
+            ),
+            None => format!(
+                "call redirected to new TwiML ({} characters)",
+                twiml.chars().count()
+            ),
         }
     }
 }

@@ -17,7 +17,7 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 
-use super::HttpResponse;
+use base64::Engine as _;
 
 /// How an invocation ended.
 #[derive(Debug)]
@@ -268,4 +268,43 @@ fn status(code: StatusCode) -> Response<Full<Bytes>> {
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from_static(b"{}")))
         .unwrap()
+}
+
+/// The API Gateway (payload 2.0) response the function posted, decoded.
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: serde_json::Map<String, Value>,
+    pub body: String,
+}
+
+impl HttpResponse {
+    /// Parses the function's response document.
+    pub fn parse(raw: &[u8]) -> Self {
+        let v: Value = serde_json::from_slice(raw).unwrap();
+        let body = v["body"].as_str().unwrap_or_default();
+        let body = if v["isBase64Encoded"] == true {
+            String::from_utf8(
+                base64::engine::general_purpose::STANDARD
+                    .decode(body)
+                    .unwrap(),
+            )
+            .unwrap()
+        } else {
+            body.to_string()
+        };
+        Self {
+            status: u16::try_from(v["statusCode"].as_u64().unwrap()).unwrap(),
+            headers: v["headers"].as_object().cloned().unwrap_or_default(),
+            body,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(Value::as_str)
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap()
+    }
 }

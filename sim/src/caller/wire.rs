@@ -7,6 +7,7 @@ use super::*;
 pub(super) struct Sids {
     pub(super) stream: String,
     pub(super) call: String,
+    pub(super) account: String,
 }
 
 impl Sids {
@@ -14,6 +15,7 @@ impl Sids {
         Self {
             stream: format!("MZ{}", uuid::Uuid::new_v4().simple()),
             call: format!("CA{}", uuid::Uuid::new_v4().simple()),
+            account: ACCOUNT_SID.to_string(),
         }
     }
 }
@@ -39,7 +41,7 @@ impl Twilio {
         let seq = self.next_seq();
         Message::text(
             json!({"event":"start","sequenceNumber":seq,
-                "start":{"accountSid":ACCOUNT_SID,"streamSid":self.sids.stream,"callSid":self.sids.call,
+                "start":{"accountSid":self.sids.account,"streamSid":self.sids.stream,"callSid":self.sids.call,
                     "tracks":["inbound"],"customParameters":params,
                     "mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000,"channels":1}},
                 "streamSid":self.sids.stream})
@@ -89,7 +91,7 @@ impl Twilio {
         let seq = self.next_seq();
         Message::text(
             json!({"event":"stop","sequenceNumber":seq,
-                "stop":{"accountSid":ACCOUNT_SID,"callSid":self.sids.call},
+                "stop":{"accountSid":self.sids.account,"callSid":self.sids.call},
                 "streamSid":self.sids.stream})
             .to_string(),
         )
