@@ -16,8 +16,8 @@ use std::time::Duration;
 use lambda_offline::{api_gateway, LambdaProcess, RuntimeApi};
 use serde_json::json;
 use support::fake_el::{Behaviour, FakeEl};
-use support::{free_port, Server};
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use support::{free_port, http_request_with_body, Server};
+use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 const SIM: &str = env!("CARGO_BIN_EXE_media-sim");
 const SECRET: &str = "media-sim-outbound-secret";
@@ -45,26 +45,6 @@ fn callee_wav() -> std::path::PathBuf {
     }
     w.finalize().unwrap();
     path
-}
-
-/// POST `body` (JSON) to `path` on `addr`: (status, body).
-async fn post_json(addr: std::net::SocketAddr, path: &str, body: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {MINT_KEY}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).await.unwrap();
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let status = text[9..12].parse().unwrap();
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
 }
 
 #[tokio::test]
@@ -152,7 +132,18 @@ async fn media_sim_plays_twilio_for_an_outbound_call_answered_by_a_machine() {
     // The backend places the call, as with curl against the deployed API.
     let body = json!({"to": "+15005550006", "firstMessage": "Hello from the clinic.",
         "voicemail": "message", "voicemailMessage": "Please call us back."});
-    let (status, created) = post_json(front, "/calls", &body.to_string()).await;
+    let auth = format!("Bearer {MINT_KEY}");
+    let (status, created) = http_request_with_body(
+        front,
+        "POST",
+        "/calls",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        &body.to_string(),
+    )
+    .await;
     assert_eq!(status, 201, "{created}\n{}", lambda.logs());
     let call_sid = serde_json::from_str::<serde_json::Value>(&created).unwrap()["callSid"]
         .as_str()

@@ -8,22 +8,12 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
+use super::bin::workspace_bin;
 use super::RuntimeApi;
 
-/// The `media-lambda` binary: Cargo's own path in this package's tests; from another
-/// workspace member's tests (media-sim's), the one `cargo test --workspace` built beside them.
+/// The `media-lambda` binary (see [`workspace_bin`]).
 pub fn media_lambda_bin() -> String {
-    if let Some(bin) = option_env!("CARGO_BIN_EXE_media-lambda") {
-        return bin.to_string();
-    }
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("media-lambda");
-    assert!(
-        bin.exists(),
-        "{} missing: run the tests with `cargo test --workspace`",
-        bin.display()
-    );
-    bin.to_string_lossy().into_owned()
+    workspace_bin("media-lambda", option_env!("CARGO_BIN_EXE_media-lambda"))
 }
 
 /// A running `media-lambda` process attached to a [`RuntimeApi`].

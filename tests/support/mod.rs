@@ -160,21 +160,14 @@ impl Server {
     }
 }
 
-/// The `media-ws` binary: Cargo's own path in this package's tests; from another workspace
-/// member's tests (media-sim's), the one `cargo test --workspace` built beside them.
+// Both harnesses (each included on its own by test crates) share this one file.
+#[allow(clippy::duplicate_mod)]
+#[path = "../lambda_support/bin.rs"]
+mod bin;
+
+/// The `media-ws` binary (see [`bin::workspace_bin`]).
 pub fn media_ws_bin() -> String {
-    if let Some(bin) = option_env!("CARGO_BIN_EXE_media-ws") {
-        return bin.to_string();
-    }
-    let exe = std::env::current_exe().unwrap();
-    // target/<profile>/deps/<test> -> target/<profile>/media-ws
-    let bin = exe.parent().unwrap().parent().unwrap().join("media-ws");
-    assert!(
-        bin.exists(),
-        "{} missing: run the tests with `cargo test --workspace`",
-        bin.display()
-    );
-    bin.to_string_lossy().into_owned()
+    bin::workspace_bin("media-ws", option_env!("CARGO_BIN_EXE_media-ws"))
 }
 
 /// A loopback port with nothing listening on it (bound, read, released).
@@ -193,12 +186,27 @@ pub async fn http_request(
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, String) {
+    http_request_with_body(addr, method, path, headers, "").await
+}
+
+/// [`http_request`] with a body (`Content-Length` added when it is not empty).
+pub async fn http_request_with_body(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
     let mut s = TcpStream::connect(addr).await.unwrap();
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
+    if !body.is_empty() {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
     req.push_str("\r\n");
+    req.push_str(body);
     s.write_all(req.as_bytes()).await.unwrap();
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await.unwrap();

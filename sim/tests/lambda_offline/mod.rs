@@ -4,6 +4,10 @@
 
 #[path = "../../../tests/lambda_support/api_gateway.rs"]
 pub mod api_gateway;
+// Both harnesses (each included on its own by test crates) share this one file.
+#[allow(clippy::duplicate_mod)]
+#[path = "../../../tests/lambda_support/bin.rs"]
+pub mod bin;
 #[path = "../../../tests/lambda_support/process.rs"]
 pub mod process;
 #[path = "../../../tests/lambda_support/runtime_api.rs"]
