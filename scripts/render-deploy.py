@@ -16,16 +16,22 @@ Reads, from the repository this script lives in:
   template Rules, Conditions and the intrinsics Ref, Fn::Sub, Fn::If, Fn::Join,
   Fn::FindInMap, Fn::Select, Fn::Split, Fn::GetAtt (resources get deterministic
   physical names: "<stack>-<LogicalId>").
-- infra/ec2/media-ws.env.example with systemd EnvironmentFile semantics.
+- infra/ec2/media-ws.env.example with systemd EnvironmentFile semantics, and
+  TimeoutStopSec of infra/ec2/media-ws.service.
 
 Exits 1 with a message naming the file when anything is inconsistent: an unknown or
 invalid override, a failing Rule, READMEs that disagree, an `ssm:` reference that no
 README creates or that lies outside the stack's SsmParameterPath, stacks with different
-SsmParameterPath values. Needs only the stdlib and cfn-lint (scripts/requirements-test.txt).
+SsmParameterPath values, stop timings that would cut calls (the ECS deregistration delay
+shorter than MAX_CALL_SECONDS + 60 or above the ALB's 3600, a StopTimeout not above
+DRAIN_TIMEOUT_MS or above Fargate's 120, an EC2 TimeoutStopSec not above
+DRAIN_TIMEOUT_MS + 5 s, an env without MAX_CALL_SECONDS). Needs only the stdlib and
+cfn-lint (scripts/requirements-test.txt).
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import shlex
@@ -37,8 +43,19 @@ REPO = Path(__file__).resolve().parent.parent
 ECS_TEMPLATE = "infra/media-ws.yaml"
 LAMBDA_TEMPLATE = "template.yaml"
 EC2_ENV = "infra/ec2/media-ws.env.example"
+EC2_UNIT = "infra/ec2/media-ws.service"
 READMES = ("README.md", "infra/README.md")
 DEFAULT_LAMBDA_STACK = "media-lambda"
+
+# Stop timings (infra/README.md, "What a stop does to a live call").
+DRAIN_TIMEOUT_MS_DEFAULT = 25000  # media-ws's default (src/config/env.rs)
+CALL_ENDING_MARGIN_S = 60  # the delay covers MAX_CALL_SECONDS + the ending (~25 s) + margin
+ALB_MAX_DEREGISTRATION_DELAY_S = 3600
+ALB_DEFAULT_DEREGISTRATION_DELAY_S = 300
+FARGATE_MAX_STOP_TIMEOUT_S = 120
+FARGATE_DEFAULT_STOP_TIMEOUT_S = 30
+SYSTEMD_DEFAULT_TIMEOUT_STOP_S = 90
+SYSTEMD_KILL_MARGIN_S = 5
 
 PSEUDO = {
     "AWS::Region": "us-east-1",
@@ -425,6 +442,12 @@ def render_ecs(stack: Stack) -> dict:
             f"PUBLIC_STREAM_BASE={env.get('PUBLIC_STREAM_BASE')} differs from the StreamUrlBase output {stream_url}",
         )
 
+    delay = deregistration_delay(stack)
+    stop_timeout = int_setting(
+        container.get("StopTimeout", FARGATE_DEFAULT_STOP_TIMEOUT_S), label, "media-ws container StopTimeout"
+    )
+    check_ecs_stop(env, delay, stop_timeout, label)
+
     return {
         "stack": stack.stack_name,
         "parameters": stack.parameters,
@@ -432,7 +455,93 @@ def render_ecs(stack: Stack) -> dict:
         "tables": tables,
         "actions": {k: sorted(v) for k, v in sorted(actions.items())},
         "stream_url_base": stream_url,
+        "deregistration_delay_seconds": delay,
+        "stop_timeout_seconds": stop_timeout,
     }
+
+
+def int_setting(value, label: str, where: str) -> int:
+    text = cfn_str(value).strip()
+    if not re.fullmatch(r"[0-9]+", text):
+        raise DeployError(label, f"{where}={text!r} is not a whole number of seconds")
+    return int(text)
+
+
+def deregistration_delay(stack: Stack) -> int:
+    """deregistration_delay.timeout_seconds of the target group the media-ws service is
+    registered in (the ALB default, 300, when the attribute is not set)."""
+    label = stack.label
+    groups = [
+        g for g in stack.resources_of("AWS::ElasticLoadBalancingV2::TargetGroup") if stack.resource_active(g)
+    ]
+    chosen = None
+    for svc in stack.resources_of("AWS::ECS::Service"):
+        if not stack.resource_active(svc):
+            continue
+        for lb in (stack.resources[svc].get("Properties") or {}).get("LoadBalancers") or []:
+            arn = (lb or {}).get("TargetGroupArn")
+            if (lb or {}).get("ContainerName") == "media-ws" and isinstance(arn, dict) and arn.get("Ref") in groups:
+                chosen = arn["Ref"]
+    if chosen is None:
+        if len(groups) != 1:
+            raise DeployError(label, f"cannot tell the media-ws target group among {groups}")
+        chosen = groups[0]
+    attrs = stack.resolve((stack.resources[chosen].get("Properties") or {}).get("TargetGroupAttributes") or [])
+    for attr in attrs:
+        if attr.get("Key") == "deregistration_delay.timeout_seconds":
+            return int_setting(attr.get("Value"), label, f"{chosen} deregistration_delay.timeout_seconds")
+    return ALB_DEFAULT_DEREGISTRATION_DELAY_S
+
+
+def max_call_seconds(env: dict[str, str], label: str, where: str) -> int:
+    if "MAX_CALL_SECONDS" not in env:
+        raise DeployError(
+            label,
+            f"{where} has no MAX_CALL_SECONDS: a call's longest life must be set, so that the "
+            f"deregistration delay can cover it (MAX_CALL_SECONDS + {CALL_ENDING_MARGIN_S})",
+        )
+    value = int_setting(env["MAX_CALL_SECONDS"], label, f"{where} MAX_CALL_SECONDS")
+    if value == 0:
+        raise DeployError(
+            label,
+            f"{where} MAX_CALL_SECONDS=0 (no limit): no deregistration delay (at most "
+            f"{ALB_MAX_DEREGISTRATION_DELAY_S} s) covers an unlimited call, so a stop would cut long calls",
+        )
+    return value
+
+
+def drain_seconds(env: dict[str, str], label: str, where: str) -> float:
+    ms = int_setting(env.get("DRAIN_TIMEOUT_MS", DRAIN_TIMEOUT_MS_DEFAULT), label, f"{where} DRAIN_TIMEOUT_MS")
+    return ms / 1000
+
+
+def check_ecs_stop(env: dict[str, str], delay: int, stop_timeout: int, label: str) -> None:
+    """ECS stops a task: deregister, wait until the target is unused or the delay has
+    passed, SIGTERM, SIGKILL after StopTimeout. The delay must cover the longest call;
+    StopTimeout the app's drain."""
+    where = "media-ws container env"
+    longest = max_call_seconds(env, label, where)
+    if delay < longest + CALL_ENDING_MARGIN_S:
+        raise DeployError(
+            label,
+            f"the target group's deregistration delay ({delay} s) is shorter than MAX_CALL_SECONDS + "
+            f"{CALL_ENDING_MARGIN_S} ({longest + CALL_ENDING_MARGIN_S} s): the ALB would cut calls still "
+            f"live on a stopping task",
+        )
+    if delay > ALB_MAX_DEREGISTRATION_DELAY_S:
+        raise DeployError(
+            label,
+            f"the target group's deregistration delay ({delay} s) is above the ALB maximum "
+            f"{ALB_MAX_DEREGISTRATION_DELAY_S} s",
+        )
+    drain = drain_seconds(env, label, where)
+    if not drain < stop_timeout <= FARGATE_MAX_STOP_TIMEOUT_S:
+        raise DeployError(
+            label,
+            f"the media-ws container StopTimeout ({stop_timeout} s) must be above DRAIN_TIMEOUT_MS "
+            f"({drain:g} s), so SIGKILL never cuts the drain, and at most Fargate's "
+            f"{FARGATE_MAX_STOP_TIMEOUT_S} s",
+        )
 
 
 def render_lambda(stack: Stack) -> dict:
@@ -676,6 +785,64 @@ def parse_env_file(text: str, label: str) -> dict[str, str]:
     return env
 
 
+TIMESPAN_UNITS = {
+    "us": 1e-6, "usec": 1e-6, "ms": 1e-3, "msec": 1e-3,
+    "s": 1, "sec": 1, "second": 1, "seconds": 1,
+    "m": 60, "min": 60, "minute": 60, "minutes": 60,
+    "h": 3600, "hr": 3600, "hour": 3600, "hours": 3600,
+}
+
+
+def parse_timespan(text: str, label: str, where: str) -> float:
+    """A systemd time span ("75s", "75", "1min 15s") in seconds."""
+    text = text.strip()
+    if re.fullmatch(r"[0-9]+(\.[0-9]+)?", text):
+        return float(text)
+    parts = re.findall(r"([0-9]+(?:\.[0-9]+)?)\s*([a-z]+)", text)
+    if not parts or re.sub(r"[0-9.]+\s*[a-z]+", "", text).strip():
+        raise DeployError(label, f"{where}={text!r} is not a finite systemd time span")
+    total = 0.0
+    for number, unit in parts:
+        if unit not in TIMESPAN_UNITS:
+            raise DeployError(label, f"{where}={text!r}: unknown time unit {unit!r}")
+        total += float(number) * TIMESPAN_UNITS[unit]
+    return total
+
+
+def unit_timeout_stop(text: str, label: str) -> int:
+    """TimeoutStopSec= (or TimeoutSec=) of the unit's [Service] section, in whole seconds;
+    systemd's default 90 s when neither is set. The last assignment wins, as in systemd."""
+    section, value = None, None
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+            continue
+        m = re.fullmatch(r"(TimeoutStopSec|TimeoutSec)\s*=\s*(.*)", line)
+        if section == "Service" and m:
+            value = m.group(2)
+    if value is None:
+        return SYSTEMD_DEFAULT_TIMEOUT_STOP_S
+    seconds = parse_timespan(value, label, "TimeoutStopSec")
+    if seconds != int(seconds):
+        raise DeployError(label, f"TimeoutStopSec={value!r} is not a whole number of seconds")
+    return int(seconds)
+
+
+def check_ec2_stop(env: dict[str, str], timeout_stop: int, env_label: str, unit_label: str) -> None:
+    """`systemctl stop` with calls live: SIGTERM, the drain, SIGKILL after TimeoutStopSec."""
+    max_call_seconds(env, env_label, "env file")
+    drain = drain_seconds(env, env_label, "env file")
+    if not timeout_stop > drain + SYSTEMD_KILL_MARGIN_S:
+        raise DeployError(
+            f"{unit_label} vs {env_label}",
+            f"TimeoutStopSec ({timeout_stop} s) must be above DRAIN_TIMEOUT_MS + {SYSTEMD_KILL_MARGIN_S} s "
+            f"({drain + SYSTEMD_KILL_MARGIN_S:g} s), or systemd kills the process before its drain has ended",
+        )
+
+
 # ----------------------------------------------------------------------------------
 # Cross-checks and main
 
@@ -715,6 +882,8 @@ def render() -> dict:
     )
     lam = render_lambda(lam_stack)
     ec2_env = parse_env_file((REPO / EC2_ENV).read_text(encoding="utf-8"), EC2_ENV)
+    ec2_timeout_stop = unit_timeout_stop((REPO / EC2_UNIT).read_text(encoding="utf-8"), EC2_UNIT)
+    check_ec2_stop(ec2_env, ec2_timeout_stop, EC2_ENV, EC2_UNIT)
 
     created = readmes["ssm"]
     ecs_path = ecs["parameters"].get("SsmParameterPath")
@@ -741,11 +910,17 @@ def render() -> dict:
 
     return {
         "ssm_parameters": created,
-        "ecs": {"stack": ecs["stack"], "parameters": ecs["parameters"], "env": ecs["env"]},
+        "ecs": {
+            "stack": ecs["stack"],
+            "parameters": ecs["parameters"],
+            "env": ecs["env"],
+            "deregistration_delay_seconds": ecs["deregistration_delay_seconds"],
+            "stop_timeout_seconds": ecs["stop_timeout_seconds"],
+        },
         "ecs_tables": ecs["tables"],
         "ecs_task_role_actions": ecs["actions"],
         "lambda": lam,
-        "ec2": {"env": ec2_env},
+        "ec2": {"env": ec2_env, "timeout_stop_seconds": ec2_timeout_stop},
     }
 
 
@@ -886,6 +1061,105 @@ aws cloudformation deploy --template-file infra/media-ws.yaml --stack-name "$STA
     )
     env = parse_env_file("# c\n\nA=1\nB=\"two words\"\n;x\nC='3'\n", "e.env")
     check("env file", env == {"A": "1", "B": "two words", "C": "3"}, repr(env))
+
+    # The shipped infra/media-ws.yaml: its Rules and stop timings.
+    shipped = decode_template(REPO / ECS_TEMPLATE, ECS_TEMPLATE)
+    valid = {
+        "ImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/media-ws:1",
+        "VpcId": "vpc-0123456789abcdef0",
+        "PublicSubnetIds": "subnet-0123456789abcdef0,subnet-0123456789abcdef1",
+        "CertificateArn": "arn:aws:acm:us-east-1:123456789012:certificate/x",
+        "ElevenLabsAgentId": "agent_x",
+        "TwilioAccountSid": "AC0123456789abcdef0123456789abcdef",
+    }
+
+    def ecs(overrides, template=shipped):
+        return render_ecs(Stack(template, ECS_TEMPLATE, "st", overrides))
+
+    def without(key):
+        return {k: v for k, v in valid.items() if k != key}
+
+    r = ecs(valid)
+    check(
+        "shipped: delay MaxCallSeconds + 60, StopTimeout drain + 15",
+        (r["deregistration_delay_seconds"], r["stop_timeout_seconds"], r["env"].get("MAX_CALL_SECONDS"))
+        == (3360, 40, "3300"),
+        repr((r["deregistration_delay_seconds"], r["stop_timeout_seconds"], r["env"].get("MAX_CALL_SECONDS"))),
+    )
+    r = ecs({**valid, "MaxCallSeconds": "3540"})
+    check("shipped: MaxCallSeconds=3540 gives the ALB maximum 3600", r["deregistration_delay_seconds"] == 3600,
+          repr(r["deregistration_delay_seconds"]))
+    expect_error(
+        "shipped: Agent=elevenlabs without TwilioAccountSid refused (ElevenLabsNeedsRest)",
+        lambda: ecs(without("TwilioAccountSid")),
+        "rule ElevenLabsNeedsRest fails: Agent=elevenlabs needs TwilioAccountSid",
+    )
+    expect_error(
+        "shipped: Agent=elevenlabs with TwilioAuthTokenRef=none refused",
+        lambda: ecs({**valid, "TwilioAuthTokenRef": "none", "VerifyTwilioSignature": "false"}),
+        "rule ElevenLabsNeedsRest fails: Agent=elevenlabs needs TwilioAuthTokenRef",
+    )
+    r = ecs({**without("TwilioAccountSid"), "Agent": "echo"})
+    check("shipped: Agent=echo needs no TwilioAccountSid", "TWILIO_ACCOUNT_SID" not in r["env"], repr(r["env"]))
+    expect_error(
+        "shipped: TransferAllowlist without TransferActionUrl refused",
+        lambda: ecs({**valid, "TransferAllowlist": "+15551230000"}),
+        "rule TransfersNeedActionUrl fails: TransferAllowlist needs TransferActionUrl",
+    )
+    url = "https://abc123defg.execute-api.us-east-1.amazonaws.com/transfer/result"
+    r = ecs({**valid, "TransferAllowlist": "+15551230000", "TransferActionUrl": url})
+    check("shipped: TransferActionUrl becomes TRANSFER_ACTION_URL", r["env"].get("TRANSFER_ACTION_URL") == url,
+          repr(r["env"].get("TRANSFER_ACTION_URL")))
+    expect_error("shipped: TransferActionUrl must be https", lambda: ecs({**valid, "TransferActionUrl": "http://x/y"}),
+                 "AllowedPattern")
+
+    def patched(mapping, key, attr, value):
+        t = copy.deepcopy(shipped)
+        t["Mappings"][mapping][key][attr] = value
+        return t
+
+    expect_error(
+        "a deregistration delay shorter than the longest call is refused",
+        lambda: ecs(valid, patched("CallTimings", "3300", "DeregistrationDelay", 3300)),
+        "deregistration delay (3300 s) is shorter than MAX_CALL_SECONDS + 60 (3360 s)",
+    )
+    expect_error(
+        "a deregistration delay above 3600 is refused",
+        lambda: ecs(valid, patched("CallTimings", "3300", "DeregistrationDelay", 3700)),
+        "above the ALB maximum 3600",
+    )
+    expect_error(
+        "a StopTimeout not above DRAIN_TIMEOUT_MS is refused",
+        lambda: ecs(valid, patched("DrainTimings", "25", "StopTimeout", 25)),
+        "StopTimeout (25 s) must be above DRAIN_TIMEOUT_MS (25 s)",
+    )
+    expect_error(
+        "a StopTimeout above Fargate's 120 is refused",
+        lambda: ecs(valid, patched("DrainTimings", "25", "StopTimeout", 121)),
+        "at most Fargate's 120 s",
+    )
+
+    # EC2: the unit's TimeoutStopSec against the env file.
+    check("TimeoutStopSec 75s", unit_timeout_stop("[Service]\nTimeoutStopSec=75s\n", "u") == 75)
+    check("TimeoutStopSec 1min 15s", unit_timeout_stop("[Service]\nTimeoutStopSec=1min 15s\n", "u") == 75)
+    check("TimeoutSec, last one wins", unit_timeout_stop("[Service]\nTimeoutStopSec=40\nTimeoutSec=80\n", "u") == 80)
+    check("no TimeoutStopSec: systemd's 90 s", unit_timeout_stop("[Unit]\nTimeoutStopSec=5\n[Service]\n", "u") == 90)
+    expect_error("TimeoutStopSec=infinity refused", lambda: unit_timeout_stop("[Service]\nTimeoutStopSec=infinity\n", "u"),
+                 "not a finite systemd time span")
+    ec2 = {"MAX_CALL_SECONDS": "3300", "DRAIN_TIMEOUT_MS": "60000"}
+    try:
+        check_ec2_stop(ec2, 66, "e.env", "u.service")
+        check("EC2 TimeoutStopSec above drain + 5 accepted", True)
+    except DeployError as e:
+        check("EC2 TimeoutStopSec above drain + 5 accepted", False, str(e))
+    expect_error("EC2 TimeoutStopSec not above drain + 5 refused", lambda: check_ec2_stop(ec2, 65, "e.env", "u.service"),
+                 "TimeoutStopSec (65 s) must be above DRAIN_TIMEOUT_MS + 5 s (65 s)")
+    expect_error("EC2 env without MAX_CALL_SECONDS refused",
+                 lambda: check_ec2_stop({"DRAIN_TIMEOUT_MS": "60000"}, 75, "e.env", "u.service"),
+                 "env file has no MAX_CALL_SECONDS")
+    expect_error("MAX_CALL_SECONDS=0 refused",
+                 lambda: check_ec2_stop({"MAX_CALL_SECONDS": "0"}, 75, "e.env", "u.service"),
+                 "MAX_CALL_SECONDS=0 (no limit)")
 
     print(f"render-deploy self-test: {'FAILED ' + ', '.join(failures) if failures else 'all passed'}")
     return 1 if failures else 0
