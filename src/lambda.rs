@@ -9,6 +9,7 @@ pub mod config;
 mod error;
 mod outbound;
 mod token;
+mod transfer;
 mod webhook;
 
 use std::sync::Arc;
@@ -120,6 +121,7 @@ pub async fn handle(state: &LambdaState, req: Request) -> Result<Response<Body>,
         | outbound::ANSWER_ROUTE
         | outbound::AMD_ROUTE
         | outbound::STATUS_ROUTE
+        | transfer::RESULT_ROUTE
             if method != Method::POST =>
         {
             Err(LambdaError::MethodNotAllowed("POST"))
@@ -148,6 +150,10 @@ pub async fn handle(state: &LambdaState, req: Request) -> Result<Response<Body>,
         outbound::STATUS_ROUTE => {
             state.secrets.refresh_stale().await;
             outbound::status(state, &req)
+        }
+        transfer::RESULT_ROUTE => {
+            state.secrets.refresh_stale().await;
+            transfer::result(state, &req)
         }
         _ => Err(LambdaError::NotFound),
     }
@@ -178,7 +184,7 @@ pub async fn respond(state: &LambdaState, req: Request) -> Response<Body> {
 }
 
 /// The routes this function answers.
-const ROUTES: [&str; 7] = [
+const ROUTES: [&str; 8] = [
     "/health",
     "/token",
     "/twiml",
@@ -186,6 +192,7 @@ const ROUTES: [&str; 7] = [
     outbound::ANSWER_ROUTE,
     outbound::AMD_ROUTE,
     outbound::STATUS_ROUTE,
+    transfer::RESULT_ROUTE,
 ];
 
 /// The route a request is for, whatever API Gateway front door it came through: the path's

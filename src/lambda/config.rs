@@ -40,6 +40,8 @@ pub mod env {
     pub const FALLBACK_SAY: &str = "FALLBACK_SAY";
     /// URL of a `<Redirect>` after `</Connect>` (and after the `<Say>`).
     pub const FALLBACK_REDIRECT_URL: &str = "FALLBACK_REDIRECT_URL";
+    /// What a caller hears when a transfer was not answered (`/transfer/result`).
+    pub const TRANSFER_FAILED_SAY: &str = "TRANSFER_FAILED_SAY";
     /// How long a secret read from SSM is used before it is fetched again.
     pub const SECRETS_TTL_SECONDS: &str = crate::config::env::SECRETS_TTL_SECONDS;
     /// Default for [`SECRETS_TTL_SECONDS`].
@@ -85,6 +87,8 @@ pub struct LambdaConfig {
     pub twiml_parameters: Vec<String>,
     /// Verbs after `</Connect>`.
     pub fallback: Fallback,
+    /// Said before the hang-up when a transfer was not answered.
+    pub transfer_failed_say: String,
     /// Lifetime of secrets read from SSM.
     pub secrets_ttl: Duration,
     /// Log format (`LOG_FORMAT`).
@@ -199,6 +203,11 @@ impl LambdaConfig {
             token_max_ttl,
             twiml_parameters: twiml_parameters(src)?,
             fallback,
+            transfer_failed_say: src
+                .get(TRANSFER_FAILED_SAY)
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .unwrap_or_else(|| super::transfer::FAILED_SAY_DEFAULT.to_string()),
             secrets_ttl: seconds(src, SECRETS_TTL_SECONDS, SECRETS_TTL_SECONDS_DEFAULT)?,
             log_format: log_format(src)?,
             rest,

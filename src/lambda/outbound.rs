@@ -215,7 +215,7 @@ pub(super) fn status(state: &LambdaState, req: &Request) -> Result<Response<Body
 }
 
 /// A count Twilio sends as text (`"4120"`).
-fn number(field: Option<&str>) -> Option<u64> {
+pub(super) fn number(field: Option<&str>) -> Option<u64> {
     field.and_then(|d| d.parse().ok())
 }
 
@@ -233,7 +233,11 @@ fn api_base(req: &Request) -> Option<String> {
 
 /// The URL Twilio signed for a callback on `route`: `PUBLIC_API_URL` + route + the query as
 /// sent, or the request's own URL.
-fn signed_url(state: &LambdaState, req: &Request, route: &str) -> Result<String, LambdaError> {
+pub(super) fn signed_url(
+    state: &LambdaState,
+    req: &Request,
+    route: &str,
+) -> Result<String, LambdaError> {
     match &state.config.public_api_url {
         Some(base) => {
             let mut url = format!("{base}{route}");
@@ -282,7 +286,7 @@ fn sealer(state: &LambdaState) -> Result<Sealer, LambdaError> {
     Ok(Sealer::new(&secrets))
 }
 
-mod outcome;
+pub(super) mod outcome;
 mod request;
 
 #[cfg(test)]

@@ -30,9 +30,19 @@ const CALL_STATUS: [&str; 9] = [
     "canceled",
 ];
 
-/// Something worth counting about an outbound call.
+/// Twilio's `DialCallStatus` values; anything else is reported as `other`.
+const DIAL_CALL_STATUS: [&str; 6] = [
+    "completed",
+    "answered",
+    "busy",
+    "no-answer",
+    "failed",
+    "canceled",
+];
+
+/// Something worth counting about a call the Lambda hears of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Outcome {
+pub(in crate::lambda) enum Outcome {
     /// The AMD verdict and how long detection took.
     Amd {
         answered_by: &'static str,
@@ -43,6 +53,16 @@ pub(super) enum Outcome {
         status: &'static str,
         duration_s: Option<u64>,
     },
+    /// A transfer's `<Dial>` ended (`DialCallStatus`) after this many seconds bridged.
+    Transfer {
+        dial_status: &'static str,
+        duration_s: Option<u64>,
+    },
+}
+
+/// `DialCallStatus` as a constant label.
+pub(in crate::lambda) fn dial_status_label(status: &str) -> &'static str {
+    label(&DIAL_CALL_STATUS, status)
 }
 
 /// `answered_by` as a constant label.
@@ -85,6 +105,17 @@ pub(super) fn emf_line(namespace: &str, outcome: Outcome, timestamp_ms: u64) -> 
             "Seconds",
             duration_s,
         ),
+        Outcome::Transfer {
+            dial_status,
+            duration_s,
+        } => (
+            "DialCallStatus",
+            dial_status,
+            "Transfers",
+            "TransferDuration",
+            "Seconds",
+            duration_s,
+        ),
     };
     let mut metrics = vec![serde_json::json!({"Name": count, "Unit": "Count"})];
     let mut line = serde_json::json!({
@@ -107,7 +138,7 @@ pub(super) fn emf_line(namespace: &str, outcome: Outcome, timestamp_ms: u64) -> 
 }
 
 /// Prints the EMF line for `outcome` (a lost stdout loses only the metric).
-pub(super) fn publish(namespace: &str, outcome: Outcome) {
+pub(in crate::lambda) fn publish(namespace: &str, outcome: Outcome) {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
