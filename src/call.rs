@@ -86,6 +86,56 @@ pub trait Host: Sync {
         call_sid: &str,
         twiml: &str,
     ) -> impl Future<Output = Result<(), RestError>> + Send;
+
+    /// Gives the claim back, time-bounded, before the stream is closed: Twilio may stream the
+    /// same call again (a `<Redirect>` after `<Connect>`) to another task at once.
+    fn release(&self, claim: Self::Claim) -> impl Future<Output = ()> + Send;
+}
+
+/// How the server tells a call to stop: `drain` carries the instant by which a draining
+/// server wants every call over (the call ends gracefully before it); `close` fires at that
+/// deadline for what is still live (closed with 1001).
+#[derive(Debug, Clone)]
+pub struct Shutdown {
+    drain: tokio::sync::watch::Receiver<Option<Instant>>,
+    close: CancellationToken,
+}
+
+impl Shutdown {
+    /// A call stopped by these two signals.
+    pub fn new(
+        drain: tokio::sync::watch::Receiver<Option<Instant>>,
+        close: CancellationToken,
+    ) -> Self {
+        Self { drain, close }
+    }
+
+    /// A call only `close` stops (no graceful drain).
+    pub fn on_close(close: CancellationToken) -> Self {
+        Self::new(tokio::sync::watch::channel(None).1, close)
+    }
+
+    fn on_drain(drain: tokio::sync::watch::Receiver<Option<Instant>>) -> DrainSignal {
+        DrainSignal(drain)
+    }
+}
+
+/// The drain half of [`Shutdown`], watched by the call loop.
+struct DrainSignal(tokio::sync::watch::Receiver<Option<Instant>>);
+
+impl DrainSignal {
+    /// The drain deadline, once the server drains; cancel-safe.
+    async fn drained(&mut self) -> Instant {
+        loop {
+            if let Some(deadline) = *self.0.borrow_and_update() {
+                return deadline;
+            }
+            if self.0.changed().await.is_err() {
+                // The server is gone without draining: only `close` can end the call now.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
 }
 
 /// Limits of one call's sockets.
@@ -96,6 +146,16 @@ pub struct Limits {
 }
 
 type Connecting<'a, S> = Pin<Box<dyn Future<Output = Result<S, ConnectError>> + Send + 'a>>;
+type Transferring<'a> = Pin<Box<dyn Future<Output = Result<(), RestError>> + Send + 'a>>;
+
+/// What the write step leaves to the loop: requests it must await alongside the sockets.
+#[derive(Debug)]
+pub enum Action {
+    /// The stream started: claim the call and connect the agent.
+    Start(crate::agent::CallStart),
+    /// Put this transfer TwiML on the call.
+    Transfer(String),
+}
 
 /// Runs one call over `twilio` until it ends; returns how.
 pub async fn run<T, A, H>(
@@ -105,7 +165,7 @@ pub async fn run<T, A, H>(
     config: RelayConfig,
     bound_call_sid: Option<String>,
     limits: Limits,
-    cancel: CancellationToken,
+    shutdown: Shutdown,
 ) -> Summary
 where
     T: Socket,
@@ -118,20 +178,39 @@ where
     let mut remote: Option<Conn<A::Socket>> = None;
     let mut connecting: Option<Connecting<'_, A::Socket>> = None;
     let mut connect_started = Instant::now();
+    let mut transferring: Option<Transferring<'_>> = None;
+    let mut transfer_started = Instant::now();
     let mut claim: Option<H::Claim> = None;
     let mut call_sid: Option<String> = None;
     let mut flushed_at = Instant::now();
+    let mut draining = false;
+    let Shutdown {
+        drain: drain_rx,
+        close,
+    } = shutdown;
+    let mut drain_rx = Shutdown::on_drain(drain_rx);
     let mut shutting_down = false;
     // The frame just read, for the latency the bridge adds: read → its outputs written.
     let mut just_read: Option<(Direction, Instant)> = None;
 
     loop {
         let read_at = Instant::now();
-        let start = drain(&mut relay, &mut tw, remote.as_mut(), metrics, read_at);
+        let action = drain(&mut relay, &mut tw, remote.as_mut(), metrics, read_at);
         if let Some((direction, at)) = just_read.take() {
             metrics.bridge_latency(direction, at.elapsed());
         }
-        if let Some(call) = start {
+        if let Some(Action::Transfer(twiml)) = action {
+            match call_sid.clone() {
+                Some(sid) => {
+                    tracing::info!("transfer requested from twilio");
+                    transfer_started = Instant::now();
+                    transferring = Some(Box::pin(async move { host.redirect(&sid, &twiml).await }));
+                }
+                None => relay.handle(Input::TransferDone { ok: false }, Instant::now()),
+            }
+            continue;
+        }
+        if let Some(Action::Start(call)) = action {
             let span = tracing::Span::current();
             span.record("stream_sid", call.stream_sid.as_str());
             span.record("call_sid", call.call_sid.as_str());
@@ -167,9 +246,13 @@ where
         }
         tokio::select! {
             biased;
-            () = cancel.cancelled(), if !shutting_down => {
+            () = close.cancelled(), if !shutting_down => {
                 shutting_down = true;
                 relay.handle(Input::Shutdown, Instant::now());
+            }
+            deadline = drain_rx.drained(), if !draining => {
+                draining = true;
+                relay.handle(Input::Drain(deadline), Instant::now());
             }
             msg = tw.next() => {
                 let now = Instant::now();
@@ -219,6 +302,11 @@ where
                     }
                 }
             }
+            result = poll_transferring(&mut transferring) => {
+                transferring = None;
+                let ok = rest_done(metrics, "transfer", transfer_started, &result);
+                relay.handle(Input::TransferDone { ok }, Instant::now());
+            }
             () = tokio::time::sleep_until(deadline) => {
                 let now = Instant::now();
                 if tw.over_limit_for(now) >= BACKPRESSURE_CLOSE_AFTER {
@@ -234,34 +322,26 @@ where
         .unwrap_or(Ending::new(Outcome::normal, None, "ended"));
     // Tell the agent first (no agent audio bleeds into what Twilio does next), then Twilio.
     drop(connecting);
-    let agent_closed = async {
-        if let Some(remote) = &mut remote {
-            remote.close(1000, "call ended", CLOSE_WAIT).await;
+    drop(transferring);
+    if let Some(remote) = &mut remote {
+        remote.close(1000, "call ended", CLOSE_WAIT).await;
+    }
+    if ending.then == Then::HangUp {
+        if let Some(sid) = call_sid.as_deref() {
+            let started = Instant::now();
+            let result = host.hang_up(sid).await;
+            rest_done(metrics, "hang_up", started, &result);
         }
-    };
-    if ending.then == Then::Close {
-        let twilio_closed = async {
-            match ending.close_code {
-                Some(code) => tw.close(code, ending.reason, CLOSE_WAIT).await,
-                None => tw.finish(CLOSE_WAIT).await,
-            }
-        };
-        tokio::join!(agent_closed, twilio_closed);
-    } else {
-        // The agent leg is closed before the REST request, the stream only after it.
-        agent_closed.await;
-        let done = control_call(&relay, ending.then, call_sid.as_deref(), host, metrics).await;
-        // A transfer that did not happen: the stream's close lets Twilio run the fallback.
-        let reason = if done || ending.then != Then::Transfer {
-            ending.reason
-        } else {
-            "transfer failed"
-        };
-        tw.close(ending.close_code.unwrap_or(1000), reason, CLOSE_WAIT)
-            .await;
+    }
+    // The claim goes before the stream closes: Twilio may stream this call again at once.
+    if let Some(claim) = claim.take() {
+        host.release(claim).await;
+    }
+    match ending.close_code {
+        Some(code) => tw.close(code, ending.reason, CLOSE_WAIT).await,
+        None => tw.finish(CLOSE_WAIT).await,
     }
     metrics.flush_call(&mut relay.counters);
-    drop(claim);
     Summary {
         outcome: ending.outcome,
         close_code: ending.close_code,
@@ -273,15 +353,15 @@ where
 }
 
 /// The loop's write step: everything the relay has to send at `now`, written to its socket
-/// (dropped audio counted). Returns the call's start, whose claim and agent connect are the
-/// loop's to await. Public for the allocation test, which drives the round trip by hand.
+/// (dropped audio counted). Returns what the loop must await (the call's claim and agent
+/// connect, a transfer). Public for the allocation test, which drives the round trip by hand.
 pub fn drain<T: Socket, S: Socket>(
     relay: &mut Relay,
     tw: &mut Conn<T>,
     mut remote: Option<&mut Conn<S>>,
     metrics: &Metrics,
     now: Instant,
-) -> Option<crate::agent::CallStart> {
+) -> Option<Action> {
     loop {
         let mut sent_media = None;
         let mut dropped_twilio = false;
@@ -319,7 +399,8 @@ pub fn drain<T: Socket, S: Socket>(
                     dropped_agent = !r.send_binary(data, true);
                 }
             }
-            Output::Start(call) => return Some(call),
+            Output::Start(call) => return Some(Action::Start(call)),
+            Output::Transfer(twiml) => return Some(Action::Transfer(twiml.to_string())),
         }
         if let Some(bytes) = sent_media {
             relay.counters.frame_out(bytes);
@@ -333,39 +414,27 @@ pub fn drain<T: Socket, S: Socket>(
     }
 }
 
-/// Hangs up or transfers the call through the host (Twilio's REST API), counted and logged
-/// (Twilio's code, never its message or a number). A failed transfer leaves the stream to be
-/// closed, so Twilio runs the fallback TwiML. Returns whether the request succeeded.
-async fn control_call<H: Host>(
-    relay: &Relay,
-    then: Then,
-    call_sid: Option<&str>,
-    host: &H,
+/// Counts and logs a REST request's result (Twilio's code, never its message or a number);
+/// returns whether it succeeded.
+fn rest_done(
     metrics: &Metrics,
+    op: &'static str,
+    started: Instant,
+    result: &Result<(), RestError>,
 ) -> bool {
-    let Some(call_sid) = call_sid else {
-        return false;
-    };
-    let started = Instant::now();
-    let (op, result) = match (then, relay.transfer_twiml()) {
-        (Then::Transfer, Some(twiml)) => ("transfer", host.redirect(call_sid, &twiml).await),
-        _ => ("hang_up", host.hang_up(call_sid).await),
-    };
     let elapsed_ms = started.elapsed().as_millis() as u64;
-    match &result {
+    match result {
         Ok(()) => {
             metrics.twilio_rest(op, "ok", None);
             tracing::info!(op, elapsed_ms, "twilio rest request done");
+            true
         }
         Err(e) => {
             metrics.twilio_rest(op, e.label(), e.code());
             tracing::warn!(op, error = %e, twilio_code = e.code(), elapsed_ms, "twilio rest request failed");
-            if op == "transfer" {
-                metrics.control_event("transfer_failed");
-            }
+            false
         }
     }
-    result.is_ok()
 }
 
 fn on_twilio(relay: &mut Relay, msg: Option<Result<Message, WsError>>, now: Instant) {
@@ -405,6 +474,13 @@ fn read_error(e: &WsError) -> TwilioEnd {
 async fn next_remote<S: Socket>(remote: &mut Option<Conn<S>>) -> Option<Result<Message, WsError>> {
     match remote {
         Some(conn) => conn.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn poll_transferring(transferring: &mut Option<Transferring<'_>>) -> Result<(), RestError> {
+    match transferring {
+        Some(fut) => fut.await,
         None => std::future::pending().await,
     }
 }

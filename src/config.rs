@@ -92,8 +92,10 @@ pub struct Config {
     pub max_media_payload_bytes: usize,
     /// Concurrent call limit.
     pub max_calls: usize,
-    /// How long calls may run on after SIGTERM.
+    /// How long calls may run on after SIGTERM (they are asked to end gracefully before it).
     pub drain_timeout: Duration,
+    /// A call's longest life (`MAX_CALL_SECONDS`; `None`: no limit).
+    pub max_call: Option<Duration>,
     /// Time allowed for a client to send its HTTP request after connecting.
     pub handshake_timeout: Duration,
     /// Log format.
@@ -210,6 +212,10 @@ impl Config {
                 DRAIN_TIMEOUT_MS_DEFAULT,
                 0,
             )?),
+            max_call: match number(src, MAX_CALL_SECONDS, MAX_CALL_SECONDS_DEFAULT, 0)? {
+                0 => None,
+                secs => Some(Duration::from_secs(secs)),
+            },
             handshake_timeout: millis(src, HANDSHAKE_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS_DEFAULT)?,
             log_format: log_format(src)?,
             agent,

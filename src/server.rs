@@ -57,6 +57,8 @@ pub struct AppState {
     live_call_sids: Mutex<HashSet<String>>,
     active_calls: tokio::sync::watch::Sender<i64>,
     draining: AtomicBool,
+    /// The instant by which a draining server wants its calls over.
+    drain_deadline: tokio::sync::watch::Sender<Option<tokio::time::Instant>>,
     calls_cancel: CancellationToken,
     calls: TaskTracker,
 }
@@ -100,6 +102,8 @@ impl AppState {
             agent_silence: cc.agent_silence,
             metadata_timeout: cc.agent_metadata_timeout,
             keypad_timeout: cc.keypad_timeout,
+            max_call: config.max_call,
+            transfer_action_url: cc.transfer_action_url.as_deref().map(Arc::from),
         };
         Ok(Self {
             twilio,
@@ -116,6 +120,7 @@ impl AppState {
             active_calls: tokio::sync::watch::Sender::new(0),
             call_slots: Arc::new(Semaphore::new(config.max_calls)),
             draining: AtomicBool::new(false),
+            drain_deadline: tokio::sync::watch::Sender::new(None),
             calls_cancel: CancellationToken::new(),
             calls: TaskTracker::new(),
             config,
@@ -141,6 +146,11 @@ impl AppState {
     pub(crate) fn publish_active_calls(&self) {
         self.active_calls
             .send_modify(|v| *v = self.metrics.active_calls());
+    }
+
+    /// How a call of this server is told to stop (the drain, then its deadline).
+    pub(crate) fn call_shutdown(&self) -> crate::call::Shutdown {
+        crate::call::Shutdown::new(self.drain_deadline.subscribe(), self.calls_cancel.clone())
     }
 
     /// Whether the server is draining (health 503, no new calls).
@@ -188,6 +198,23 @@ impl CallClaim {
         self.fleet = true;
         Ok(())
     }
+
+    /// Gives the CallSid back now: the live set at once, the registry within its request
+    /// timeout (a failure leaves the lease to expire).
+    pub async fn release(mut self) {
+        self.state
+            .live_call_sids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(&self.call_sid);
+        if std::mem::take(&mut self.fleet) {
+            if let Some(registry) = &self.state.registry {
+                registry
+                    .release_call(&self.call_sid, &self.state.metrics)
+                    .await;
+            }
+        }
+    }
 }
 
 impl Drop for CallClaim {
@@ -222,7 +249,8 @@ pub struct DrainReport {
 }
 
 /// Serves `listener` until `shutdown` completes, then drains: `/health` turns 503, upgrades
-/// are refused, live calls get `drain_timeout` to end, the rest are closed with 1001.
+/// are refused, live calls are asked to wrap up and end gracefully within `drain_timeout`,
+/// the rest are closed with 1001.
 ///
 /// # Errors
 /// Never fails today; accept errors are logged and retried with backoff.
@@ -272,7 +300,9 @@ async fn drain(state: &AppState) -> DrainReport {
         "draining"
     );
     state.calls.close();
-    let drained_cleanly = tokio::time::timeout(state.config.drain_timeout, state.calls.wait())
+    let deadline = tokio::time::Instant::now() + state.config.drain_timeout;
+    state.drain_deadline.send_replace(Some(deadline));
+    let drained_cleanly = tokio::time::timeout_at(deadline, state.calls.wait())
         .await
         .is_ok();
     if !drained_cleanly {

@@ -20,6 +20,8 @@ pub struct CallControlConfig {
     pub transfer_allowlist: Allowlist,
     /// `callerId` of a transfer.
     pub transfer_caller_id: Option<String>,
+    /// The transfer's `<Dial action>` (media-lambda's `/transfer/result`).
+    pub transfer_action_url: Option<String>,
     /// Ring time of a transfer, seconds.
     pub transfer_timeout_secs: u32,
     /// Agent silence that counts as a dead agent.
@@ -51,6 +53,20 @@ impl CallControlConfig {
         if transfer_timeout_secs > 600 {
             return Err(invalid(TRANSFER_TIMEOUT_SECONDS, "must be at most 600"));
         }
+        let transfer_action_url = src.get(TRANSFER_ACTION_URL).map(|s| s.trim().to_string());
+        if let Some(url) = &transfer_action_url {
+            let host = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"))
+                .and_then(|rest| rest.split(['/', '?']).next())
+                .unwrap_or_default();
+            if host.is_empty() || url.contains([' ', '#']) {
+                return Err(invalid(
+                    TRANSFER_ACTION_URL,
+                    "expected an absolute URL such as https://api.example.com/transfer/result",
+                ));
+            }
+        }
         let rest = rest(src)?;
         if rest.is_none() && !transfer_allowlist.is_empty() {
             return Err(invalid(
@@ -64,6 +80,7 @@ impl CallControlConfig {
             end_grace: millis(src, END_GRACE_MS, END_GRACE_MS_DEFAULT)?,
             transfer_allowlist,
             transfer_caller_id,
+            transfer_action_url,
             transfer_timeout_secs,
             agent_silence: millis(src, AGENT_SILENCE_MS, AGENT_SILENCE_MS_DEFAULT)?,
             agent_metadata_timeout: millis(

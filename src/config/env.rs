@@ -36,6 +36,12 @@ pub const MAX_CALLS_DEFAULT: usize = 2_000;
 pub const DRAIN_TIMEOUT_MS: &str = "DRAIN_TIMEOUT_MS";
 /// Default for [`DRAIN_TIMEOUT_MS`] (below the ECS stop timeout and ALB deregistration).
 pub const DRAIN_TIMEOUT_MS_DEFAULT: u64 = 25_000;
+/// A call's longest life, in seconds (`0`: no limit). The agent is asked to wrap up a
+/// minute before it (a third of it when shorter); at it the call ends gracefully.
+pub const MAX_CALL_SECONDS: &str = "MAX_CALL_SECONDS";
+/// Default for [`MAX_CALL_SECONDS`]: 55 minutes, inside the ALB's longest deregistration
+/// delay (3600 s) with room for the ending.
+pub const MAX_CALL_SECONDS_DEFAULT: u64 = 3_300;
 /// How long a client gets to send a complete HTTP request (the upgrade) after connecting.
 pub const HANDSHAKE_TIMEOUT_MS: &str = "HANDSHAKE_TIMEOUT_MS";
 /// Default for [`HANDSHAKE_TIMEOUT_MS`].
@@ -148,6 +154,9 @@ pub const END_GRACE_MS: &str = "END_GRACE_MS";
 pub const END_GRACE_MS_DEFAULT: u64 = 10_000;
 /// Numbers the `transfer_to_number` tool may dial: E.164 numbers or prefixes ending in `*`.
 pub const TRANSFER_ALLOWLIST: &str = "TRANSFER_ALLOWLIST";
+/// Absolute URL of media-lambda's `/transfer/result`: the transfer's `<Dial action>`, where
+/// Twilio reports a transfer that was not answered. Unset: such a call hangs up.
+pub const TRANSFER_ACTION_URL: &str = "TRANSFER_ACTION_URL";
 /// `callerId` of a transfer's `<Dial>` (default: the call's own Twilio number).
 pub const TRANSFER_CALLER_ID: &str = "TRANSFER_CALLER_ID";
 /// Ring time of a transfer's `<Dial>`, in seconds.

@@ -415,3 +415,42 @@ fn twilio_rest_takes_an_auth_token_or_an_api_key_and_needs_the_account() {
     assert!(c.call_control.transfer_allowlist.allows("+15551239999"));
     assert_eq!(c.call_control.end_grace, Duration::from_secs(3));
 }
+
+#[test]
+fn a_call_has_a_longest_life_and_transfers_an_action_url() {
+    let err = |pairs: &[(&'static str, &'static str)]| match cfg(pairs) {
+        Err(ConfigError::Invalid { var, .. }) => var,
+        other => panic!("accepted {pairs:?}: {other:?}"),
+    };
+    let c = cfg(&[OPEN]).unwrap();
+    assert_eq!(
+        c.max_call,
+        Some(Duration::from_secs(3300)),
+        "55 minutes by default"
+    );
+    assert_eq!(c.call_control.transfer_action_url, None);
+    assert_eq!(
+        cfg(&[OPEN, ("MAX_CALL_SECONDS", "0")]).unwrap().max_call,
+        None
+    );
+    assert_eq!(
+        cfg(&[OPEN, ("MAX_CALL_SECONDS", "600")]).unwrap().max_call,
+        Some(Duration::from_secs(600))
+    );
+    assert_eq!(err(&[OPEN, ("MAX_CALL_SECONDS", "1h")]), "MAX_CALL_SECONDS");
+    let url = "https://api.example.com/prod/transfer/result";
+    let c = cfg(&[OPEN, ("TRANSFER_ACTION_URL", url)]).unwrap();
+    assert_eq!(c.call_control.transfer_action_url.as_deref(), Some(url));
+    for bad in [
+        "/transfer/result",
+        "https:///x",
+        "ftp://h/x",
+        "https://h/a b",
+    ] {
+        assert_eq!(
+            err(&[OPEN, ("TRANSFER_ACTION_URL", bad)]),
+            "TRANSFER_ACTION_URL",
+            "{bad}"
+        );
+    }
+}

@@ -403,6 +403,12 @@ pub fn user_message(text: &str) -> String {
     serde_json::json!({"type": "user_message", "text": text}).to_string()
 }
 
+/// `{"type":"contextual_update","text":…}`: background information for the agent that does
+/// not start a turn of its own.
+pub fn contextual_update(text: &str) -> String {
+    serde_json::json!({"type": "contextual_update", "text": text}).to_string()
+}
+
 /// `{"type":"pong","event_id":…}`.
 pub fn pong(event_id: u64) -> String {
     format!(r#"{{"type":"pong","event_id":{event_id}}}"#)

@@ -69,6 +69,11 @@ pub struct ControlPolicy {
     pub metadata_timeout: Duration,
     /// Keypad inter-digit timeout.
     pub keypad_timeout: Duration,
+    /// A call's longest life (`MAX_CALL_SECONDS`; `None`: no limit): the agent is asked to
+    /// wrap up before it, and the call ends gracefully at it.
+    pub max_call: Option<Duration>,
+    /// `<Dial action>` of a transfer: where Twilio reports a transfer that was not answered.
+    pub transfer_action_url: Option<Arc<str>>,
 }
 
 impl ControlPolicy {
@@ -83,6 +88,8 @@ impl ControlPolicy {
             agent_silence: Duration::from_secs(12),
             metadata_timeout: Duration::from_secs(5),
             keypad_timeout: Duration::from_secs(2),
+            max_call: None,
+            transfer_action_url: None,
         }
     }
 }
@@ -112,9 +119,6 @@ pub enum Then {
     Close,
     /// Hang up through Twilio's REST API (`Status=completed`), then close the stream.
     HangUp,
-    /// Replace the call's TwiML with the transfer's `<Dial>` ([`crate::relay::Relay::transfer_twiml`]),
-    /// then close the stream.
-    Transfer,
 }
 
 /// How a call ended, for the close frame, the metrics and the summary line.
@@ -173,8 +177,15 @@ pub enum Input<'a> {
     AgentAlive,
     /// The agent socket ended, with its close code when it sent one.
     AgentGone(Option<u16>),
+    /// The transfer's REST request (sent for [`Output::Transfer`]) is done; `ok`: Twilio took it.
+    TransferDone {
+        /// Twilio accepted the `<Dial>`.
+        ok: bool,
+    },
     /// A deadline passed.
     Tick,
+    /// The server started draining: calls must end gracefully before this instant.
+    Drain(Instant),
     /// The server is shutting down and the drain deadline passed.
     Shutdown,
 }
@@ -206,6 +217,9 @@ pub enum Output<'a> {
     /// The stream started: with an agent, claim the call, then connect the agent (a remote
     /// one) or tell the relay [`Input::AgentConnected`] (the echo).
     Start(CallStart),
+    /// Put this TwiML (a transfer's `<Dial>`) on the call with Twilio's REST API, with the
+    /// agent leg still open; then tell the relay [`Input::TransferDone`].
+    Transfer(&'a str),
 }
 
 /// How the call ends when Twilio's socket does: `closed` when a close frame arrived

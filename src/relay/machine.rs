@@ -35,6 +35,7 @@ enum Pending {
     AgentPing,
     CallerAudio,
     Start(CallStart),
+    Transfer,
 }
 
 enum Remote {
@@ -80,8 +81,10 @@ pub struct Relay {
     /// An ending waiting for the agent's last words to play.
     closing: Option<control::Closing>,
     keypad: control::Keypad,
-    /// The number an allowed transfer dials.
-    transfer_to: Option<String>,
+    /// The call's time limit and the server's drain.
+    limits: limits::Limits,
+    /// An allowed transfer, until Twilio has answered its request.
+    transfer: Option<control::Transfer>,
     /// The call's own Twilio number (from `<Parameter>`s), the default transfer caller ID.
     call_number: Option<String>,
     agent_connected_at: Instant,
@@ -124,7 +127,8 @@ impl Relay {
             ending: None,
             closing: None,
             keypad: control::Keypad::default(),
-            transfer_to: None,
+            limits: limits::Limits::new(config.control.max_call, now),
+            transfer: None,
             call_number: None,
             agent_connected_at: now,
             agent_seen_at: now,
@@ -213,7 +217,9 @@ impl Relay {
                     ));
                 }
             }
+            Input::TransferDone { ok } => self.on_transfer_done(ok),
             Input::Tick => self.on_tick(now),
+            Input::Drain(deadline) => self.on_drain(deadline, now),
             Input::Shutdown => {
                 self.end(Ending::new(
                     Outcome::drained,
@@ -229,6 +235,10 @@ impl Relay {
             self.flush_keypad();
         }
         self.check_agent(now);
+        self.check_limits(now);
+        if self.ending.is_some() {
+            return;
+        }
         if now >= self.idle_at {
             self.end(Ending::new(Outcome::idle, Some(1000), "idle timeout"));
             return;
@@ -377,6 +387,10 @@ impl Relay {
                 Pending::Ping => Output::TwilioPing,
                 Pending::AgentPing => Output::AgentPing,
                 Pending::Start(call) => Output::Start(call),
+                Pending::Transfer => {
+                    self.text = self.transfer_twiml();
+                    Output::Transfer(&self.text)
+                }
                 Pending::AgentText(text) => {
                     self.agent_text = text;
                     Output::Agent(&self.agent_text, false)
@@ -444,6 +458,7 @@ impl Relay {
             self.closing_deadline(),
             self.keypad_deadline(),
             self.agent_deadline(),
+            self.limits.next(),
         ]
         .into_iter()
         .flatten()
@@ -466,6 +481,7 @@ pub(super) fn count_accepted(counters: &mut CallCounters, accepted: Accepted) {
 
 mod agent;
 mod control;
+mod limits;
 
 use agent::CallerOut;
 

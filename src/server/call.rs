@@ -50,6 +50,10 @@ impl Host for Server<'_> {
         }
     }
 
+    async fn release(&self, claim: CallClaim) {
+        claim.release().await;
+    }
+
     async fn claim(&self, call_sid: &str) -> Result<CallClaim, Ending> {
         let duplicate = || {
             tracing::warn!("second stream for a live call refused");
@@ -134,7 +138,7 @@ pub(crate) async fn accept(
             relay_config(&state, grant.context),
             grant.call_sid,
             limits,
-            state.calls_cancel.clone(),
+            state.call_shutdown(),
         );
         supervise(&state, call).await;
         drop(permit);

@@ -193,11 +193,19 @@ fn escape(value: &str, context: Context) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// `<Response><Dial answerOnBridge="true" callerId=… timeout=…><Number>…</Number></Dial>
-/// <Hangup /></Response>`: the TwiML a transfer puts on the call with a REST update. The
-/// caller keeps hearing ringing until the callee answers; when the dialled leg ends the call
-/// hangs up (no silent line). Without `caller_id` Twilio passes the caller's own ID through.
-pub fn dial(number: &str, caller_id: Option<&str>, timeout_secs: u32) -> String {
+/// `<Response><Dial answerOnBridge="true" callerId=… timeout=… action=…><Number>…</Number>
+/// </Dial></Response>`: the TwiML a transfer puts on the call with a REST update. The caller
+/// keeps hearing ringing until the callee answers. With `action` (an absolute URL: Twilio
+/// refuses relative ones in a REST update, 15004) Twilio posts `DialCallStatus` there when the
+/// dialled leg ends — busy, no answer and failures included — and runs what it answers;
+/// without one the call hangs up (`<Hangup />`). Without `caller_id` Twilio passes the
+/// caller's own ID through.
+pub fn dial(
+    number: &str,
+    caller_id: Option<&str>,
+    timeout_secs: u32,
+    action: Option<&str>,
+) -> String {
     let timeout = timeout_secs.to_string();
     let mut dial = Element::new("Dial")
         .attr("answerOnBridge", "true")
@@ -205,9 +213,21 @@ pub fn dial(number: &str, caller_id: Option<&str>, timeout_secs: u32) -> String 
     if let Some(id) = caller_id {
         dial = dial.attr("callerId", id);
     }
+    if let Some(url) = action {
+        dial = dial.attr("action", url).attr("method", "POST");
+    }
     let dial = dial.child(Element::new("Number").text(number));
+    let response = Element::new("Response").child(dial);
+    match action {
+        Some(_) => response,
+        None => response.child(Element::new("Hangup")),
+    }
+    .to_document()
+}
+
+/// `<Response><Hangup /></Response>`.
+pub fn hang_up() -> String {
     Element::new("Response")
-        .child(dial)
         .child(Element::new("Hangup"))
         .to_document()
 }

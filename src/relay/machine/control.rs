@@ -2,13 +2,16 @@
 //! then hang-up or transfer), the client tools `end_call` and `transfer_to_number`, keypad
 //! digits to the agent, and the dead-agent timers.
 //!
-//! An ending (agent closed 1000, `end_call`, an allowed transfer) runs in steps: while the
-//! agent leg is open its audio keeps playing and caller audio keeps reaching it (so the caller
-//! can still interrupt the goodbye); once the agent is done (closed, or quiet for
+//! An ending (agent closed 1000, `end_call`, an allowed transfer, the call's time limit, the
+//! server's drain) runs in steps: while the agent leg is open its audio keeps playing and
+//! caller audio keeps reaching it (so the caller can still interrupt the goodbye; not in a
+//! forced ending, see [`super::limits`]); once the agent is done (closed, or quiet for
 //! [`END_QUIET`]) and the playout has released everything, a final mark goes to Twilio. Its
-//! echo (or `end_grace` without one) ends the relay with [`Then::HangUp`] or
-//! [`Then::Transfer`]. A barge-in cancels the final mark: Twilio echoes marks at once on
-//! `clear`, and that echo says nothing about the goodbye having played.
+//! echo (or `end_grace` without one) ends the relay with [`Then::HangUp`], or sends the
+//! transfer ([`Output::Transfer`](crate::relay::Output::Transfer)) with the agent leg still
+//! open: if Twilio refuses it, the agent is told and the call goes on. A barge-in cancels the
+//! final mark: Twilio echoes marks at once on `clear`, and that echo says nothing about the
+//! goodbye having played.
 
 use std::time::Duration;
 
@@ -26,6 +29,9 @@ pub const END_QUIET: Duration = Duration::from_millis(1500);
 pub const AGENT_PING_EVERY: Duration = Duration::from_secs(5);
 /// Keypad digits sent in one message at most (the rest starts a new entry).
 const KEYPAD_MAX_DIGITS: usize = 32;
+/// The tool result of a transfer Twilio refused, in words the agent can say.
+const TRANSFER_FAILED: &str =
+    "The transfer did not go through. Tell the caller, and offer to help another way.";
 
 /// Why the call is ending.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +42,10 @@ pub(super) enum Cause {
     EndCall,
     /// An allowed `transfer_to_number`.
     Transfer,
+    /// The call reached `MAX_CALL_SECONDS`.
+    MaxDuration,
+    /// The server is draining.
+    Drain,
 }
 
 impl Cause {
@@ -44,8 +54,23 @@ impl Cause {
             Self::AgentEnd => "agent_end",
             Self::EndCall => "end_call",
             Self::Transfer => "transfer",
+            Self::MaxDuration => "max_duration",
+            Self::Drain => "drain",
         }
     }
+
+    /// Endings the agent did not ask for: the caller's audio no longer reaches it (no new
+    /// turns), so the ending is bounded.
+    fn forced(self) -> bool {
+        matches!(self, Self::MaxDuration | Self::Drain)
+    }
+}
+
+/// An allowed transfer: where to, and the tool call answered once Twilio has the `<Dial>`.
+#[derive(Debug)]
+pub(super) struct Transfer {
+    number: String,
+    tool_call_id: String,
 }
 
 /// An ending in progress.
@@ -58,6 +83,8 @@ pub(super) struct Closing {
     final_mark: Option<(u64, Instant)>,
     /// The agent has been quiet for [`END_QUIET`] since `last_audio`.
     quiet: bool,
+    /// The transfer's REST request is out (after the final mark's echo).
+    transferring: bool,
 }
 
 /// Keypad digits of the entry being typed.
@@ -84,17 +111,21 @@ impl Relay {
             last_audio: now,
             final_mark: None,
             quiet: false,
+            transferring: false,
         });
     }
 
-    /// Whether caller audio still goes to the agent (not once the final mark is out).
+    /// Whether caller audio still goes to the agent (not once the final mark is out, nor in
+    /// a forced ending).
     pub(super) fn caller_audio_wanted(&self) -> bool {
-        self.closing.as_ref().is_none_or(|c| c.final_mark.is_none())
+        self.closing
+            .as_ref()
+            .is_none_or(|c| c.final_mark.is_none() && !c.transferring && !c.cause.forced())
     }
 
     /// Agent audio was queued during an ending: the goodbye is longer than thought.
     pub(super) fn on_closing_audio(&mut self, now: Instant) {
-        if let Some(c) = &mut self.closing {
+        if let Some(c) = self.closing.as_mut().filter(|c| !c.transferring) {
             c.last_audio = now;
             c.final_mark = None;
             c.quiet = false;
@@ -103,7 +134,7 @@ impl Relay {
 
     /// A barge-in during an ending: the mark echo the `clear` triggers must not hang up.
     pub(super) fn on_closing_interrupted(&mut self, now: Instant) {
-        if let Some(c) = &mut self.closing {
+        if let Some(c) = self.closing.as_mut().filter(|c| !c.transferring) {
             if c.final_mark.take().is_some() {
                 self.counters.control.bump("goodbye_interrupted");
             }
@@ -127,6 +158,9 @@ impl Relay {
         let Some(c) = &mut self.closing else {
             return;
         };
+        if c.transferring {
+            return;
+        }
         match c.final_mark {
             Some((_, give_up)) if now >= give_up => {
                 self.counters.control.bump("final_mark_timeout");
@@ -151,7 +185,7 @@ impl Relay {
 
     /// When an ending next needs a tick.
     pub(super) fn closing_deadline(&self) -> Option<Instant> {
-        let c = self.closing.as_ref()?;
+        let c = self.closing.as_ref().filter(|c| !c.transferring)?;
         match c.final_mark {
             Some((_, give_up)) => Some(give_up),
             // Once quiet (or closed), the playout's own deadlines drive the final mark.
@@ -161,42 +195,98 @@ impl Relay {
     }
 
     fn finish_closing(&mut self) {
-        let Some(c) = self.closing.take() else {
+        let Some(c) = self.closing.as_mut() else {
             return;
         };
-        let (reason, then) = match c.cause {
-            Cause::AgentEnd => ("agent ended", Then::HangUp),
-            Cause::EndCall => ("agent hung up", Then::HangUp),
-            Cause::Transfer => ("transferred", Then::Transfer),
+        let (outcome, reason) = match c.cause {
+            Cause::Transfer => {
+                // Sent with the agent leg still open: a refusal goes back to the agent.
+                c.transferring = true;
+                c.final_mark = None;
+                self.pending.push_back(Pending::Transfer);
+                return;
+            }
+            Cause::AgentEnd => (Outcome::normal, "agent ended"),
+            Cause::EndCall => (Outcome::normal, "agent hung up"),
+            Cause::MaxDuration => (Outcome::normal, "max duration"),
+            Cause::Drain => (Outcome::drained, "server draining"),
         };
-        // Without REST the stream is closed instead: Twilio runs what follows <Connect>.
-        let then = if self.config.control.rest {
-            then
+        self.closing = None;
+        self.end(self.hang_up(outcome, reason));
+    }
+
+    /// An ending that hangs up through the REST API, or without REST closes the stream
+    /// (Twilio runs what follows `<Connect>`).
+    pub(super) fn hang_up(&self, outcome: Outcome, reason: &'static str) -> Ending {
+        Ending {
+            then: if self.config.control.rest {
+                Then::HangUp
+            } else {
+                Then::Close
+            },
+            ..Ending::new(outcome, Some(1000), reason)
+        }
+    }
+
+    /// The transfer's REST request is done. Taken: the call is Twilio's now. Refused: the
+    /// agent hears why (the tool result) and the call goes on with it.
+    pub(super) fn on_transfer_done(&mut self, ok: bool) {
+        if !self.closing.as_ref().is_some_and(|c| c.transferring) {
+            return;
+        }
+        self.closing = None;
+        let Some(transfer) = self.transfer.take() else {
+            return;
+        };
+        if ok {
+            self.end(Ending::new(Outcome::normal, Some(1000), "transferred"));
+            return;
+        }
+        self.counters.control.bump("transfer_failed");
+        if matches!(self.agent, Agent::Remote(Remote::Ready(_))) {
+            tracing::info!("transfer refused by twilio; the call stays with the agent");
+            self.pending
+                .push_back(Pending::AgentText(el::client_tool_result(
+                    &transfer.tool_call_id,
+                    TRANSFER_FAILED,
+                    true,
+                )));
         } else {
-            Then::Close
-        };
-        self.end(Ending {
-            then,
-            ..Ending::new(Outcome::normal, Some(1000), reason)
-        });
+            // No agent left to tell: the stream's close lets Twilio run the fallback.
+            self.end(Ending::new(
+                Outcome::agent_error,
+                Some(1000),
+                "transfer failed",
+            ));
+        }
     }
 
     /// Answers a `client_tool_call`, every time, with the same `tool_call_id`.
     pub(super) fn on_tool_call(&mut self, call: &ToolCall, now: Instant) {
+        if call.tool_name == "transfer_to_number"
+            && self
+                .transfer_refusal(call.phone_number.as_deref())
+                .is_none()
+        {
+            // Answered once Twilio has taken (or refused) the <Dial>.
+            self.transfer = Some(Transfer {
+                number: call.phone_number.clone().unwrap_or_default(),
+                tool_call_id: call.tool_call_id.clone(),
+            });
+            self.begin_closing(Cause::Transfer, now);
+            return;
+        }
         let (result, is_error, cause) = match call.tool_name.as_str() {
             "end_call" if self.closing.is_some() => ("The call is already ending.", false, None),
             "end_call" => (r#"{"status":"ending call"}"#, false, Some(Cause::EndCall)),
-            "transfer_to_number" => match self.transfer_refusal(call.phone_number.as_deref()) {
-                Some(reason) => {
-                    self.counters.control.bump("transfer_refused");
-                    tracing::info!("transfer refused");
-                    (reason, true, None)
-                }
-                None => {
-                    self.transfer_to = call.phone_number.clone();
-                    (r#"{"status":"transferring"}"#, false, Some(Cause::Transfer))
-                }
-            },
+            "transfer_to_number" => {
+                let reason = self
+                    .transfer_refusal(call.phone_number.as_deref())
+                    .unwrap_or_default();
+                self.counters.control.bump("transfer_refused");
+                tracing::info!("transfer refused");
+                (reason, true, None)
+            }
             _ => {
                 self.counters.control.bump("unsupported_tool");
                 tracing::info!("unsupported client tool answered with an error");
@@ -232,19 +322,20 @@ impl Relay {
         None
     }
 
-    /// The transfer's TwiML, once the relay has ended with [`Then::Transfer`].
-    pub fn transfer_twiml(&self) -> Option<String> {
-        let number = self.transfer_to.as_deref()?;
+    /// The transfer's TwiML, for [`Output::Transfer`](crate::relay::Output::Transfer).
+    pub(super) fn transfer_twiml(&self) -> String {
+        let number = self.transfer.as_ref().map_or("", |t| t.number.as_str());
         let policy = &self.config.control;
         let caller_id = policy
             .transfer_caller_id
             .as_deref()
             .or(self.call_number.as_deref());
-        Some(crate::twilio::twiml::dial(
+        crate::twilio::twiml::dial(
             number,
             caller_id,
             policy.transfer_timeout_secs,
-        ))
+            policy.transfer_action_url.as_deref(),
+        )
     }
 
     /// A keypad digit: collected into one entry, sent at `#`, after the inter-digit timeout

@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use super::*;
 
 mod control;
+mod limits;
 
 pub(super) const MS: Duration = Duration::from_millis(1);
 const START: &str = r#"{"event":"start","start":{"streamSid":"MZ1","callSid":"CA1","accountSid":"AC1","customParameters":{"lang":"en","token":"secret"}},"streamSid":"MZ1"}"#;
@@ -42,6 +43,7 @@ pub(super) enum Out {
     Agent(Value, bool),
     Binary(usize),
     Start(String),
+    Transfer(String),
 }
 
 pub(super) fn drain(r: &mut Relay, now: Instant) -> Vec<Out> {
@@ -57,6 +59,7 @@ pub(super) fn drain(r: &mut Relay, now: Instant) -> Vec<Out> {
             Output::Agent(text, audio) => Out::Agent(serde_json::from_str(text).unwrap(), audio),
             Output::AgentBinary(b) => Out::Binary(b.len()),
             Output::Start(call) => Out::Start(call.call_sid),
+            Output::Transfer(twiml) => Out::Transfer(twiml.to_string()),
         });
     }
     out

@@ -361,12 +361,12 @@ fn document_size_limit() {
 
 #[test]
 fn dial_escapes_and_ends_with_hangup() {
-    let xml = dial("+15551230000", Some("+15557654321"), 25);
+    let xml = dial("+15551230000", Some("+15557654321"), 25, None);
     assert_eq!(
         xml,
         r#"<?xml version="1.0" encoding="UTF-8"?><Response><Dial answerOnBridge="true" callerId="+15557654321" timeout="25"><Number>+15551230000</Number></Dial><Hangup /></Response>"#
     );
-    let xml = dial("+1<&>", None, 30);
+    let xml = dial("+1<&>", None, 30, None);
     let doc = roxmltree::Document::parse(&xml).unwrap();
     let number = doc
         .descendants()
@@ -379,6 +379,27 @@ fn dial_escapes_and_ends_with_hangup() {
         .unwrap()
         .attribute("callerId")
         .is_none());
+}
+
+#[test]
+fn dial_with_an_action_reports_the_outcome_there_instead_of_hanging_up() {
+    let url = "https://api.example.com/transfer/result?a=1&b=2";
+    let xml = dial("+15551230000", None, 20, Some(url));
+    assert_eq!(
+        xml,
+        r#"<?xml version="1.0" encoding="UTF-8"?><Response><Dial action="https://api.example.com/transfer/result?a=1&amp;b=2" answerOnBridge="true" method="POST" timeout="20"><Number>+15551230000</Number></Dial></Response>"#
+    );
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    let dial = doc.descendants().find(|n| n.has_tag_name("Dial")).unwrap();
+    assert_eq!(
+        dial.attribute("action"),
+        Some(url),
+        "escaped and parsed back"
+    );
+    assert_eq!(
+        hang_up(),
+        r#"<?xml version="1.0" encoding="UTF-8"?><Response><Hangup /></Response>"#
+    );
 }
 
 #[test]

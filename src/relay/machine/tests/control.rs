@@ -16,7 +16,7 @@ use crate::twilio::number::Allowlist;
 const START: &str = r#"{"event":"start","start":{"streamSid":"MZ1","callSid":"CA1","accountSid":"AC1","customParameters":{"To":"+15550001111","Direction":"inbound"}},"streamSid":"MZ1"}"#;
 const METADATA: &str = r#"{"type":"conversation_initiation_metadata","conversation_initiation_metadata_event":{"conversation_id":"conv_1","agent_output_audio_format":"ulaw_8000","user_input_audio_format":"ulaw_8000"}}"#;
 
-fn policy(rest: bool, allow: &str) -> ControlPolicy {
+pub(super) fn policy(rest: bool, allow: &str) -> ControlPolicy {
     ControlPolicy {
         rest,
         transfer_allowlist: Arc::new(Allowlist::parse(allow).unwrap()),
@@ -25,7 +25,7 @@ fn policy(rest: bool, allow: &str) -> ControlPolicy {
 }
 
 /// A call talking to a ready agent at `t0`.
-fn talking(control: ControlPolicy, t0: Instant) -> Relay {
+pub(super) fn talking(control: ControlPolicy, t0: Instant) -> Relay {
     let mut cfg = config(AgentMode::Remote { binary: false });
     cfg.control = control;
     let mut r = Relay::new(cfg, None, t0);
@@ -36,15 +36,15 @@ fn talking(control: ControlPolicy, t0: Instant) -> Relay {
     r
 }
 
-fn tool_call(name: &str, id: &str, params: Value) -> String {
+pub(super) fn tool_call(name: &str, id: &str, params: Value) -> String {
     json!({"type":"client_tool_call","client_tool_call":{"tool_name":name,"tool_call_id":id,"parameters":params,"event_id":3}}).to_string()
 }
 
-fn mark_echo(name: &str) -> String {
+pub(super) fn mark_echo(name: &str) -> String {
     json!({"event":"mark","streamSid":"MZ1","mark":{"name":name}}).to_string()
 }
 
-fn marks(out: &[Out]) -> Vec<String> {
+pub(super) fn marks(out: &[Out]) -> Vec<String> {
     out.iter()
         .filter_map(|o| match o {
             Out::Twilio(v) if v["event"] == "mark" => Some(v["mark"]["name"].as_str()?.to_string()),
@@ -53,7 +53,7 @@ fn marks(out: &[Out]) -> Vec<String> {
         .collect()
 }
 
-fn agent_texts(out: &[Out]) -> Vec<Value> {
+pub(super) fn agent_texts(out: &[Out]) -> Vec<Value> {
     out.iter()
         .filter_map(|o| match o {
             Out::Agent(v, false) => Some(v.clone()),
@@ -64,7 +64,11 @@ fn agent_texts(out: &[Out]) -> Vec<Value> {
 
 /// Runs the relay's clock from `from` to `until` (ticks at each deadline), like the call
 /// loop; returns the audio released, the marks sent, and when each mark was sent.
-fn run_until(r: &mut Relay, from: Instant, until: Instant) -> (Vec<u8>, Vec<(String, Instant)>) {
+pub(super) fn run_until(
+    r: &mut Relay,
+    from: Instant,
+    until: Instant,
+) -> (Vec<u8>, Vec<(String, Instant)>) {
     let (mut audio, mut sent) = (Vec::new(), Vec::new());
     let mut now = from;
     while now < until && r.ending().is_none() {
@@ -275,10 +279,10 @@ fn transfers_are_allowed_only_to_listed_numbers() {
             t0,
         );
         let texts = agent_texts(&drain(&mut r, t0));
-        assert_eq!(texts.len(), 1, "{name}: answered once");
-        assert_eq!(texts[0]["tool_call_id"], "tx", "{name}");
         match refusal {
             Some(why) => {
+                assert_eq!(texts.len(), 1, "{name}: answered once");
+                assert_eq!(texts[0]["tool_call_id"], "tx", "{name}");
                 assert_eq!(texts[0]["is_error"], true, "{name}");
                 assert!(
                     texts[0]["result"].as_str().unwrap().contains(why),
@@ -293,24 +297,93 @@ fn transfers_are_allowed_only_to_listed_numbers() {
                 assert_eq!(r.counters.control.get("transfer_refused"), 1, "{name}");
             }
             None => {
-                assert_eq!(texts[0]["is_error"], false, "{name}");
-                let (_, sent) = run_until(&mut r, t0, t0 + Duration::from_secs(3));
-                r.handle(Input::TwilioText(&mark_echo(&sent[0].0)), sent[0].1);
-                let ending = r.ending().unwrap();
-                assert_eq!(
-                    (ending.then, ending.reason),
-                    (Then::Transfer, "transferred"),
-                    "{name}"
+                assert!(
+                    texts.is_empty(),
+                    "{name}: answered once Twilio has answered"
                 );
-                let twiml = r.transfer_twiml().unwrap();
+                let (_, sent) = run_until(&mut r, t0, t0 + Duration::from_secs(3));
+                let echoed = sent[0].1;
+                r.handle(Input::TwilioText(&mark_echo(&sent[0].0)), echoed);
+                let out = drain(&mut r, echoed);
+                let [Out::Transfer(twiml)] = &out[..] else {
+                    panic!("{name}: the transfer, with the agent still open: {out:?}");
+                };
                 assert!(
                     twiml.contains(r#"callerId="+15550001111""#),
                     "{name}: the call's own number: {twiml}"
                 );
                 assert!(twiml.contains("<Number>+"), "{name}");
+                assert_eq!(r.ending(), None, "{name}: until Twilio answers");
+                assert!(r.agent_active(), "{name}");
+                r.handle(Input::TransferDone { ok: true }, echoed + MS * 300);
+                let ending = r.ending().unwrap();
+                assert_eq!(
+                    (ending.then, ending.close_code, ending.reason),
+                    (Then::Close, Some(1000), "transferred"),
+                    "{name}"
+                );
             }
         }
     }
+}
+
+#[test]
+fn a_transfer_twilio_refuses_goes_back_to_the_agent_and_the_call_goes_on() {
+    let t0 = Instant::now();
+    let mut control = policy(true, "+1555*");
+    control.transfer_action_url = Some(Arc::from("https://api.example.com/transfer/result"));
+    let mut r = talking(control, t0);
+    r.handle(
+        Input::AgentText(&tool_call(
+            "transfer_to_number",
+            "tx",
+            json!({"phone_number":"+15551230000"}),
+        )),
+        t0,
+    );
+    let (_, sent) = run_until(&mut r, t0, t0 + Duration::from_secs(3));
+    let echoed = sent[0].1;
+    r.handle(Input::TwilioText(&mark_echo(&sent[0].0)), echoed);
+    let out = drain(&mut r, echoed);
+    let [Out::Transfer(twiml)] = &out[..] else {
+        panic!("the transfer: {out:?}");
+    };
+    assert!(
+        twiml.contains(r#"action="https://api.example.com/transfer/result""#),
+        "{twiml}"
+    );
+    // While Twilio answers, the caller's audio does not start a new turn.
+    r.handle(Input::TwilioText(&media(&[1; 160])), echoed + MS * 10);
+    assert!(drain(&mut r, echoed + MS * 10).is_empty());
+    r.handle(Input::TransferDone { ok: false }, echoed + MS * 400);
+    let texts = agent_texts(&drain(&mut r, echoed + MS * 400));
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    assert_eq!(texts[0]["tool_call_id"], "tx");
+    assert_eq!(texts[0]["is_error"], true);
+    assert!(texts[0]["result"]
+        .as_str()
+        .unwrap()
+        .contains("did not go through"));
+    assert_eq!(r.ending(), None, "the call stays with the agent");
+    assert_eq!(r.counters.control.get("transfer_failed"), 1);
+    let later = echoed + MS * 420;
+    r.handle(Input::TwilioText(&media(&[2; 160])), later);
+    assert!(
+        drain(&mut r, later)
+            .iter()
+            .any(|o| matches!(o, Out::Agent(v, true) if v["user_audio_chunk"].is_string())),
+        "caller audio reaches the agent again"
+    );
+    // A second transfer attempt works like the first.
+    r.handle(
+        Input::AgentText(&tool_call(
+            "transfer_to_number",
+            "ty",
+            json!({"phone_number":"+15551230000"}),
+        )),
+        later,
+    );
+    assert!(agent_texts(&drain(&mut r, later)).is_empty());
 }
 
 #[test]
