@@ -123,6 +123,8 @@ impl RestRequest {
 #[derive(Default)]
 struct Shared {
     requests: Vec<RestRequest>,
+    /// Well-formed requests answered with the failure the test asked for.
+    refused: Vec<RestRequest>,
     /// Answer the next requests with (HTTP status, Twilio code).
     fail_with: Option<(u16, u32)>,
 }
@@ -186,6 +188,11 @@ impl FakeTwilioRest {
     /// The requests accepted so far.
     pub fn requests(&self) -> Vec<RestRequest> {
         self.lock().requests.clone()
+    }
+
+    /// The well-formed requests refused with [`FakeTwilioRest::fail_with`]'s failure.
+    pub fn refused(&self) -> Vec<RestRequest> {
+        self.lock().refused.clone()
     }
 
     /// From now on, answer with this HTTP status and Twilio code (`None`: succeed).
@@ -294,15 +301,17 @@ async fn handle(
         "in-progress"
     };
     let mut s = shared.lock().unwrap_or_else(PoisonError::into_inner);
-    if let Some((status, code)) = s.fail_with {
-        return twilio_error(status, code, "failure requested by the test");
-    }
-    s.requests.push(RestRequest {
+    let request = RestRequest {
         at: Instant::now(),
         call_sid: call_sid.to_string(),
         created: false,
         form,
-    });
+    };
+    if let Some((status, code)) = s.fail_with {
+        s.refused.push(request);
+        return twilio_error(status, code, "failure requested by the test");
+    }
+    s.requests.push(request);
     let body = json!({"sid": call_sid, "status": status});
     Response::new(Full::new(Bytes::from(body.to_string())))
 }

@@ -22,6 +22,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
 const AUTH_TOKEN: &str = "test-auth-token";
+/// media-lambda's `/transfer/result`, as the infra template passes it (TransferActionUrl).
+const ACTION_URL: &str = "https://abc123defg.execute-api.us-east-1.amazonaws.com/transfer/result";
 
 struct Rig {
     fake: FakeEl,
@@ -243,6 +245,7 @@ async fn an_allowed_transfer_plays_the_hand_off_line_then_dials() {
         &[
             ("TRANSFER_ALLOWLIST", "+1555123*"),
             ("TRANSFER_TIMEOUT_SECONDS", "20"),
+            ("TRANSFER_ACTION_URL", ACTION_URL),
         ],
     )
     .await;
@@ -254,8 +257,7 @@ async fn an_allowed_transfer_plays_the_hand_off_line_then_dials() {
             json!({"phone_number":"+15551230000","reason":"billing"}),
         ),
     );
-    let (_, result) = tool_result(&rig.fake, "toolu_t").await;
-    assert_eq!(result["is_error"], false);
+    // The hand-off line, one second of it.
     rig.fake.send_audio(0, &[0x55; 8000], 2);
     let report = call.await.unwrap();
     let requests = rig.rest.requests();
@@ -266,9 +268,15 @@ async fn an_allowed_transfer_plays_the_hand_off_line_then_dials() {
     assert!(doc.contains(r#"timeout="20""#), "{twiml}");
     assert!(doc.contains("<Number>+15551230000</Number>"), "{twiml}");
     assert!(
+        doc.contains(&format!(r#"action="{ACTION_URL}""#)) && doc.contains(r#"method="POST""#),
+        "an unanswered transfer comes back to the Lambda: {twiml}"
+    );
+    assert!(!doc.contains("<Hangup"), "{twiml}");
+    assert!(
         requests[0].at >= last_played(&report, opened),
         "hand-off line heard first"
     );
+    assert_eq!(report.bytes_received, 8000);
     let (closed, code, reason) = closed_at(&report, opened);
     assert!(requests[0].at <= closed);
     assert_eq!((code, reason.as_str()), (1000, "transferred"));
@@ -484,10 +492,21 @@ async fn a_caller_who_interrupts_the_goodbye_hears_the_agent_out_before_the_hang
 }
 
 #[tokio::test]
-async fn a_twilio_refusal_is_surfaced_and_a_failed_transfer_falls_back() {
-    let rig = rig(silent(), &[("TRANSFER_ALLOWLIST", "+4420*")]).await;
+async fn a_transfer_twilio_refuses_is_told_to_the_agent_and_the_caller_stays_with_it() {
+    let rig = rig(
+        silent(),
+        &[
+            ("TRANSFER_ALLOWLIST", "+4420*"),
+            ("TRANSFER_ACTION_URL", ACTION_URL),
+        ],
+    )
+    .await;
     rig.rest.fail_with(Some((400, 21215)));
-    let (opened, call) = call(&rig, 10, options()).await;
+    let opts = CallOptions {
+        linger: Duration::from_millis(1500),
+        ..options()
+    };
+    let (opened, call) = call(&rig, 10, opts).await;
     conversation_started(&rig.fake).await;
     rig.fake.send_json(
         0,
@@ -497,13 +516,36 @@ async fn a_twilio_refusal_is_surfaced_and_a_failed_transfer_falls_back() {
             json!({"phone_number":"+442079460000"}),
         ),
     );
+    // The tool result comes after Twilio's refusal, on the agent leg still open.
+    let (answered, result) = tool_result(&rig.fake, "tx").await;
+    let refused = rig.rest.refused();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(refused[0].field("Twiml").unwrap().contains("<Dial"));
+    assert!(refused[0].at <= answered);
+    assert!(rig.rest.requests().is_empty());
+    assert_eq!(result["is_error"], true);
+    assert!(
+        result["result"]
+            .as_str()
+            .unwrap()
+            .contains("did not go through"),
+        "{result}"
+    );
+    // The agent tells the caller, and the caller hears it: the call goes on.
+    let before = rig.fake.conversation(0).audio.len();
+    rig.fake.send_audio(0, &[0x66; 8000], 7);
+    rig.fake
+        .wait("more caller audio", |c| c[0].audio.len() > before + 8000)
+        .await;
     let report = call.await.unwrap();
+    assert_eq!(report.bytes_received, 8000, "the agent's answer was heard");
     let (_, code, reason) = closed_at(&report, opened);
     assert_eq!(
         (code, reason.as_str()),
-        (1000, "transfer failed"),
-        "the stream closes: Twilio's fallback runs"
+        (1000, "stream stopped"),
+        "the caller hung up normally, later"
     );
+    assert_eq!(rig.fake.conversation(0).close_code, Some(1000));
     assert_eq!(
         rig.server
             .metric("media_twilio_rest_requests_total{op=\"transfer\",result=\"refused\",code=\"21215\"}")
@@ -520,4 +562,129 @@ async fn a_twilio_refusal_is_surfaced_and_a_failed_transfer_falls_back() {
     assert!(logs.contains("21215"), "Twilio's code is logged");
     assert!(!logs.contains("442079460000"), "the number is not");
     assert!(!logs.contains(AUTH_TOKEN), "nor the credential");
+}
+
+/// The agent's messages of conversation 0 of `type`.
+fn agent_got(fake: &FakeEl, kind: &str) -> Vec<Value> {
+    fake.conversation(0)
+        .messages
+        .into_iter()
+        .filter(|(_, m)| m["type"] == kind)
+        .map(|(_, m)| m)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_call_at_max_call_seconds_hears_the_wrap_up_and_its_last_words_then_is_hung_up() {
+    // A 9 s limit: the wrap-up request at 6 s (a third before), the ending at 9 s.
+    let (rig, opened, call) = talking(30, &[("MAX_CALL_SECONDS", "9")]).await;
+    rig.fake
+        .wait("the wrap-up", |c| {
+            c[0].messages
+                .iter()
+                .any(|(_, m)| m["type"] == "contextual_update")
+        })
+        .await;
+    let asked = Instant::now();
+    let wrap_up = agent_got(&rig.fake, "contextual_update");
+    assert_eq!(wrap_up.len(), 1);
+    assert!(
+        wrap_up[0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("about 3 seconds"),
+        "{}",
+        wrap_up[0]
+    );
+    let since_open = asked - opened;
+    assert!(
+        (Duration::from_millis(5_500)..Duration::from_millis(7_500)).contains(&since_open),
+        "{since_open:?}"
+    );
+    // The agent's last words, two seconds, sent as the limit arrives.
+    tokio::time::sleep_until(opened + Duration::from_millis(8_800)).await;
+    rig.fake.send_audio(0, &[0x55; 16_000], 3);
+    let report = call.await.unwrap();
+    assert_eq!(
+        report.bytes_received, 16_000,
+        "the last words reached Twilio"
+    );
+    let requests = rig.rest.requests();
+    assert_eq!(requests.len(), 1, "{requests:?}");
+    assert_eq!(requests[0].field("Status"), Some("completed"));
+    let played = last_played(&report, opened);
+    assert!(
+        played >= opened + Duration::from_millis(10_500),
+        "{:?}",
+        played - opened
+    );
+    assert!(
+        requests[0].at >= played,
+        "hang-up after the last words played"
+    );
+    let (closed, code, reason) = closed_at(&report, opened);
+    assert!(requests[0].at <= closed);
+    assert_eq!((code, reason.as_str()), (1000, "max duration"));
+    assert!(
+        closed < opened + Duration::from_secs(20),
+        "well before the caller's 30 s"
+    );
+    assert_eq!(
+        rig.server
+            .metric("media_call_control_events_total{event=\"max_duration\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn sigterm_with_live_calls_ends_each_gracefully_before_the_drain_timeout() {
+    let mut rig = rig(silent(), &[("DRAIN_TIMEOUT_MS", "10000")]).await;
+    let (first_opened, first) = call(&rig, 30, options()).await;
+    let (second_opened, second) = call(&rig, 30, options()).await;
+    rig.fake
+        .wait("two conversations", |c| {
+            c.len() == 2 && c.iter().all(|c| c.init.is_some())
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let term = Instant::now();
+    rig.server.signal("TERM");
+    // Each agent is asked to wrap up at once, and says a one-second goodbye.
+    rig.fake
+        .wait("both wrap-ups", |c| {
+            c.iter().all(|c| {
+                c.messages
+                    .iter()
+                    .any(|(_, m)| m["type"] == "contextual_update")
+            })
+        })
+        .await;
+    assert!(term.elapsed() < Duration::from_secs(1));
+    rig.fake.send_audio(0, &[0x55; 8000], 4);
+    rig.fake.send_audio(1, &[0x56; 8000], 4);
+    for (opened, call) in [(first_opened, first), (second_opened, second)] {
+        let report = call.await.unwrap();
+        assert_eq!(report.bytes_received, 8000, "the goodbye was heard");
+        let (closed, code, reason) = closed_at(&report, opened);
+        assert_eq!((code, reason.as_str()), (1000, "server draining"));
+        assert!(
+            closed < term + Duration::from_secs(10),
+            "before DRAIN_TIMEOUT_MS: {:?}",
+            closed - term
+        );
+        assert!(last_played(&report, opened) <= closed);
+    }
+    let requests = rig.rest.requests();
+    assert_eq!(requests.len(), 2, "both hung up through REST: {requests:?}");
+    assert!(requests
+        .iter()
+        .all(|r| r.field("Status") == Some("completed")));
+    assert_eq!(rig.server.wait_exit(Duration::from_secs(15)).await, Some(0));
+    let logs = rig.server.logs();
+    assert!(logs.contains("\"drained_cleanly\":true"), "{logs}");
+    assert!(
+        !logs.contains("server shutting down"),
+        "no call needed the 1001"
+    );
 }

@@ -142,7 +142,7 @@ impl Relay {
             WrapUp::MaxDuration => format!(
                 "This call reaches its time limit in about {} seconds. Wrap up now: briefly \
                  tell the caller what happens next, say goodbye, and end the call.",
-                left.as_secs().max(1)
+                ((left.as_millis() + 500) / 1000).max(1)
             ),
             WrapUp::Drain => "This phone line is closing for maintenance. Politely tell the \
                               caller that you have to end the call now, say goodbye briefly, \
