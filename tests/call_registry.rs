@@ -176,6 +176,80 @@ async fn a_live_call_has_one_stream_across_tasks() {
     hang_up(&again).await;
 }
 
+/// The call ends on task A from our side (its time limit, no REST: the stream is closed so
+/// Twilio runs what follows `<Connect>`), and Twilio's `<Redirect>` back to the webhook
+/// streams the same CallSid to task B at once: B must take it. B's stream is already open
+/// when A's close frame arrives, and its `start` goes out the moment it does, so the claim
+/// has to be gone before A closes — not a moment after.
+#[tokio::test]
+async fn a_redirect_right_after_a_call_ends_streams_again_on_another_task() {
+    let moto = moto_with_table().await;
+    let a = task(&moto, &[("MAX_CALL_SECONDS", "4")]).await;
+    let b = task(&moto, &[]).await;
+    let mut first = a.connect(&path(&mint(Some(CALL_SID))), &[]).await.unwrap();
+    first.send(connected()).await.unwrap();
+    first.send(start()).await.unwrap();
+    let mut next = b.connect(&path(&mint(Some(CALL_SID))), &[]).await.unwrap();
+    next.send(connected()).await.unwrap();
+    // Twilio's side of A: marks echoed as they come; at A's close frame, B's start at once
+    // (A's close is left unanswered meanwhile, as a Twilio busy redirecting may leave it).
+    let close = loop {
+        let msg = tokio::time::timeout(T, futures_util::StreamExt::next(&mut first))
+            .await
+            .expect("A ends the call at its limit")
+            .unwrap()
+            .unwrap();
+        match msg {
+            tokio_tungstenite::tungstenite::Message::Text(t) => {
+                let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                if v["event"] == "mark" {
+                    let echo = json!({"event":"mark","streamSid":v["streamSid"],"mark":v["mark"]});
+                    first
+                        .send(tokio_tungstenite::tungstenite::Message::text(echo.to_string()))
+                        .await
+                        .unwrap();
+                }
+            }
+            tokio_tungstenite::tungstenite::Message::Close(frame) => break frame,
+            _ => {}
+        }
+    };
+    next.send(start()).await.unwrap();
+    let close = close.map(|f| (u16::from(f.code), f.reason.to_string()));
+    assert_eq!(close, Some((1000, "max duration".into())));
+    // B took the call: its echo comes back, and the stream is not refused as a duplicate.
+    let audio = tone(2, 5);
+    for (i, frame) in audio.chunks(160).enumerate() {
+        let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, frame);
+        next.send(media(i as u64 + 2, &b64)).await.unwrap();
+    }
+    let mut echoed = 0;
+    let deadline = Instant::now() + T;
+    while echoed < audio.len() {
+        let msg = tokio::time::timeout_at(deadline.into(), futures_util::StreamExt::next(&mut next))
+            .await
+            .expect("B's echo in time")
+            .unwrap()
+            .unwrap();
+        match msg {
+            tokio_tungstenite::tungstenite::Message::Text(t) => {
+                let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                if v["event"] == "media" {
+                    echoed += 160;
+                }
+            }
+            tokio_tungstenite::tungstenite::Message::Close(frame) => {
+                panic!("B refused the redirected stream: {frame:?}\n{}", b.logs())
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        b.metric("media_calls_total{outcome=\"duplicate\"}").await,
+        0.0
+    );
+}
+
 #[tokio::test]
 async fn a_dead_task_releases_its_calls_when_the_lease_runs_out() {
     let moto = moto_with_table().await;
