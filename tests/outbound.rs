@@ -511,3 +511,152 @@ async fn a_person_keeps_the_agent_a_hang_up_choice_hangs_up_and_twilio_errors_su
     assert!(!logs.contains(TEST_AUTH_TOKEN));
     assert_private("media-lambda's logs", &logs);
 }
+
+/// An inbound call whose agent transfers it to a number nobody answers: the `<Dial>` goes out
+/// with the Lambda's `/transfer/result` as its action; Twilio's signed request there (busy,
+/// no answer…) gets TwiML that tells the caller and hangs up, and a Transfers metric.
+#[tokio::test]
+async fn an_unanswered_transfer_comes_back_to_the_lambda_which_says_so_and_hangs_up() {
+    const CALL: &str = "CA00000000000000000000000000000042";
+    let rig = rig().await;
+    let fake = FakeEl::start(Behaviour {
+        echo: false,
+        ..Behaviour::default()
+    })
+    .await;
+    let el = fake.ws_url();
+    let rest = rig.rest.base_url();
+    let action = format!("{API}/transfer/result");
+    let ws = Server::start(&[
+        ("AGENT", "elevenlabs"),
+        ("ELEVENLABS_WS_URL", &el),
+        ("MEDIA_SHARED_SECRET", SECRET),
+        ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
+        ("TWILIO_AUTH_TOKEN", TEST_AUTH_TOKEN),
+        ("TWILIO_API_BASE", &rest),
+        ("TRANSFER_ALLOWLIST", "+1555123*"),
+        ("TRANSFER_ACTION_URL", &action),
+    ])
+    .await;
+
+    // Twilio's voice webhook, its TwiML, the stream.
+    let mut hook = event("twiml");
+    let fields = [
+        ("AccountSid", ACCOUNT_SID),
+        ("CallSid", CALL),
+        ("Direction", "inbound"),
+        ("To", OUR_NUMBER),
+    ];
+    sign_form(
+        &mut hook,
+        &fields,
+        lambda_support::EVENT_URL,
+        TEST_AUTH_TOKEN,
+    );
+    let resp = rig.api.call(&hook).await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    let doc = roxmltree::Document::parse(&resp.body).unwrap();
+    let url = doc
+        .descendants()
+        .find(|n| n.has_tag_name("Stream"))
+        .and_then(|n| n.attribute("url"))
+        .unwrap();
+    let mut twilio = ws
+        .connect(url.strip_prefix(PUBLIC_STREAM).unwrap(), &[])
+        .await
+        .unwrap();
+    twilio.send(connected()).await.unwrap();
+    twilio
+        .send(start_with(CALL, json!({"CallSid": CALL, "To": OUR_NUMBER})))
+        .await
+        .unwrap();
+    fake.wait("the conversation", |c| {
+        c.first().is_some_and(|c| c.init.is_some())
+    })
+    .await;
+    fake.send_json(
+        0,
+        json!({"type":"client_tool_call","client_tool_call":{"tool_name":"transfer_to_number",
+            "tool_call_id":"tx","parameters":{"phone_number":"+15551230000"},"event_id":5}}),
+    );
+    fake.send_audio(0, &[0x55; 4000], 6);
+
+    // Twilio plays the hand-off line and echoes its marks; then the <Dial> replaces the stream.
+    let close = loop {
+        let msg = tokio::time::timeout(T, futures_util::StreamExt::next(&mut twilio))
+            .await
+            .expect("the stream ends with the transfer")
+            .unwrap()
+            .unwrap();
+        match msg {
+            tokio_tungstenite::tungstenite::Message::Text(t) => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                if v["event"] == "mark" {
+                    let echo = json!({"event":"mark","streamSid":v["streamSid"],"mark":v["mark"]});
+                    twilio
+                        .send(tokio_tungstenite::tungstenite::Message::text(
+                            echo.to_string(),
+                        ))
+                        .await
+                        .unwrap();
+                }
+            }
+            tokio_tungstenite::tungstenite::Message::Close(frame) => break frame,
+            _ => {}
+        }
+    };
+    assert_eq!(close.unwrap().reason.as_str(), "transferred");
+    let requests = rig.rest.requests();
+    let [redirect] = &requests[..] else {
+        panic!("{requests:?}")
+    };
+    assert_eq!(redirect.call_sid, CALL);
+    let twiml = redirect.field("Twiml").unwrap();
+    let dial_doc = roxmltree::Document::parse(twiml).unwrap();
+    let dial = dial_doc
+        .descendants()
+        .find(|n| n.has_tag_name("Dial"))
+        .unwrap();
+    assert_eq!(dial.attribute("method"), Some("POST"));
+    let action_url = dial.attribute("action").unwrap();
+    assert_eq!(action_url, action);
+
+    // Nobody answers: Twilio requests the action URL, signed over it.
+    let result = [
+        ("AccountSid", ACCOUNT_SID),
+        ("CallSid", CALL),
+        ("CallStatus", "in-progress"),
+        ("DialCallDuration", "0"),
+        ("DialCallSid", "CA00000000000000000000000000000043"),
+        ("DialCallStatus", "no-answer"),
+        ("Direction", "inbound"),
+    ];
+    let mut forged = twilio_request(action_url, &result);
+    forged["headers"]["x-twilio-signature"] = "bm90IHR3aWxpbydzIHNpZ25hdHVyZQ==".into();
+    assert_eq!(rig.api.call(&forged).await.status, 403);
+    let resp = rig.api.call(&twilio_request(action_url, &result)).await;
+    assert_eq!(resp.status, 200, "{resp:?}\n{}", rig.lambda.logs());
+    assert_eq!(resp.header("content-type"), Some("text/xml"));
+    let doc = roxmltree::Document::parse(&resp.body).unwrap();
+    let verbs: Vec<&str> = doc
+        .root_element()
+        .children()
+        .map(|n| n.tag_name().name())
+        .collect();
+    assert_eq!(verbs, ["Say", "Hangup"], "{}", resp.body);
+    assert!(resp.body.contains("the transfer did not go through"));
+    let line = emf(&rig.lambda.logs(), "Transfers");
+    assert_eq!(line["DialCallStatus"], "no-answer");
+
+    // Answered (and over): nothing more to say.
+    let mut answered = result;
+    answered[5] = ("DialCallStatus", "completed");
+    let resp = rig.api.call(&twilio_request(action_url, &answered)).await;
+    assert!(!resp.body.contains("<Say"), "{}", resp.body);
+    for logs in [rig.lambda.logs(), ws.logs()] {
+        assert!(
+            !logs.contains("+15551230000"),
+            "no dialled number in the logs"
+        );
+    }
+}
