@@ -15,6 +15,8 @@
 //! `ssm:` reference no README creates, and a process given a reference moto lacks exits 2.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "as_shipped/alb.rs"]
+mod alb;
 mod lambda_support;
 mod support;
 #[path = "../sim/src/twilio_rest.rs"]
@@ -29,9 +31,14 @@ use lambda_support::{event, twilio_post, LambdaProcess, Moto, RuntimeApi, EVENT_
 use lambda_support::{TEST_AUTH_TOKEN, TEST_MINT_API_KEY};
 use serde_json::{json, Value};
 use support::fake_el::{Behaviour, FakeEl};
-use support::{connected, fake_ecs_agent, start_with, stop, tone, Caller, Server, CALL_SID};
+use support::{
+    connected, fake_ecs_agent, start_with, stop, tone, Caller, Server, ACCOUNT_SID, CALL_SID,
+};
 
 const XI_KEY: &str = "xi-as-shipped-key";
+/// Twilio's REST origin where a test makes no REST request: a closed loopback port, so a
+/// request that should not happen fails at once instead of leaving the machine.
+const NO_REST: &str = "http://127.0.0.1:9";
 const SECOND_CALL_SID: &str = "CA0123456789abcdef0123456789abcdef";
 
 /// The renderer's JSON; its stderr is shown when it refuses the files.
@@ -162,6 +169,24 @@ async fn dial(ws: &Server, url: &str) -> Result<support::Ws, u16> {
         .await
 }
 
+/// Dials a `<Stream url>` through the load balancer at `alb` (see [`dial`]).
+async fn dial_via(alb: std::net::SocketAddr, url: &str) -> Result<support::Ws, u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
+    let rest = url.strip_prefix("wss://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut req = format!("ws://{alb}{path}").into_client_request().unwrap();
+    req.headers_mut().insert("host", host.parse().unwrap());
+    req.headers_mut().insert(
+        "x-twilio-signature",
+        twilio_signature(url, "").parse().unwrap(),
+    );
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, _)) => Ok(ws),
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => Err(resp.status().as_u16()),
+        Err(e) => panic!("connect through the ALB failed: {e}"),
+    }
+}
+
 /// Plays a short call with a tone and checks the agent's echo comes back intact.
 async fn echoed_call(ws: support::Ws, call_sid: &str) -> Caller {
     let caller = Caller::new(ws);
@@ -228,6 +253,7 @@ async fn the_shipped_files_run_as_one_system() {
         &[
             ("ECS_AGENT_URI", ecs_agent_uri.as_str()),
             ("ELEVENLABS_API_BASE", agent_api.as_str()),
+            ("TWILIO_API_BASE", NO_REST),
         ],
     );
     let task = Server::start(&refs(&ecs_env)).await;
@@ -235,7 +261,10 @@ async fn the_shipped_files_run_as_one_system() {
     let ec2_env = deployed(
         env_map(&rendered["ec2"]["env"]),
         &moto,
-        &[("ELEVENLABS_API_BASE", agent_api.as_str())],
+        &[
+            ("ELEVENLABS_API_BASE", agent_api.as_str()),
+            ("TWILIO_API_BASE", NO_REST),
+        ],
     );
     let instance = Server::start(&refs(&ec2_env)).await;
     api.wait_ready(Duration::from_secs(20)).await;
@@ -443,4 +472,172 @@ async fn an_outbound_call_runs_on_the_shipped_files() {
 
 fn lambda_env_value<'a>(rendered: &'a Value, name: &str) -> &'a str {
     rendered["lambda"]["env"][name].as_str().unwrap()
+}
+
+/// A call of `seconds` through the ALB: webhook'd stream URL dialled, a tone played in real
+/// time, the echo heard; Twilio sends `stop` at its end. Returns the caller's log, the audio
+/// sent and how long the call took.
+async fn long_call(
+    alb: std::net::SocketAddr,
+    url: String,
+    call_sid: String,
+    seconds: usize,
+) -> (support::CallerLog, usize, Duration) {
+    let started = std::time::Instant::now();
+    let conn = dial_via(alb, &url)
+        .await
+        .unwrap_or_else(|s| panic!("upgrade refused with {s}"));
+    let caller = Caller::new(conn);
+    caller.send(connected());
+    caller.send(start_with(&call_sid, json!({"CallSid": call_sid})));
+    let sent = tone(4, seconds * 50);
+    let seq = caller.play(&sent, 2, Duration::from_millis(20)).await;
+    // The last second's echo comes back (the agent's echo and the playout lead add ~0.5 s).
+    for _ in 0..100 {
+        let log = caller.snapshot();
+        if log.audio.len() >= sent.len() || log.ended {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    caller.send(stop(seq));
+    for _ in 0..100 {
+        if caller.snapshot().close.is_some() || caller.snapshot().ended {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (caller.snapshot(), sent.len(), started.elapsed())
+}
+
+/// ECS stops a task the way it stops every service task behind the ALB — a deployment, a
+/// scale-in, a health replacement, `stop-task`: the target is deregistered (no new calls),
+/// ECS waits until it has no connection left or the rendered deregistration delay passed,
+/// and only then sends SIGTERM. Both tasks run with the task definition's environment
+/// rendered from infra/media-ws.yaml. The 40 s calls live on the stopped task run to their
+/// end with every second of audio; calls placed meanwhile go to the other task; SIGTERM comes
+/// once the target is empty and the process exits 0 at once.
+#[tokio::test]
+async fn an_ecs_stop_lets_every_live_call_on_the_task_run_to_its_end() {
+    const CALL_SECONDS: usize = 40;
+    let rendered = render();
+    let delay = Duration::from_secs(
+        rendered["ecs"]["deregistration_delay_seconds"]
+            .as_u64()
+            .unwrap(),
+    );
+    let moto = shipped_aws(&rendered).await;
+    let agent = FakeEl::start(Behaviour {
+        api_key: Some(XI_KEY),
+        ..Behaviour::default()
+    })
+    .await;
+    let agent_api = agent.api_base();
+    let (ecs_agent_uri, _protection) = fake_ecs_agent().await;
+    let ecs_env = env_map(&rendered["ecs"]["env"]);
+    let rest = twilio_rest::FakeTwilioRest::start(
+        "127.0.0.1:0",
+        &ecs_env["TWILIO_ACCOUNT_SID"],
+        TEST_AUTH_TOKEN,
+    )
+    .await
+    .unwrap();
+    let rest_base = rest.base_url();
+    let lambda_env = deployed(env_map(&rendered["lambda"]["env"]), &moto, &[]);
+    let api = RuntimeApi::start().await;
+    let lambda = LambdaProcess::start(&api, &lambda_env);
+    let ecs_env = deployed(
+        ecs_env,
+        &moto,
+        &[
+            ("ECS_AGENT_URI", ecs_agent_uri.as_str()),
+            ("ELEVENLABS_API_BASE", agent_api.as_str()),
+            ("TWILIO_API_BASE", rest_base.as_str()),
+        ],
+    );
+    let mut old = Server::start(&refs(&ecs_env)).await;
+    let new = Server::start(&refs(&ecs_env)).await;
+    api.wait_ready(Duration::from_secs(20)).await;
+    assert!(api.init_error().is_none(), "{}", lambda.logs());
+    let alb = alb::Alb::start().await;
+    let old_id = alb.register(old.addr);
+
+    // Stream URLs from Twilio's signed voice webhook, one per call.
+    let mut urls = Vec::new();
+    for i in 0..6 {
+        let call_sid = format!("CA{i:032x}");
+        let resp = api
+            .call(&webhook(&[
+                ("AccountSid", ACCOUNT_SID),
+                ("CallSid", call_sid.as_str()),
+                ("Direction", "inbound"),
+            ]))
+            .await;
+        assert_eq!(resp.status, 200, "{resp:?}");
+        urls.push((stream_url(&resp.body), call_sid));
+    }
+    let mut late = urls.split_off(4);
+
+    // Four calls of 40 s on the task that is about to be stopped.
+    let live: Vec<_> = urls
+        .into_iter()
+        .map(|(url, sid)| tokio::spawn(long_call(alb.addr, url, sid, CALL_SECONDS)))
+        .collect();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(alb.open(old_id), 4);
+
+    // The deployment: the new task is registered, the old one deregistered.
+    let new_id = alb.register(new.addr);
+    let stopping = std::time::Instant::now();
+    let deregistration = {
+        let alb = &alb;
+        async move { alb.deregister(old_id, delay).await }
+    };
+    let meanwhile = async {
+        // Calls placed meanwhile reach the new task.
+        for (url, sid) in late.drain(..) {
+            let (log, sent, _) = long_call(alb.addr, url, sid, 2).await;
+            assert_eq!(log.audio.len(), sent, "echoed in full on the new task");
+            assert_eq!(log.close, Some((1000, "stream stopped".into())));
+        }
+        assert_eq!(alb.routed(new_id), 2, "the new calls went to the new task");
+        assert_eq!(alb.routed(old_id), 4, "none to the deregistered one");
+    };
+    let (deregistered, ()) = tokio::join!(deregistration, meanwhile);
+    for call in live {
+        let (log, sent, took) = call.await.unwrap();
+        assert_eq!(
+            log.audio.len(),
+            sent,
+            "every second of the call was heard ({} of {} bytes)",
+            log.audio.len(),
+            sent
+        );
+        assert_eq!(
+            log.close,
+            Some((1000, "stream stopped".into())),
+            "the caller hung up; the ALB never cut it"
+        );
+        assert!(took >= Duration::from_secs(CALL_SECONDS as u64), "{took:?}");
+    }
+    let alb::Deregistered::Unused(waited) = deregistered else {
+        panic!("the deregistration delay ({delay:?}) ran out with calls live: the ALB cut them");
+    };
+    assert!(
+        waited >= Duration::from_secs(CALL_SECONDS as u64 - 5),
+        "{waited:?}"
+    );
+
+    // Target unused: ECS sends SIGTERM, and the task exits at once.
+    let term = std::time::Instant::now();
+    old.signal("TERM");
+    assert_eq!(old.wait_exit(Duration::from_secs(10)).await, Some(0));
+    assert!(
+        term.elapsed() < Duration::from_secs(3),
+        "exit took {:?}",
+        term.elapsed()
+    );
+    assert!(stopping.elapsed() < delay);
+    let logs = old.logs();
+    assert!(logs.contains("\"drained_cleanly\":true"), "{logs}");
 }

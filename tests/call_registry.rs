@@ -205,7 +205,9 @@ async fn a_redirect_right_after_a_call_ends_streams_again_on_another_task() {
                 if v["event"] == "mark" {
                     let echo = json!({"event":"mark","streamSid":v["streamSid"],"mark":v["mark"]});
                     first
-                        .send(tokio_tungstenite::tungstenite::Message::text(echo.to_string()))
+                        .send(tokio_tungstenite::tungstenite::Message::text(
+                            echo.to_string(),
+                        ))
                         .await
                         .unwrap();
                 }
@@ -226,11 +228,12 @@ async fn a_redirect_right_after_a_call_ends_streams_again_on_another_task() {
     let mut echoed = 0;
     let deadline = Instant::now() + T;
     while echoed < audio.len() {
-        let msg = tokio::time::timeout_at(deadline.into(), futures_util::StreamExt::next(&mut next))
-            .await
-            .expect("B's echo in time")
-            .unwrap()
-            .unwrap();
+        let msg =
+            tokio::time::timeout_at(deadline.into(), futures_util::StreamExt::next(&mut next))
+                .await
+                .expect("B's echo in time")
+                .unwrap()
+                .unwrap();
         match msg {
             tokio_tungstenite::tungstenite::Message::Text(t) => {
                 let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
