@@ -97,7 +97,7 @@ pub trait Host: Sync {
 /// deadline for what is still live (closed with 1001).
 #[derive(Debug, Clone)]
 pub struct Shutdown {
-    drain: tokio::sync::watch::Receiver<Option<Instant>>,
+    drain: DrainSignal,
     close: CancellationToken,
 }
 
@@ -107,20 +107,20 @@ impl Shutdown {
         drain: tokio::sync::watch::Receiver<Option<Instant>>,
         close: CancellationToken,
     ) -> Self {
-        Self { drain, close }
+        Self {
+            drain: DrainSignal(drain),
+            close,
+        }
     }
 
     /// A call only `close` stops (no graceful drain).
     pub fn on_close(close: CancellationToken) -> Self {
         Self::new(tokio::sync::watch::channel(None).1, close)
     }
-
-    fn on_drain(drain: tokio::sync::watch::Receiver<Option<Instant>>) -> DrainSignal {
-        DrainSignal(drain)
-    }
 }
 
-/// The drain half of [`Shutdown`], watched by the call loop.
+/// The drain half of [`Shutdown`].
+#[derive(Debug, Clone)]
 struct DrainSignal(tokio::sync::watch::Receiver<Option<Instant>>);
 
 impl DrainSignal {
@@ -185,10 +185,9 @@ where
     let mut flushed_at = Instant::now();
     let mut draining = false;
     let Shutdown {
-        drain: drain_rx,
+        drain: mut drain_rx,
         close,
     } = shutdown;
-    let mut drain_rx = Shutdown::on_drain(drain_rx);
     let mut shutting_down = false;
     // The frame just read, for the latency the bridge adds: read → its outputs written.
     let mut just_read: Option<(Direction, Instant)> = None;
@@ -320,26 +319,28 @@ where
     let ending = relay
         .ending()
         .unwrap_or(Ending::new(Outcome::normal, None, "ended"));
-    // Tell the agent first (no agent audio bleeds into what Twilio does next), then Twilio.
     drop(connecting);
     drop(transferring);
-    if let Some(remote) = &mut remote {
-        remote.close(1000, "call ended", CLOSE_WAIT).await;
-    }
+    let agent_closed = async {
+        if let Some(remote) = &mut remote {
+            remote.close(1000, "call ended", CLOSE_WAIT).await;
+        }
+    };
+    // The claim goes before the stream closes: Twilio may stream this call again at once.
     if ending.then == Then::HangUp {
+        // The agent leg first (no agent audio bleeds into what Twilio does next), then the
+        // REST hang-up.
+        agent_closed.await;
         if let Some(sid) = call_sid.as_deref() {
             let started = Instant::now();
             let result = host.hang_up(sid).await;
             rest_done(metrics, "hang_up", started, &result);
         }
-    }
-    // The claim goes before the stream closes: Twilio may stream this call again at once.
-    if let Some(claim) = claim.take() {
-        host.release(claim).await;
-    }
-    match ending.close_code {
-        Some(code) => tw.close(code, ending.reason, CLOSE_WAIT).await,
-        None => tw.finish(CLOSE_WAIT).await,
+        release(host, claim).await;
+        close_twilio(&mut tw, ending).await;
+    } else {
+        release(host, claim).await;
+        tokio::join!(agent_closed, close_twilio(&mut tw, ending));
     }
     metrics.flush_call(&mut relay.counters);
     Summary {
@@ -434,6 +435,21 @@ fn rest_done(
             tracing::warn!(op, error = %e, twilio_code = e.code(), elapsed_ms, "twilio rest request failed");
             false
         }
+    }
+}
+
+async fn release<H: Host>(host: &H, claim: Option<H::Claim>) {
+    if let Some(claim) = claim {
+        host.release(claim).await;
+    }
+}
+
+/// Closes Twilio's socket as `ending` says: our close frame, or (Twilio closed first) the
+/// end of its handshake.
+async fn close_twilio<T: Socket>(tw: &mut Conn<T>, ending: Ending) {
+    match ending.close_code {
+        Some(code) => tw.close(code, ending.reason, CLOSE_WAIT).await,
+        None => tw.finish(CLOSE_WAIT).await,
     }
 }
 

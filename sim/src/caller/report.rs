@@ -40,13 +40,25 @@ pub fn ending(report: &CallReport) -> String {
              <Connect>)"
                 .to_string()
         }
+        (Some((1000, reason @ ("max duration" | "server draining"))), Some(_)) => {
+            format!(
+                "hang-up at the {}, after the agent's last words played",
+                limit(reason)
+            )
+        }
+        (Some((1000, reason @ ("max duration" | "server draining"))), None) => format!(
+            "stream closed at the {}, after the agent's last words (Twilio runs what follows \
+             <Connect>)",
+            limit(reason)
+        ),
         (
             Some((
                 1000,
                 reason @ ("agent closed"
                 | "agent unavailable"
                 | "agent unresponsive"
-                | "agent protocol error"),
+                | "agent protocol error"
+                | "transfer failed"),
             )),
             _,
         ) => {
@@ -55,5 +67,14 @@ pub fn ending(report: &CallReport) -> String {
         _ if stopped => "the caller hung up".to_string(),
         (Some((code, reason)), _) => format!("closed by media-ws: {code} {reason:?}"),
         (None, _) => "connection lost".to_string(),
+    }
+}
+
+/// The limit a forced ending's close reason names.
+fn limit(reason: &str) -> &'static str {
+    if reason == "max duration" {
+        "call's time limit (MAX_CALL_SECONDS)"
+    } else {
+        "server's drain (SIGTERM)"
     }
 }

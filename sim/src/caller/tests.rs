@@ -47,6 +47,14 @@ fn endings_are_told_apart_by_reason_and_rest_request() {
         ending(&closed("stream stopped", vec![Step::StopSent])),
         "the caller hung up"
     );
+    assert_eq!(
+        ending(&closed(
+            "max duration",
+            vec![rest("hang-up requested (Status=completed)")]
+        )),
+        "hang-up at the call's time limit (MAX_CALL_SECONDS), after the agent's last words played"
+    );
+    assert!(ending(&closed("server draining", vec![])).contains("server's drain"));
     let transfer = crate::twilio_rest::RestRequest {
         at: Instant::now(),
         call_sid: "CA1".into(),

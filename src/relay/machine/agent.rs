@@ -60,9 +60,17 @@ impl Relay {
                 event_id,
             } => {
                 self.counters.agent_events.bump("audio");
-                let Agent::Remote(Remote::Ready(conv)) = &mut self.agent else {
-                    self.counters.drop(Drop::AgentAudioBeforeMetadata, 1);
-                    return;
+                let conv = match &mut self.agent {
+                    Agent::Remote(Remote::Ready(conv)) => conv,
+                    // The agent leg is done (its goodbye cut at a limit): not played.
+                    Agent::Off => {
+                        self.counters.drop(Drop::Interrupted, 1);
+                        return;
+                    }
+                    _ => {
+                        self.counters.drop(Drop::AgentAudioBeforeMetadata, 1);
+                        return;
+                    }
                 };
                 if conv.1.convert(&audio_b64, &mut self.ulaw).is_err() {
                     self.counters.agent_events.bump("malformed");
