@@ -5,6 +5,7 @@
 //! so component tests drive a whole call over in-memory pipes.
 
 pub mod conn;
+pub mod stop;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,9 +14,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_util::sync::CancellationToken;
 
 pub use conn::{Conn, Socket};
+pub use stop::{CallStops, Shutdown, Stop};
 
 use crate::agent::AgentConnector;
 use crate::elevenlabs::client::ConnectError;
@@ -92,52 +93,6 @@ pub trait Host: Sync {
     fn release(&self, claim: Self::Claim) -> impl Future<Output = ()> + Send;
 }
 
-/// How the server tells a call to stop: `drain` carries the instant by which a draining
-/// server wants every call over (the call ends gracefully before it); `close` fires at that
-/// deadline for what is still live (closed with 1001).
-#[derive(Debug, Clone)]
-pub struct Shutdown {
-    drain: DrainSignal,
-    close: CancellationToken,
-}
-
-impl Shutdown {
-    /// A call stopped by these two signals.
-    pub fn new(
-        drain: tokio::sync::watch::Receiver<Option<Instant>>,
-        close: CancellationToken,
-    ) -> Self {
-        Self {
-            drain: DrainSignal(drain),
-            close,
-        }
-    }
-
-    /// A call only `close` stops (no graceful drain).
-    pub fn on_close(close: CancellationToken) -> Self {
-        Self::new(tokio::sync::watch::channel(None).1, close)
-    }
-}
-
-/// The drain half of [`Shutdown`].
-#[derive(Debug, Clone)]
-struct DrainSignal(tokio::sync::watch::Receiver<Option<Instant>>);
-
-impl DrainSignal {
-    /// The drain deadline, once the server drains; cancel-safe.
-    async fn drained(&mut self) -> Instant {
-        loop {
-            if let Some(deadline) = *self.0.borrow_and_update() {
-                return deadline;
-            }
-            if self.0.changed().await.is_err() {
-                // The server is gone without draining: only `close` can end the call now.
-                std::future::pending::<()>().await;
-            }
-        }
-    }
-}
-
 /// Limits of one call's sockets.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
@@ -165,7 +120,7 @@ pub async fn run<T, A, H>(
     config: RelayConfig,
     bound_call_sid: Option<String>,
     limits: Limits,
-    shutdown: Shutdown,
+    mut shutdown: Shutdown,
 ) -> Summary
 where
     T: Socket,
@@ -183,11 +138,6 @@ where
     let mut claim: Option<H::Claim> = None;
     let mut call_sid: Option<String> = None;
     let mut flushed_at = Instant::now();
-    let mut draining = false;
-    let Shutdown {
-        drain: mut drain_rx,
-        close,
-    } = shutdown;
     let mut shutting_down = false;
     // The frame just read, for the latency the bridge adds: read → its outputs written.
     let mut just_read: Option<(Direction, Instant)> = None;
@@ -245,14 +195,13 @@ where
         }
         tokio::select! {
             biased;
-            () = close.cancelled(), if !shutting_down => {
-                shutting_down = true;
-                relay.handle(Input::Shutdown, Instant::now());
-            }
-            deadline = drain_rx.drained(), if !draining => {
-                draining = true;
-                relay.handle(Input::Drain(deadline), Instant::now());
-            }
+            stop = shutdown.next(), if !shutting_down => match stop {
+                Stop::Drain(deadline) => relay.handle(Input::Drain(deadline), Instant::now()),
+                Stop::Close => {
+                    shutting_down = true;
+                    relay.handle(Input::Shutdown, Instant::now());
+                }
+            },
             msg = tw.next() => {
                 let now = Instant::now();
                 on_twilio(&mut relay, msg, now);

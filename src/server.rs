@@ -57,9 +57,8 @@ pub struct AppState {
     live_call_sids: Mutex<HashSet<String>>,
     active_calls: tokio::sync::watch::Sender<i64>,
     draining: AtomicBool,
-    /// The instant by which a draining server wants its calls over.
-    drain_deadline: tokio::sync::watch::Sender<Option<tokio::time::Instant>>,
-    calls_cancel: CancellationToken,
+    /// Tells every live call of the drain and of its deadline.
+    stops: Arc<crate::call::CallStops>,
     calls: TaskTracker,
 }
 
@@ -120,8 +119,7 @@ impl AppState {
             active_calls: tokio::sync::watch::Sender::new(0),
             call_slots: Arc::new(Semaphore::new(config.max_calls)),
             draining: AtomicBool::new(false),
-            drain_deadline: tokio::sync::watch::Sender::new(None),
-            calls_cancel: CancellationToken::new(),
+            stops: crate::call::CallStops::new(),
             calls: TaskTracker::new(),
             config,
         })
@@ -150,7 +148,7 @@ impl AppState {
 
     /// How a call of this server is told to stop (the drain, then its deadline).
     pub(crate) fn call_shutdown(&self) -> crate::call::Shutdown {
-        crate::call::Shutdown::new(self.drain_deadline.subscribe(), self.calls_cancel.clone())
+        self.stops.register()
     }
 
     /// Whether the server is draining (health 503, no new calls).
@@ -301,7 +299,7 @@ async fn drain(state: &AppState) -> DrainReport {
     );
     state.calls.close();
     let deadline = tokio::time::Instant::now() + state.config.drain_timeout;
-    state.drain_deadline.send_replace(Some(deadline));
+    state.stops.drain(deadline);
     let drained_cleanly = tokio::time::timeout_at(deadline, state.calls.wait())
         .await
         .is_ok();
@@ -310,7 +308,7 @@ async fn drain(state: &AppState) -> DrainReport {
             remaining = state.metrics.active_calls(),
             "drain deadline reached, closing calls"
         );
-        state.calls_cancel.cancel();
+        state.stops.close();
         if tokio::time::timeout(CLOSE_GRACE, state.calls.wait())
             .await
             .is_err()

@@ -435,6 +435,8 @@ async fn sigterm_ends_a_live_call_gracefully_before_the_deadline_not_with_1001()
         expect_close(&mut ws, T).await,
         (1000, "server draining".into())
     );
+    // Twilio answers the close (here: the connection goes), as the server expects.
+    drop(ws);
     assert_eq!(s.wait_exit(T).await, Some(0));
     let logs = s.logs();
     assert!(logs.contains("\"drained_cleanly\":true"), "{logs}");

@@ -160,7 +160,7 @@ async fn an_echo_call_end_to_end_over_pipes() {
         cfg,
         None,
         limits(),
-        Shutdown::on_close(CancellationToken::new()),
+        CallStops::new().register(),
     );
     let caller = async {
         twilio.send(start()).await.unwrap();
@@ -207,7 +207,7 @@ async fn a_remote_agent_call_both_ways_and_the_agent_ending_it() {
         cfg,
         None,
         limits(),
-        Shutdown::on_close(CancellationToken::new()),
+        CallStops::new().register(),
     );
     let fake_agent = async {
         let Some(Ok(Message::Text(init))) = el.next().await else {
@@ -272,7 +272,7 @@ async fn a_refused_claim_closes_with_its_code() {
         cfg,
         None,
         limits(),
-        Shutdown::on_close(CancellationToken::new()),
+        CallStops::new().register(),
     );
     let caller = async {
         twilio.send(start()).await.unwrap();
@@ -302,7 +302,7 @@ async fn a_twilio_that_stops_reading_is_closed_after_the_write_budget() {
             cfg,
             None,
             small,
-            Shutdown::on_close(CancellationToken::new()),
+            CallStops::new().register(),
         )
         .await;
         (summary, started.elapsed())
@@ -335,21 +335,13 @@ async fn drain_closes_a_live_call_with_1001() {
     let (server, mut twilio) = pipe(1 << 16).await;
     let agent = agent(AgentMode::None, None);
     let host = host(None);
-    let cancel = CancellationToken::new();
+    let stops = CallStops::new();
     let cfg = RelayConfig::for_tests(agent.mode);
-    let call = run(
-        server,
-        &agent,
-        &host,
-        cfg,
-        None,
-        limits(),
-        Shutdown::on_close(cancel.clone()),
-    );
+    let call = run(server, &agent, &host, cfg, None, limits(), stops.register());
     let caller = async {
         twilio.send(start()).await.unwrap();
         tokio::time::sleep(Duration::from_secs(1)).await;
-        cancel.cancel();
+        stops.close();
         listen(&mut twilio).await
     };
     let (summary, (_, _, close)) = tokio::join!(call, caller);
@@ -362,31 +354,18 @@ async fn a_drain_ends_a_live_call_gracefully_before_its_deadline_not_with_1001()
     let (server, mut twilio) = pipe(1 << 16).await;
     let agent = agent(AgentMode::Echo(Duration::from_millis(200)), None);
     let host = host(None);
-    let (drain_tx, drain_rx) = tokio::sync::watch::channel(None);
-    let close = CancellationToken::new();
+    let stops = CallStops::new();
     let cfg = RelayConfig::for_tests(agent.mode);
-    let call = run(
-        server,
-        &agent,
-        &host,
-        cfg,
-        None,
-        limits(),
-        Shutdown::new(drain_rx, close.clone()),
-    );
+    let call = run(server, &agent, &host, cfg, None, limits(), stops.register());
     let started = Instant::now();
     let caller = async {
         twilio.send(start()).await.unwrap();
         tokio::time::sleep(Duration::from_secs(1)).await;
-        drain_tx.send_replace(Some(Instant::now() + Duration::from_secs(10)));
+        stops.drain(Instant::now() + Duration::from_secs(10));
         let heard = listen(&mut twilio).await;
         (heard, started.elapsed())
     };
     let (summary, ((_, _, close_frame), took)) = tokio::join!(call, caller);
-    assert!(
-        !close.is_cancelled(),
-        "the deadline's 1001 was never needed"
-    );
     assert_eq!(close_frame, Some((1000, "server draining".into())));
     assert_eq!(summary.outcome, Outcome::drained);
     assert!(
