@@ -365,33 +365,16 @@ async fn the_shipped_files_run_as_one_system() {
 /// swapped (for media-sim's strict fake), as the ElevenLabs API base is.
 #[tokio::test]
 async fn an_outbound_call_runs_on_the_shipped_files() {
-    let rendered = render();
-    let moto = shipped_aws(&rendered).await;
-    let agent = FakeEl::start(Behaviour {
-        api_key: Some(XI_KEY),
-        ..Behaviour::default()
-    })
-    .await;
-    let agent_api = agent.api_base();
-    let (ecs_agent_uri, _protection) = fake_ecs_agent().await;
-    let lambda_env = env_map(&rendered["lambda"]["env"]);
-    let account = lambda_env["TWILIO_ACCOUNT_SID"].clone();
-    let rest = twilio_rest::FakeTwilioRest::start("127.0.0.1:0", &account, TEST_AUTH_TOKEN)
-        .await
-        .unwrap();
-    let rest_base = rest.base_url();
-    let lambda_env = deployed(lambda_env, &moto, &[("TWILIO_API_BASE", &rest_base)]);
-    let api = RuntimeApi::start().await;
-    let lambda = LambdaProcess::start(&api, &lambda_env);
-    let ecs_env = deployed(
-        env_map(&rendered["ecs"]["env"]),
-        &moto,
-        &[
-            ("ECS_AGENT_URI", ecs_agent_uri.as_str()),
-            ("ELEVENLABS_API_BASE", agent_api.as_str()),
-            ("TWILIO_API_BASE", rest_base.as_str()),
-        ],
-    );
+    let Shipped {
+        rendered,
+        _moto,
+        agent,
+        rest,
+        api,
+        lambda,
+        ecs_env,
+        account,
+    } = shipped(true).await;
     let task = Server::start(&refs(&ecs_env)).await;
     api.wait_ready(Duration::from_secs(20)).await;
     assert!(api.init_error().is_none(), "{}", lambda.logs());
@@ -470,6 +453,66 @@ async fn an_outbound_call_runs_on_the_shipped_files() {
     }
 }
 
+/// The stack as deployed from the rendered files, around media-ws tasks a test starts from
+/// `ecs_env`: moto with the READMEs' parameters and the tables, a fake agent, the fake ECS
+/// agent, media-sim's strict Twilio REST API, and the real media-lambda on the Runtime API
+/// (its REST origin swapped for the fake when `lambda_rest`).
+struct Shipped {
+    rendered: Value,
+    _moto: Moto,
+    agent: FakeEl,
+    rest: twilio_rest::FakeTwilioRest,
+    api: RuntimeApi,
+    lambda: LambdaProcess,
+    ecs_env: Vec<(String, String)>,
+    account: String,
+}
+
+async fn shipped(lambda_rest: bool) -> Shipped {
+    let rendered = render();
+    let moto = shipped_aws(&rendered).await;
+    let agent = FakeEl::start(Behaviour {
+        api_key: Some(XI_KEY),
+        ..Behaviour::default()
+    })
+    .await;
+    let agent_api = agent.api_base();
+    let (ecs_agent_uri, _protection) = fake_ecs_agent().await;
+    let lambda_env = env_map(&rendered["lambda"]["env"]);
+    let account = lambda_env["TWILIO_ACCOUNT_SID"].clone();
+    let rest = twilio_rest::FakeTwilioRest::start("127.0.0.1:0", &account, TEST_AUTH_TOKEN)
+        .await
+        .unwrap();
+    let rest_base = rest.base_url();
+    let injected: &[(&str, &str)] = if lambda_rest {
+        &[("TWILIO_API_BASE", &rest_base)]
+    } else {
+        &[]
+    };
+    let lambda_env = deployed(lambda_env, &moto, injected);
+    let api = RuntimeApi::start().await;
+    let lambda = LambdaProcess::start(&api, &lambda_env);
+    let ecs_env = deployed(
+        env_map(&rendered["ecs"]["env"]),
+        &moto,
+        &[
+            ("ECS_AGENT_URI", ecs_agent_uri.as_str()),
+            ("ELEVENLABS_API_BASE", agent_api.as_str()),
+            ("TWILIO_API_BASE", rest_base.as_str()),
+        ],
+    );
+    Shipped {
+        rendered,
+        _moto: moto,
+        agent,
+        rest,
+        api,
+        lambda,
+        ecs_env,
+        account,
+    }
+}
+
 fn lambda_env_value<'a>(rendered: &'a Value, name: &str) -> &'a str {
     rendered["lambda"]["env"][name].as_str().unwrap()
 }
@@ -520,40 +563,21 @@ async fn long_call(
 #[tokio::test]
 async fn an_ecs_stop_lets_every_live_call_on_the_task_run_to_its_end() {
     const CALL_SECONDS: usize = 40;
-    let rendered = render();
+    // The calls end by Twilio's `stop`: the function needs no REST origin here.
+    let Shipped {
+        rendered,
+        _moto,
+        agent: _agent,
+        rest: _rest,
+        api,
+        lambda,
+        ecs_env,
+        ..
+    } = shipped(false).await;
     let delay = Duration::from_secs(
         rendered["ecs"]["deregistration_delay_seconds"]
             .as_u64()
             .unwrap(),
-    );
-    let moto = shipped_aws(&rendered).await;
-    let agent = FakeEl::start(Behaviour {
-        api_key: Some(XI_KEY),
-        ..Behaviour::default()
-    })
-    .await;
-    let agent_api = agent.api_base();
-    let (ecs_agent_uri, _protection) = fake_ecs_agent().await;
-    let ecs_env = env_map(&rendered["ecs"]["env"]);
-    let rest = twilio_rest::FakeTwilioRest::start(
-        "127.0.0.1:0",
-        &ecs_env["TWILIO_ACCOUNT_SID"],
-        TEST_AUTH_TOKEN,
-    )
-    .await
-    .unwrap();
-    let rest_base = rest.base_url();
-    let lambda_env = deployed(env_map(&rendered["lambda"]["env"]), &moto, &[]);
-    let api = RuntimeApi::start().await;
-    let lambda = LambdaProcess::start(&api, &lambda_env);
-    let ecs_env = deployed(
-        ecs_env,
-        &moto,
-        &[
-            ("ECS_AGENT_URI", ecs_agent_uri.as_str()),
-            ("ELEVENLABS_API_BASE", agent_api.as_str()),
-            ("TWILIO_API_BASE", rest_base.as_str()),
-        ],
     );
     let mut old = Server::start(&refs(&ecs_env)).await;
     let new = Server::start(&refs(&ecs_env)).await;

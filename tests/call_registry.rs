@@ -15,7 +15,8 @@ use media_orchestrator::auth::{Clock, TokenIssuer};
 use media_orchestrator::secret::Secret;
 use serde_json::json;
 use support::{
-    connected, expect_close, media, start, stop, tone, Caller, Server, CALL_SID, SILENCE_B64,
+    connected, echo_marks_until_close, expect_close, media, start, stop, tone, Caller, Server,
+    CALL_SID, SILENCE_B64,
 };
 
 const T: Duration = Duration::from_secs(10);
@@ -193,31 +194,8 @@ async fn a_redirect_right_after_a_call_ends_streams_again_on_another_task() {
     next.send(connected()).await.unwrap();
     // Twilio's side of A: marks echoed as they come; at A's close frame, B's start at once
     // (A's close is left unanswered meanwhile, as a Twilio busy redirecting may leave it).
-    let close = loop {
-        let msg = tokio::time::timeout(T, futures_util::StreamExt::next(&mut first))
-            .await
-            .expect("A ends the call at its limit")
-            .unwrap()
-            .unwrap();
-        match msg {
-            tokio_tungstenite::tungstenite::Message::Text(t) => {
-                let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
-                if v["event"] == "mark" {
-                    let echo = json!({"event":"mark","streamSid":v["streamSid"],"mark":v["mark"]});
-                    first
-                        .send(tokio_tungstenite::tungstenite::Message::text(
-                            echo.to_string(),
-                        ))
-                        .await
-                        .unwrap();
-                }
-            }
-            tokio_tungstenite::tungstenite::Message::Close(frame) => break frame,
-            _ => {}
-        }
-    };
+    let close = echo_marks_until_close(&mut first, T).await;
     next.send(start()).await.unwrap();
-    let close = close.map(|f| (u16::from(f.code), f.reason.to_string()));
     assert_eq!(close, Some((1000, "max duration".into())));
     // B took the call: its echo comes back, and the stream is not refused as a duplicate.
     let audio = tone(2, 5);

@@ -22,7 +22,9 @@ use lambda_support::{
 };
 use serde_json::{json, Value};
 use support::fake_el::{Behaviour, FakeEl};
-use support::{connected, expect_close, media, start_with, stop, Server, SILENCE_B64};
+use support::{
+    connected, echo_marks_until_close, expect_close, media, start_with, stop, Server, SILENCE_B64,
+};
 use twilio_rest::FakeTwilioRest;
 
 const T: Duration = Duration::from_secs(20);
@@ -582,30 +584,8 @@ async fn an_unanswered_transfer_comes_back_to_the_lambda_which_says_so_and_hangs
     fake.send_audio(0, &[0x55; 4000], 6);
 
     // Twilio plays the hand-off line and echoes its marks; then the <Dial> replaces the stream.
-    let close = loop {
-        let msg = tokio::time::timeout(T, futures_util::StreamExt::next(&mut twilio))
-            .await
-            .expect("the stream ends with the transfer")
-            .unwrap()
-            .unwrap();
-        match msg {
-            tokio_tungstenite::tungstenite::Message::Text(t) => {
-                let v: Value = serde_json::from_str(t.as_str()).unwrap();
-                if v["event"] == "mark" {
-                    let echo = json!({"event":"mark","streamSid":v["streamSid"],"mark":v["mark"]});
-                    twilio
-                        .send(tokio_tungstenite::tungstenite::Message::text(
-                            echo.to_string(),
-                        ))
-                        .await
-                        .unwrap();
-                }
-            }
-            tokio_tungstenite::tungstenite::Message::Close(frame) => break frame,
-            _ => {}
-        }
-    };
-    assert_eq!(close.unwrap().reason.as_str(), "transferred");
+    let close = echo_marks_until_close(&mut twilio, T).await;
+    assert_eq!(close, Some((1000, "transferred".into())));
     let requests = rig.rest.requests();
     let [redirect] = &requests[..] else {
         panic!("{requests:?}")

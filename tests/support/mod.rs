@@ -278,6 +278,32 @@ pub async fn expect_close(ws: &mut Ws, within: Duration) -> (u16, String) {
         .expect("no close frame in time")
 }
 
+/// Plays Twilio on `ws` until the server closes: marks are echoed as they arrive (as if
+/// their audio had played), everything else is read and dropped. The close is left for the
+/// caller to answer (or not). Returns the close frame's (code, reason).
+pub async fn echo_marks_until_close(ws: &mut Ws, within: Duration) -> Option<(u16, String)> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("the server closes in time")?
+            .ok()?;
+        match msg {
+            Message::Text(t) => {
+                let v: serde_json::Value = serde_json::from_str(t.as_str()).unwrap();
+                if v["event"] == "mark" {
+                    let echo = json!({"event":"mark","streamSid":v["streamSid"],"mark":v["mark"]});
+                    ws.send(Message::text(echo.to_string())).await.unwrap();
+                }
+            }
+            Message::Close(frame) => {
+                return frame.map(|f| (u16::from(f.code), f.reason.to_string()));
+            }
+            _ => {}
+        }
+    }
+}
+
 pub fn code(c: CloseCode) -> u16 {
     u16::from(c)
 }
