@@ -281,21 +281,11 @@ fn agent(src: &dyn Source) -> Result<AgentKind, ConfigError> {
         forward_binary: boolean(src, EL_FORWARD_BINARY, false)?,
         ..ElevenLabsConfig::default()
     };
-    for (var, url, schemes) in [
-        (ELEVENLABS_WS_URL, el.ws_url.as_deref(), ["ws://", "wss://"]),
-        (
-            ELEVENLABS_API_BASE,
-            Some(el.api_base.as_str()),
-            ["http://", "https://"],
-        ),
-    ] {
-        if url.is_some_and(|u| !schemes.iter().any(|s| u.starts_with(s))) {
-            return Err(invalid(
-                var,
-                format!("must start with {}", schemes.join(" or ")),
-            ));
-        }
+    // Caller audio and the xi-api-key: in clear only to a loopback host (a local fake).
+    if let Some(url) = el.ws_url.as_deref() {
+        parse::secure_origin(ELEVENLABS_WS_URL, url, "wss://", "ws://")?;
     }
+    parse::secure_origin(ELEVENLABS_API_BASE, &el.api_base, "https://", "http://")?;
     match src.get(AGENT).as_deref() {
         Some("none") => Ok(AgentKind::None),
         Some("echo") => Ok(AgentKind::Echo(millis(

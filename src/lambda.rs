@@ -162,6 +162,7 @@ pub async fn handle(state: &LambdaState, req: Request) -> Result<Response<Body>,
 /// [`handle`], with errors turned into their JSON responses: client errors are logged at
 /// `info` with their code, internal ones at `error` with their detail (never a secret).
 pub async fn respond(state: &LambdaState, req: Request) -> Response<Body> {
+    let route = route_path(&req);
     match handle(state, req).await {
         Ok(resp) => resp,
         Err(e) => {
@@ -169,7 +170,16 @@ pub async fn respond(state: &LambdaState, req: Request) -> Response<Body> {
                 let cause = std::error::Error::source(&e)
                     .map(ToString::to_string)
                     .unwrap_or_default();
-                tracing::error!(code = e.code(), error = %e, cause = %cause, "request failed");
+                tracing::error!(code = e.code(), error = %e, cause = %cause, route, "request failed");
+                if TWIML_ROUTES.contains(&route) {
+                    // Twilio runs the answer of these: a JSON 5xx would make it say "an
+                    // application error has occurred". The caller hears a short apology.
+                    outbound::outcome::publish(
+                        &state.config.metric_namespace,
+                        outbound::outcome::Outcome::WebhookError { route },
+                    );
+                    return fallback_twiml(state);
+                }
             } else {
                 tracing::info!(
                     code = e.code(),
@@ -182,6 +192,28 @@ pub async fn respond(state: &LambdaState, req: Request) -> Response<Body> {
         }
     }
 }
+
+/// The routes whose answer Twilio runs as TwiML.
+const TWIML_ROUTES: [&str; 3] = ["/twiml", outbound::ANSWER_ROUTE, transfer::RESULT_ROUTE];
+
+/// What a caller hears when a TwiML webhook fails inside: `FALLBACK_SAY` (or a default
+/// apology), then the hang-up; 200, so Twilio plays it.
+fn fallback_twiml(state: &LambdaState) -> Response<Body> {
+    let say = state
+        .config
+        .fallback
+        .say
+        .as_deref()
+        .unwrap_or(FALLBACK_SAY_DEFAULT);
+    let mut resp = Response::new(Body::Text(crate::twilio::twiml::say_then_hang_up(say)));
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("text/xml"));
+    resp
+}
+
+/// Said when a TwiML webhook fails and `FALLBACK_SAY` is unset.
+const FALLBACK_SAY_DEFAULT: &str =
+    "Sorry, we cannot take your call right now. Please try again later. Goodbye.";
 
 /// The routes this function answers.
 const ROUTES: [&str; 8] = [

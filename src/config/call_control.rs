@@ -102,14 +102,14 @@ pub fn rest(src: &dyn Source) -> Result<Option<RestConfig>, ConfigError> {
         .get(TWILIO_API_BASE)
         .unwrap_or_else(|| DEFAULT_API_BASE.to_string());
     let api_base = api_base.trim().trim_end_matches('/').to_string();
-    if !(api_base.starts_with("https://") || api_base.starts_with("http://"))
-        || api_base.contains(['?', '#', ' '])
-    {
+    if api_base.contains(['?', '#', ' ']) {
         return Err(invalid(
             TWILIO_API_BASE,
-            "expected an http(s):// origin such as https://api.dublin.ie1.twilio.com",
+            "expected an https:// origin such as https://api.dublin.ie1.twilio.com",
         ));
     }
+    // The Auth Token rides in every request: in clear only to a loopback host (a fake).
+    super::parse::secure_origin(TWILIO_API_BASE, &api_base, "https://", "http://")?;
     let credentials = match (src.get(TWILIO_API_KEY_SID), src.get(TWILIO_API_KEY_SECRET)) {
         (Some(sid), Some(secret)) => {
             let sid = sid.trim().to_string();

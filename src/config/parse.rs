@@ -118,3 +118,40 @@ pub fn parse_secret_list(var: &'static str, raw: &str) -> Result<Vec<Secret<Stri
         .map(|p| Secret::new(p.to_string()))
         .collect())
 }
+
+/// Checks that `url` (the value of `var`) starts with `secure` (`https://`, `wss://`), or with
+/// `plain` (`http://`, `ws://`) only for a loopback host — a local fake or sidecar. Anything
+/// that carries a credential or call audio never leaves the machine in clear by a typo.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] naming `var`.
+pub fn secure_origin(
+    var: &'static str,
+    url: &str,
+    secure: &'static str,
+    plain: &'static str,
+) -> Result<(), ConfigError> {
+    if url.starts_with(secure) {
+        return Ok(());
+    }
+    let Some(rest) = url.strip_prefix(plain) else {
+        return Err(invalid(var, format!("must start with {secure}")));
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    if loopback {
+        Ok(())
+    } else {
+        Err(invalid(
+            var,
+            format!("must start with {secure} ({plain} only for a loopback host)"),
+        ))
+    }
+}

@@ -454,3 +454,56 @@ fn a_call_has_a_longest_life_and_transfers_an_action_url() {
         );
     }
 }
+
+#[test]
+fn credentials_and_call_audio_go_in_clear_only_to_a_loopback_host() {
+    const AC: &str = "AC0123456789abcdef0123456789abcdef";
+    let rest = |base: &'static str| {
+        cfg(&[
+            OPEN,
+            ("TWILIO_ACCOUNT_SID", AC),
+            ("TWILIO_AUTH_TOKEN", "t"),
+            ("TWILIO_API_BASE", base),
+        ])
+    };
+    for ok in [
+        "https://api.twilio.com",
+        "http://127.0.0.1:9",
+        "http://127.0.0.2:8080",
+        "http://localhost:4010",
+        "http://[::1]:4010",
+    ] {
+        assert!(rest(ok).is_ok(), "{ok}");
+    }
+    for bad in [
+        "http://api.twilio.com",
+        "http://10.0.0.5:8080",
+        "http://127.0.0.1.example.com",
+        "api.twilio.com",
+    ] {
+        let Err(ConfigError::Invalid { var, reason }) = rest(bad) else {
+            panic!("{bad} accepted");
+        };
+        assert_eq!(var, "TWILIO_API_BASE", "{bad}");
+        assert!(reason.contains("https://"), "{reason}");
+    }
+    for (var, bad, ok) in [
+        (
+            "ELEVENLABS_API_BASE",
+            "http://api.elevenlabs.io",
+            "http://127.0.0.1:7000",
+        ),
+        (
+            "ELEVENLABS_WS_URL",
+            "ws://api.elevenlabs.io/v1/convai",
+            "ws://127.0.0.1:7001/ws",
+        ),
+    ] {
+        let with = |url: &'static str| cfg(&[OPEN, ("ELEVENLABS_AGENT_ID", "agent_x"), (var, url)]);
+        let Err(ConfigError::Invalid { var: named, .. }) = with(bad) else {
+            panic!("{bad} accepted");
+        };
+        assert_eq!(named, var);
+        assert!(with(ok).is_ok(), "{ok}");
+    }
+}

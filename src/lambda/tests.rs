@@ -586,3 +586,51 @@ async fn every_route_matches_behind_stages_and_base_paths() {
         );
     }
 }
+
+#[tokio::test]
+async fn webhooks_signed_with_the_previous_auth_token_pass_during_a_rotation() {
+    // Twilio promoted its secondary token: the new one first, the one the event was signed
+    // with second.
+    let rotating = state(&[(
+        "TWILIO_AUTH_TOKEN",
+        "rotated-new-token-0000000000000,test-auth-token-0123456789abcdef",
+    )]);
+    let resp = call(&rotating, &event("twiml")).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let rotated = state(&[("TWILIO_AUTH_TOKEN", "rotated-new-token-0000000000000")]);
+    assert!(matches!(
+        call(&rotated, &event("twiml")).await,
+        Err(LambdaError::BadSignature)
+    ));
+}
+
+#[tokio::test]
+async fn a_twiml_webhook_that_fails_inside_answers_a_fallback_twilio_can_play() {
+    // The signing secret cannot be read (an SSM reference never loaded): a 5xx inside.
+    let broken = state(&[("MEDIA_SHARED_SECRET", "ssm:/media/never-loaded")]);
+    assert!(call(&broken, &event("twiml"))
+        .await
+        .unwrap_err()
+        .is_internal());
+    let resp = respond(&broken, request(&event("twiml"))).await;
+    assert_eq!(resp.status(), 200, "Twilio plays a 200's TwiML, not a 5xx");
+    assert_eq!(resp.headers()["content-type"], "text/xml");
+    let xml = text(&resp);
+    let doc = roxmltree::Document::parse(&xml).unwrap();
+    let verbs: Vec<&str> = doc
+        .root_element()
+        .children()
+        .map(|n| n.tag_name().name())
+        .collect();
+    assert_eq!(verbs, ["Say", "Hangup"], "{xml}");
+    assert!(xml.contains("Sorry, we cannot take your call right now"));
+    let with_say = state(&[
+        ("MEDIA_SHARED_SECRET", "ssm:/media/never-loaded"),
+        ("FALLBACK_SAY", "Please call the front desk."),
+    ]);
+    let resp = respond(&with_say, request(&event("twiml"))).await;
+    assert!(text(&resp).contains("<Say>Please call the front desk.</Say>"));
+    // A JSON route keeps its JSON error.
+    let resp = respond(&broken, request(&event("token"))).await;
+    assert!(resp.status().is_server_error());
+}

@@ -9,9 +9,7 @@ use lambda_http::{Body, Request, RequestExt, Response};
 
 use super::token::{issuer, stream_url};
 use super::{body_bytes, valid_call_sid, LambdaError, LambdaState};
-use crate::twilio::signature::{
-    parse_form, RequestValidator, SignatureAlgorithm, SIGNATURE_HEADER,
-};
+use crate::twilio::signature::{parse_form, valid_for_any_token, SIGNATURE_HEADER};
 use crate::twilio::twiml::{self, ConnectStream, MAX_PARAMETER_CHARS};
 
 const FORM_CONTENT_TYPE: &str = "application/x-www-form-urlencoded";
@@ -76,9 +74,9 @@ pub(super) fn verified_form(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
     let key = LambdaState::secret(&state.twilio_auth_token, "TWILIO_AUTH_TOKEN")?;
-    // HMAC-SHA1 with the Auth Token only; the SharedKey (HMAC-SHA256) scheme is not supported.
-    let validator = RequestValidator::new(key.expose().as_bytes());
-    if !validator.validate(url, &params, presented, SignatureAlgorithm::HmacSha1) {
+    // HMAC-SHA1 with the Auth Token(s) only; the SharedKey (HMAC-SHA256) scheme is not
+    // supported.
+    if !valid_for_any_token(key.expose(), url, &params, presented) {
         return Err(LambdaError::BadSignature);
     }
     let form = TwilioForm { params };

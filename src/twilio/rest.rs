@@ -280,7 +280,9 @@ impl TwilioRest {
 
     async fn post_once(&self, path: &str, body: &str) -> Result<Bytes, Failure> {
         let password = self.password.current().ok_or(Failure::Credentials)?;
-        let basic = STANDARD.encode(format!("{}:{}", self.username, password.expose()));
+        // An Auth Token list (`current,previous`) authenticates with its first entry.
+        let password = crate::twilio::signature::current_token(password.expose());
+        let basic = STANDARD.encode(format!("{}:{password}", self.username));
         let request = hyper::Request::post(format!("{}{path}", self.base))
             .header("authorization", format!("Basic {basic}"))
             .header("content-type", "application/x-www-form-urlencoded")

@@ -144,6 +144,36 @@ pub fn compute_signature(
     mac_base64(key, algorithm, string_to_sign(url, params).as_bytes()).unwrap_or_default()
 }
 
+/// Whether `presented` is Twilio's HMAC-SHA1 signature of `url` and `params` under any Auth
+/// Token of `auth_tokens` — `current,previous`, comma separated, so a rotation (Twilio's
+/// secondary token promoted) never refuses a webhook while the old token is still cached.
+#[must_use]
+pub fn valid_for_any_token(
+    auth_tokens: &str,
+    url: &str,
+    params: &[(String, String)],
+    presented: &str,
+) -> bool {
+    auth_tokens
+        .split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .any(|token| {
+            RequestValidator::new(token.as_bytes()).validate(
+                url,
+                params,
+                presented,
+                SignatureAlgorithm::HmacSha1,
+            )
+        })
+}
+
+/// The Auth Token REST requests use: the first of a `current,previous` list.
+#[must_use]
+pub fn current_token(auth_tokens: &str) -> &str {
+    auth_tokens.split(',').next().unwrap_or_default().trim()
+}
+
 /// Decodes an `application/x-www-form-urlencoded` body into ordered `(name, value)` pairs.
 ///
 /// `+` becomes a space, `%XX` is decoded, invalid escapes are kept literally, repeated names

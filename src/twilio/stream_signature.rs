@@ -2,7 +2,7 @@
 //! signed (configured public origin, else the `Host` header, plus the request path) and checks
 //! it with [`super::signature::RequestValidator`] and no params. Does not read requests.
 
-use super::signature::{RequestValidator, SignatureAlgorithm};
+use super::signature::valid_for_any_token;
 use crate::secrets::SecretHandle;
 
 /// Checks upgrade signatures with the account Auth Token (HMAC-SHA1).
@@ -68,8 +68,7 @@ impl StreamSignatureVerifier {
             .auth_token
             .current()
             .ok_or(StreamSignatureError::KeyUnavailable)?;
-        let validator = RequestValidator::new(key.expose().as_bytes());
-        if validator.validate(&url, &[], presented, SignatureAlgorithm::HmacSha1) {
+        if valid_for_any_token(key.expose(), &url, &[], presented) {
             Ok(())
         } else {
             Err(StreamSignatureError::Invalid)
@@ -81,7 +80,7 @@ impl StreamSignatureVerifier {
 mod tests {
     use super::*;
     use crate::secret::Secret;
-    use crate::twilio::signature::compute_signature;
+    use crate::twilio::signature::{compute_signature, SignatureAlgorithm};
 
     const PATH: &str = "/rtm/voice/jwt/abc.def.ghi";
 
@@ -94,6 +93,31 @@ mod tests {
 
     fn sign(url: &str) -> String {
         compute_signature(b"test-auth-token", SignatureAlgorithm::HmacSha1, url, &[])
+    }
+
+    #[test]
+    fn a_rotated_auth_token_keeps_the_previous_one_valid_until_it_is_dropped() {
+        let url = format!("wss://media.example.com{PATH}");
+        let old = compute_signature(b"old-token", SignatureAlgorithm::HmacSha1, &url, &[]);
+        let new = compute_signature(b"new-token", SignatureAlgorithm::HmacSha1, &url, &[]);
+        let both = StreamSignatureVerifier::new(
+            SecretHandle::from_value(Secret::new("new-token, old-token".into())),
+            Some("wss://media.example.com".into()),
+        );
+        assert_eq!(both.verify(None, PATH, Some(&new)), Ok(()));
+        assert_eq!(both.verify(None, PATH, Some(&old)), Ok(()));
+        let only_new = StreamSignatureVerifier::new(
+            SecretHandle::from_value(Secret::new("new-token".into())),
+            Some("wss://media.example.com".into()),
+        );
+        assert_eq!(
+            only_new.verify(None, PATH, Some(&old)),
+            Err(StreamSignatureError::Invalid)
+        );
+        assert_eq!(
+            crate::twilio::signature::current_token(" new-token, old-token"),
+            "new-token"
+        );
     }
 
     #[test]

@@ -53,6 +53,8 @@ pub(in crate::lambda) enum Outcome {
         status: &'static str,
         duration_s: Option<u64>,
     },
+    /// A Twilio webhook on `route` failed inside and answered the fallback TwiML.
+    WebhookError { route: &'static str },
     /// A transfer's `<Dial>` ended (`DialCallStatus`) after this many seconds bridged.
     Transfer {
         dial_status: &'static str,
@@ -105,6 +107,7 @@ pub(super) fn emf_line(namespace: &str, outcome: Outcome, timestamp_ms: u64) -> 
             "Seconds",
             duration_s,
         ),
+        Outcome::WebhookError { route } => ("Route", route, "WebhookErrors", "", "", None),
         Outcome::Transfer {
             dial_status,
             duration_s,

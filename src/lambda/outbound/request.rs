@@ -107,7 +107,7 @@ pub(super) fn validate(
     }
     if request.language.as_deref().is_some_and(|l| !is_language(l)) {
         return Err(Bad(
-            "language must be a language code such as en, pt-br or zh",
+            "language must be one of ElevenLabs' agent languages, such as en, pt-br or zh",
         ));
     }
     if request.voice_id.as_deref().is_some_and(|v| {
@@ -149,16 +149,18 @@ pub(super) fn validate(
     })
 }
 
-/// ElevenLabs' language codes: `en`, `pt-br`, `zh`, … (two or three letters, an optional
-/// region).
+/// The languages a `conversation_config_override.agent.language` may name: the `Language`
+/// enum of ElevenLabs' agent contract (elevenlabs/packages `agent.asyncapi.yaml`). Anything
+/// else ends the call in the agent's refusal, so it is refused before Twilio dials.
+const LANGUAGES: &[&str] = &[
+    "en", "ja", "zh", "de", "hi", "fr", "ko", "pt", "pt-br", "it", "es", "id", "nl", "tr", "pl",
+    "sv", "bg", "ro", "ar", "cs", "el", "fi", "ms", "da", "ta", "uk", "ru", "hu", "hr", "sk", "no",
+    "vi", "tl", "af", "hy", "as", "az", "be", "bn", "bs", "ca", "et", "gl", "ka", "gu", "ha", "he",
+    "is", "ga", "jv", "kn", "kk", "ky", "lv", "lt", "lb", "mk", "ml", "mr", "ne", "ps", "fa", "pa",
+    "sr", "sd", "sl", "so", "sw", "te", "th", "ur", "cy",
+];
+
+/// Whether `code` is one of ElevenLabs' agent languages (exactly as the contract spells it).
 pub(super) fn is_language(code: &str) -> bool {
-    let mut parts = code.split('-');
-    let primary = parts.next().unwrap_or_default();
-    let region = parts.next();
-    (2..=3).contains(&primary.len())
-        && primary.bytes().all(|b| b.is_ascii_alphabetic())
-        && region.is_none_or(|r| {
-            (2..=4).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_alphanumeric())
-        })
-        && parts.next().is_none()
+    LANGUAGES.contains(&code)
 }

@@ -301,10 +301,13 @@ fn verdicts_and_language_codes() {
     for person in ["human", "unknown", "machine_start", ""] {
         assert_eq!(Verdict::of(person), Verdict::Person);
     }
-    for ok in ["en", "pt-br", "zh", "fil"] {
+    for ok in ["en", "pt-br", "zh", "cy", "tl"] {
         assert!(is_language(ok), "{ok}");
     }
-    for bad in ["", "e", "english", "en-", "en-us-x", "e1"] {
+    // Well-formed codes ElevenLabs' agents refuse are refused too, before Twilio dials.
+    for bad in [
+        "", "e", "english", "en-", "en-us", "pt-pt", "EN", "fil", "xx", "e1",
+    ] {
         assert!(!is_language(bad), "{bad}");
     }
 }
