@@ -38,6 +38,16 @@ pub(super) fn state(extra: &[(&'static str, &'static str)]) -> LambdaState {
     .unwrap()
 }
 
+/// The verbs of a TwiML document, in order.
+pub(super) fn verbs(xml: &str) -> Vec<String> {
+    roxmltree::Document::parse(xml)
+        .unwrap()
+        .root_element()
+        .children()
+        .map(|n| n.tag_name().name().to_string())
+        .collect()
+}
+
 pub(super) fn event(name: &str) -> Value {
     let path = format!("{}/events/{name}.json", env!("CARGO_MANIFEST_DIR"));
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
@@ -616,13 +626,7 @@ async fn a_twiml_webhook_that_fails_inside_answers_a_fallback_twilio_can_play() 
     assert_eq!(resp.status(), 200, "Twilio plays a 200's TwiML, not a 5xx");
     assert_eq!(resp.headers()["content-type"], "text/xml");
     let xml = text(&resp);
-    let doc = roxmltree::Document::parse(&xml).unwrap();
-    let verbs: Vec<&str> = doc
-        .root_element()
-        .children()
-        .map(|n| n.tag_name().name())
-        .collect();
-    assert_eq!(verbs, ["Say", "Hangup"], "{xml}");
+    assert_eq!(verbs(&xml), ["Say", "Hangup"], "{xml}");
     assert!(xml.contains("Sorry, we cannot take your call right now"));
     let with_say = state(&[
         ("MEDIA_SHARED_SECRET", "ssm:/media/never-loaded"),
