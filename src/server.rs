@@ -146,11 +146,6 @@ impl AppState {
             .send_modify(|v| *v = self.metrics.active_calls());
     }
 
-    /// How a call of this server is told to stop (the drain, then its deadline).
-    pub(crate) fn call_shutdown(&self) -> crate::call::Shutdown {
-        self.stops.register()
-    }
-
     /// Whether the server is draining (health 503, no new calls).
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Acquire)
@@ -197,14 +192,9 @@ impl CallClaim {
         Ok(())
     }
 
-    /// Gives the CallSid back now: the live set at once, the registry within its request
-    /// timeout (a failure leaves the lease to expire).
+    /// Gives the CallSid back now: the registry within its request timeout (a failure leaves
+    /// the lease to expire), then the live set, as the claim drops.
     pub async fn release(mut self) {
-        self.state
-            .live_call_sids
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .remove(&self.call_sid);
         if std::mem::take(&mut self.fleet) {
             if let Some(registry) = &self.state.registry {
                 registry

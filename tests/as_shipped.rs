@@ -201,6 +201,15 @@ async fn echoed_call(ws: support::Ws, call_sid: &str) -> Caller {
     caller
 }
 
+/// The fake ElevenLabs agent, private: it wants the key the READMEs store in SSM.
+async fn private_agent() -> FakeEl {
+    FakeEl::start(Behaviour {
+        api_key: Some(XI_KEY),
+        ..Behaviour::default()
+    })
+    .await
+}
+
 /// moto with the parameters the READMEs create and the stack's tables.
 async fn shipped_aws(rendered: &Value) -> Moto {
     let moto = Moto::start().await;
@@ -231,11 +240,7 @@ async fn the_shipped_files_run_as_one_system() {
         "the task role may write the registry and nothing more"
     );
 
-    let agent = FakeEl::start(Behaviour {
-        api_key: Some(XI_KEY),
-        ..Behaviour::default()
-    })
-    .await;
+    let agent = private_agent().await;
     let agent_api = agent.api_base();
     let (ecs_agent_uri, protection) = fake_ecs_agent().await;
 
@@ -471,11 +476,7 @@ struct Shipped {
 async fn shipped(lambda_rest: bool) -> Shipped {
     let rendered = render();
     let moto = shipped_aws(&rendered).await;
-    let agent = FakeEl::start(Behaviour {
-        api_key: Some(XI_KEY),
-        ..Behaviour::default()
-    })
-    .await;
+    let agent = private_agent().await;
     let agent_api = agent.api_base();
     let (ecs_agent_uri, _protection) = fake_ecs_agent().await;
     let lambda_env = env_map(&rendered["lambda"]["env"]);

@@ -138,7 +138,7 @@ pub(crate) async fn accept(
             relay_config(&state, grant.context),
             grant.call_sid,
             limits,
-            state.call_shutdown(),
+            state.stops.register(),
         );
         supervise(&state, call).await;
         drop(permit);
