@@ -108,6 +108,17 @@ fn closed_at(report: &CallReport, opened: Instant) -> (Instant, u16, String) {
         .unwrap_or_else(|| panic!("no close: {:?}", report.timeline))
 }
 
+/// A REST request made before the stream's close. The close goes out only once Twilio has
+/// answered the request, a few ms later; `closed` is rebuilt from the caller's own clock,
+/// which starts a little after `opened`, hence the 100 ms allowance.
+fn assert_sent_before_close(request_at: Instant, closed: Instant) {
+    assert!(
+        request_at <= closed + Duration::from_millis(100),
+        "request {:?} after the close",
+        request_at - closed
+    );
+}
+
 /// When the caller last heard audio end: the last mark echoed because its audio played.
 fn last_played(report: &CallReport, opened: Instant) -> Instant {
     report
@@ -278,13 +289,7 @@ async fn an_allowed_transfer_plays_the_hand_off_line_then_dials() {
     );
     assert_eq!(report.bytes_received, 8000);
     let (closed, code, reason) = closed_at(&report, opened);
-    // The close goes out only once Twilio has answered the request, a few ms later here;
-    // `closed` is rebuilt from the caller's own clock, which starts a little after `opened`.
-    assert!(
-        requests[0].at <= closed + Duration::from_millis(100),
-        "{:?}",
-        requests[0].at - closed
-    );
+    assert_sent_before_close(requests[0].at, closed);
     assert_eq!((code, reason.as_str()), (1000, "transferred"));
     let conv = rig.fake.conversation(0);
     assert_eq!(conv.close_code, Some(1000), "the agent leg is closed");
@@ -629,7 +634,7 @@ async fn a_call_at_max_call_seconds_hears_the_wrap_up_and_its_last_words_then_is
         "hang-up after the last words played"
     );
     let (closed, code, reason) = closed_at(&report, opened);
-    assert!(requests[0].at <= closed);
+    assert_sent_before_close(requests[0].at, closed);
     assert_eq!((code, reason.as_str()), (1000, "max duration"));
     assert!(
         closed < opened + Duration::from_secs(20),
