@@ -278,6 +278,11 @@ fn agent(src: &dyn Source) -> Result<AgentKind, ConfigError> {
             ELEVENLABS_CONNECT_RETRIES_DEFAULT,
             0,
         )?,
+        connect_deadline: millis(
+            src,
+            ELEVENLABS_CONNECT_DEADLINE_MS,
+            ELEVENLABS_CONNECT_DEADLINE_MS_DEFAULT,
+        )?,
         forward_binary: boolean(src, EL_FORWARD_BINARY, false)?,
         ..ElevenLabsConfig::default()
     };

@@ -28,6 +28,8 @@ pub struct ElevenLabsConfig {
     pub connect_timeout: Duration,
     /// Connect attempts after the first one fails.
     pub connect_retries: u32,
+    /// The whole connect, every attempt and backoff included.
+    pub connect_deadline: Duration,
     /// First retry delay; doubles each attempt.
     pub retry_backoff: Duration,
     /// Legacy mode (`EL_FORWARD_BINARY=true`): caller audio as raw PCM16LE 16 kHz binary
@@ -51,6 +53,7 @@ impl Default for ElevenLabsConfig {
             api_base: DEFAULT_API_BASE.to_string(),
             connect_timeout: Duration::from_secs(5),
             connect_retries: 2,
+            connect_deadline: Duration::from_secs(5),
             retry_backoff: Duration::from_millis(250),
             forward_binary: false,
         }

@@ -3,7 +3,9 @@
 //!
 //! One table, one string hash key `pk`, a number `expires_at` (the table's TTL attribute):
 //! - `jti#<jti>`: written at the handshake with `attribute_not_exists(pk)`, expiring with the
-//!   token (its `exp` plus the verifier's leeway), never deleted: a replay finds it.
+//!   token (its `exp` plus the verifier's leeway), never deleted: a replay finds it. The item
+//!   carries a per-handshake `writer` nonce, and the condition lets that writer through: the
+//!   SDK's retry of a write that landed but answered late is ours, not a replay.
 //! - `call#<CallSid>`: written at `start` when absent or expired, with this process as
 //!   `holder` and a lease renewed while the call lives ([`CallRegistry::renew_held`]);
 //!   deleted by its holder at the end, expiring on its own if the task dies. TTL deletion
@@ -30,6 +32,8 @@ pub const KEY: &str = "pk";
 pub const EXPIRES_AT: &str = "expires_at";
 /// The attribute naming the process that holds a CallSid claim.
 pub const HOLDER: &str = "holder";
+/// The attribute naming the handshake that wrote a token claim.
+pub const WRITER: &str = "writer";
 
 /// Why a claim was not granted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -109,6 +113,8 @@ impl CallRegistry {
         expires_at: u64,
         metrics: &Metrics,
     ) -> Result<(), ClaimError> {
+        // One nonce per handshake, the same in every attempt the SDK makes of this request.
+        let writer = uuid::Uuid::new_v4().simple().to_string();
         let request = self
             .client()
             .await
@@ -116,8 +122,11 @@ impl CallRegistry {
             .table_name(&self.config.table)
             .item(KEY, AttributeValue::S(format!("jti#{jti}")))
             .item(EXPIRES_AT, AttributeValue::N(expires_at.to_string()))
-            .condition_expression("attribute_not_exists(#k)")
-            .expression_attribute_names("#k", KEY);
+            .item(WRITER, AttributeValue::S(writer.clone()))
+            .condition_expression("attribute_not_exists(#k) OR #w = :w")
+            .expression_attribute_names("#k", KEY)
+            .expression_attribute_names("#w", WRITER)
+            .expression_attribute_values(":w", AttributeValue::S(writer));
         self.timed("claim_token", metrics, request.send()).await
     }
 

@@ -337,6 +337,25 @@ async fn unreachable_agent_ends_the_stream_normally_after_bounded_retries() {
     let c = caller(&s, json!({})).await;
     let log = c.wait("close", |l| l.close.is_some()).await;
     assert_eq!(log.close, Some((1000, "agent unavailable".into())));
+
+    // With the shipped per-attempt timeout (5 s) and retries (2), three hung attempts would
+    // leave the caller in silence for over 15 s; the overall deadline ends it at 5 s.
+    let s = Server::start(&[
+        ("AGENT", "elevenlabs"),
+        ("ALLOW_UNAUTHENTICATED", "true"),
+        ("ELEVENLABS_WS_URL", url.as_str()),
+    ])
+    .await;
+    let c = caller(&s, json!({})).await;
+    let started = std::time::Instant::now();
+    let log = c.wait("close", |l| l.close.is_some()).await;
+    assert_eq!(log.close, Some((1000, "agent unavailable".into())));
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(4500) && waited < Duration::from_secs(7),
+        "{waited:?}"
+    );
+    s.wait_log("\"outcome\":\"agent_error\"").await;
     drop(silent);
 }
 

@@ -289,6 +289,63 @@ async fn an_unreachable_table_refuses_new_calls_and_spares_live_ones() {
     assert_eq!(s.metric("media_calls_total{outcome=\"normal\"}").await, 1.0);
 }
 
+/// A TCP proxy in front of moto whose first connection delivers requests but holds their
+/// answers back past the SDK's attempt timeout (a DynamoDB that wrote, then answered late);
+/// later connections pass straight through. Returns the endpoint to give the SDK.
+async fn late_first_answer(moto: &Moto, hold: Duration) -> String {
+    let upstream = moto.endpoint.trim_start_matches("http://").to_string();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut first = true;
+        while let Ok((client, _)) = listener.accept().await {
+            let upstream = upstream.clone();
+            let late = std::mem::replace(&mut first, false);
+            tokio::spawn(async move {
+                let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                    return;
+                };
+                let (mut client_r, mut client_w) = client.into_split();
+                let (mut server_r, mut server_w) = server.into_split();
+                let up = tokio::io::copy(&mut client_r, &mut server_w);
+                let down = async {
+                    if late {
+                        tokio::time::sleep(hold).await;
+                    }
+                    tokio::io::copy(&mut server_r, &mut client_w).await
+                };
+                let _ = tokio::join!(up, down);
+            });
+        }
+    });
+    endpoint
+}
+
+#[tokio::test]
+async fn a_token_claim_answered_late_is_not_mistaken_for_its_own_replay() {
+    let moto = moto_with_table().await;
+    // Attempts time out at half of 3 s; the first answer comes after 2 s, the retry's at once.
+    let endpoint = late_first_answer(&moto, Duration::from_secs(2)).await;
+    let s = task(
+        &moto,
+        &[
+            ("CALL_REGISTRY_TIMEOUT_MS", "3000"),
+            ("AWS_ENDPOINT_URL", endpoint.as_str()),
+        ],
+    )
+    .await;
+    let caller = live_call(&s, &mint(Some(CALL_SID))).await;
+    // The SDK did retry (the first attempt's write had landed), and the retry was let through.
+    let keys = moto.table_keys(TABLE).await;
+    assert_eq!(keys.iter().filter(|k| k.starts_with("jti#")).count(), 1);
+    assert_eq!(
+        s.metric("media_handshake_rejections_total{reason=\"token_replayed\"}")
+            .await,
+        0.0
+    );
+    hang_up(&caller).await;
+}
+
 /// Handshake latency the registry adds (one conditional PutItem), measured against moto on
 /// loopback; see BENCHMARKS.md. `cargo test --release --test call_registry -- --ignored
 /// --nocapture handshake_latency`

@@ -71,6 +71,11 @@ pub const ELEVENLABS_API_BASE: &str = "ELEVENLABS_API_BASE";
 pub const ELEVENLABS_CONNECT_TIMEOUT_MS: &str = "ELEVENLABS_CONNECT_TIMEOUT_MS";
 /// Default for [`ELEVENLABS_CONNECT_TIMEOUT_MS`].
 pub const ELEVENLABS_CONNECT_TIMEOUT_MS_DEFAULT: u64 = 5_000;
+/// The whole agent connect (every attempt and backoff): past it the call takes the failure
+/// path, instead of the caller hearing silence while retries run.
+pub const ELEVENLABS_CONNECT_DEADLINE_MS: &str = "ELEVENLABS_CONNECT_DEADLINE_MS";
+/// Default for [`ELEVENLABS_CONNECT_DEADLINE_MS`].
+pub const ELEVENLABS_CONNECT_DEADLINE_MS_DEFAULT: u64 = 5_000;
 /// Agent connect retries after the first attempt.
 pub const ELEVENLABS_CONNECT_RETRIES: &str = "ELEVENLABS_CONNECT_RETRIES";
 /// Default for [`ELEVENLABS_CONNECT_RETRIES`].

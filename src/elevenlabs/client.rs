@@ -90,12 +90,15 @@ impl ElevenLabs {
     }
 
     /// Opens one conversation's socket: a signed URL first for private agents, then the
-    /// WebSocket, with bounded retries and exponential backoff.
+    /// WebSocket, with bounded retries and exponential backoff, all within the connect
+    /// deadline (the caller hears silence meanwhile, and only a second of their audio is held).
     ///
     /// # Errors
-    /// The [`ConnectError`] of the last attempt.
+    /// The [`ConnectError`] of the last attempt; [`ConnectError::Timeout`] at the deadline.
     pub async fn connect(&self) -> Result<AgentSocket, ConnectError> {
-        connect(self).await
+        tokio::time::timeout(self.config.connect_deadline, connect(self))
+            .await
+            .unwrap_or(Err(ConnectError::Timeout))
     }
 }
 
