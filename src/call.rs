@@ -168,9 +168,16 @@ where
             if agent.mode() == crate::relay::AgentMode::None {
                 continue;
             }
-            match host.claim(&call.call_sid).await {
+            // Only a stream bound to its CallSid claims it: an unbound one could pre-claim
+            // another caller's call and have the real stream refused as a duplicate.
+            let claimed = if relay.bound() {
+                host.claim(&call.call_sid).await.map(Some)
+            } else {
+                Ok(None)
+            };
+            match claimed {
                 Ok(c) => {
-                    claim = Some(c);
+                    claim = c;
                     if relay.agent_active() {
                         connect_started = Instant::now();
                         connecting = Some(Box::pin(agent.connect()));

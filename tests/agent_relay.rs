@@ -413,11 +413,37 @@ async fn a_stalled_agent_costs_bounded_memory_and_drops_are_counted() {
 #[tokio::test]
 async fn a_second_stream_for_the_same_call_is_refused_and_the_first_keeps_running() {
     let fake = FakeEl::start(Behaviour::default()).await;
-    let s = server_with(&fake, &[]).await;
-    let first = caller(&s, json!({})).await;
+    let url = fake.ws_url();
+    let s = Server::start(&[
+        ("AGENT", "elevenlabs"),
+        ("MEDIA_SHARED_SECRET", "relay-secret"),
+        ("ELEVENLABS_WS_URL", url.as_str()),
+    ])
+    .await;
+    // Two tokens, both bound to the call (only a bound stream claims its CallSid).
+    let bound = || {
+        let issuer = media_orchestrator::auth::TokenIssuer::new(
+            &media_orchestrator::secret::Secret::new("relay-secret".into()),
+            media_orchestrator::auth::Clock::System,
+        );
+        let token = issuer
+            .mint(Some(CALL_SID), Duration::from_secs(60))
+            .unwrap();
+        format!("/rtm/voice/jwt/{}", token.token.expose())
+    };
+    let open = |path: String| {
+        let s = &s;
+        async move {
+            let c = Caller::new(s.connect(&path, &[]).await.unwrap());
+            c.send(connected());
+            c.send(start_with(CALL_SID, json!({})));
+            c
+        }
+    };
+    let first = open(bound()).await;
     fake.wait("first", |cs| cs.len() == 1 && cs[0].init.is_some())
         .await;
-    let second = caller(&s, json!({})).await;
+    let second = open(bound()).await;
     let log = second.wait("close", |l| l.close.is_some()).await;
     assert_eq!(log.close, Some((1008, "duplicate stream for call".into())));
     assert_eq!(

@@ -6,6 +6,9 @@
 
 mod lambda_support;
 mod support;
+#[path = "../sim/src/twilio_rest.rs"]
+#[allow(dead_code)]
+mod twilio_rest;
 
 use std::time::{Duration, Instant};
 
@@ -14,10 +17,12 @@ use lambda_support::Moto;
 use media_orchestrator::auth::{Clock, TokenIssuer};
 use media_orchestrator::secret::Secret;
 use serde_json::json;
+use support::fake_el::{Behaviour, FakeEl};
 use support::{
     connected, echo_marks_until_close, expect_close, media, start, stop, tone, Caller, Server,
     CALL_SID, SILENCE_B64,
 };
+use twilio_rest::FakeTwilioRest;
 
 const T: Duration = Duration::from_secs(10);
 const SECRET: &str = "registry-test-secret";
@@ -26,6 +31,16 @@ const TABLE: &str = "media-calls";
 fn mint(call_sid: Option<&str>) -> String {
     TokenIssuer::new(&Secret::new(SECRET.into()), Clock::System)
         .mint(call_sid, Duration::from_secs(300))
+        .unwrap()
+        .token
+        .expose()
+        .clone()
+}
+
+/// A token bound to no call: the shortest-lived kind the verifier accepts.
+fn mint_unbound() -> String {
+    TokenIssuer::new(&Secret::new(SECRET.into()), Clock::System)
+        .mint(None, Duration::from_secs(60))
         .unwrap()
         .token
         .expose()
@@ -287,6 +302,117 @@ async fn an_unreachable_table_refuses_new_calls_and_spares_live_ones() {
         .await;
     hang_up(&live).await;
     assert_eq!(s.metric("media_calls_total{outcome=\"normal\"}").await, 1.0);
+}
+
+#[tokio::test]
+async fn a_stream_with_an_unbound_token_cannot_end_transfer_or_preclaim_another_call() {
+    let moto = moto_with_table().await;
+    let fake = FakeEl::start(Behaviour {
+        echo: false,
+        ..Behaviour::default()
+    })
+    .await;
+    let rest = FakeTwilioRest::start("127.0.0.1:0", support::ACCOUNT_SID, "registry-auth-token")
+        .await
+        .unwrap();
+    let (ws_url, rest_base) = (fake.ws_url(), rest.base_url());
+    let control = [
+        ("AGENT", "elevenlabs"),
+        ("ELEVENLABS_WS_URL", ws_url.as_str()),
+        ("TWILIO_ACCOUNT_SID", support::ACCOUNT_SID),
+        ("TWILIO_AUTH_TOKEN", "registry-auth-token"),
+        ("TWILIO_API_BASE", rest_base.as_str()),
+        ("TRANSFER_ALLOWLIST", "+15557770000"),
+    ];
+    let a = task(&moto, &control).await;
+    let b = task(&moto, &control).await;
+
+    // Someone with a valid but unbound token opens a stream naming a real caller's CallSid.
+    let intruder = Caller::new(a.connect(&path(&mint_unbound()), &[]).await.unwrap());
+    intruder.send(connected());
+    intruder.send(start());
+    fake.wait("intruder's conversation", |c| {
+        c.first().is_some_and(|c| c.init.is_some())
+    })
+    .await;
+    a.wait_log("stream token not bound to its call").await;
+    // No claim was made: the real call's stream on the other task is not a "duplicate".
+    assert!(
+        !moto
+            .table_keys(TABLE)
+            .await
+            .iter()
+            .any(|k| k.starts_with("call#")),
+        "an unbound stream claims nothing"
+    );
+    let real = Caller::new(b.connect(&path(&mint(Some(CALL_SID))), &[]).await.unwrap());
+    real.send(connected());
+    real.send(start());
+    fake.wait("real conversation", |c| c.len() == 2 && c[1].init.is_some())
+        .await;
+    assert_eq!(
+        moto.table_keys(TABLE)
+            .await
+            .iter()
+            .filter(|k| k.starts_with("call#"))
+            .count(),
+        1,
+        "the bound stream holds the call"
+    );
+
+    // The intruder's agent tries a transfer: refused in words it can say.
+    fake.send_json(
+        0,
+        json!({"type":"client_tool_call","client_tool_call":{"tool_name":"transfer_to_number","tool_call_id":"t1","parameters":{"phone_number":"+15557770000"},"event_id":3}}),
+    );
+    fake.wait("tool result", |c| {
+        c[0].messages
+            .iter()
+            .any(|(_, m)| m["type"] == "client_tool_result")
+    })
+    .await;
+    let result = fake
+        .conversation(0)
+        .messages
+        .iter()
+        .find(|(_, m)| m["type"] == "client_tool_result")
+        .unwrap()
+        .1
+        .clone();
+    assert_eq!(result["is_error"], true);
+    assert_eq!(
+        result["result"],
+        "Transfers are not available on this call."
+    );
+    // ... then says goodbye and ends: the stream closes after the goodbye, nothing is hung up.
+    fake.send_audio(0, &[0x55; 8_000], 1);
+    fake.close(0, 1000);
+    let log = intruder.wait("close", |l| l.close.is_some()).await;
+    assert_eq!(log.close, Some((1000, "agent ended".into())));
+    assert_eq!(log.audio.len(), 8_000, "the goodbye played");
+    assert!(
+        rest.requests().is_empty(),
+        "{:?}",
+        rest.requests()
+            .iter()
+            .map(|r| r.describe())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        a.metric("media_call_control_events_total{event=\"unbound_stream\"}")
+            .await,
+        1.0
+    );
+
+    // The real call was never touched and still ends as its own agent says.
+    let audio = tone(3, 5);
+    real.play(&audio, 2, Duration::from_millis(20)).await;
+    fake.wait("real call still streams", |c| {
+        c[1].audio.len() >= audio.len()
+    })
+    .await;
+    hang_up(&real).await;
+    assert!(rest.requests().is_empty());
 }
 
 /// A TCP proxy in front of moto whose first connection delivers requests but holds their

@@ -22,6 +22,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::time::Instant;
 
 const AUTH_TOKEN: &str = "test-auth-token";
+/// The stream-token secret: each call's token is bound to its CallSid (JWT `sub`), as the
+/// Lambda's webhook mints it — only a bound stream hangs up or transfers its call.
+const SHARED_SECRET: &str = "call-control-secret";
 /// media-lambda's `/transfer/result`, as the infra template passes it (TransferActionUrl).
 const ACTION_URL: &str = "https://abc123defg.execute-api.us-east-1.amazonaws.com/transfer/result";
 
@@ -39,7 +42,7 @@ async fn rig(behaviour: Behaviour, extra: &[(&str, &str)]) -> Rig {
     let (url, base) = (fake.ws_url(), rest.base_url());
     let mut env = vec![
         ("AGENT", "elevenlabs"),
-        ("ALLOW_UNAUTHENTICATED", "true"),
+        ("MEDIA_SHARED_SECRET", SHARED_SECRET),
         ("ELEVENLABS_WS_URL", url.as_str()),
         ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
         ("TWILIO_AUTH_TOKEN", AUTH_TOKEN),
@@ -55,15 +58,31 @@ async fn rig(behaviour: Behaviour, extra: &[(&str, &str)]) -> Rig {
 async fn call(
     rig: &Rig,
     seconds: u64,
-    opts: CallOptions,
+    mut opts: CallOptions,
 ) -> (Instant, tokio::task::JoinHandle<CallReport>) {
-    let ws = caller::connect(&rig.server.url("/rtm/voice"), None)
+    let call_sid = format!("CA{}", uuid::Uuid::new_v4().simple());
+    opts.sids = Some((call_sid.clone(), ACCOUNT_SID.to_string()));
+    let ws = caller::connect(&rig.server.url("/rtm/voice"), Some(&bound_token(&call_sid)))
         .await
         .unwrap();
     let opened = Instant::now();
     let audio = vec![0xffu8; 8000 * seconds as usize];
     let task = tokio::spawn(async move { caller::run(ws, &audio, &opts, &Live::default()).await });
     (opened, task)
+}
+
+/// A stream token bound to `call_sid`, as the Lambda's voice webhook mints it.
+fn bound_token(call_sid: &str) -> String {
+    use media_orchestrator::auth::{Clock, TokenIssuer};
+    TokenIssuer::new(
+        &media_orchestrator::secret::Secret::new(SHARED_SECRET.into()),
+        Clock::System,
+    )
+    .mint(Some(call_sid), Duration::from_secs(300))
+    .unwrap()
+    .token
+    .expose()
+    .clone()
 }
 
 /// An agent that speaks only when the test makes it.
@@ -445,7 +464,7 @@ async fn a_half_open_agent_is_detected_and_the_call_handed_back_within_20_s() {
             .unwrap(),
         server: Server::start(&[
             ("AGENT", "elevenlabs"),
-            ("ALLOW_UNAUTHENTICATED", "true"),
+            ("MEDIA_SHARED_SECRET", SHARED_SECRET),
             ("ELEVENLABS_WS_URL", url.as_str()),
         ])
         .await,

@@ -265,12 +265,13 @@ async fn a_refused_claim_closes_with_its_code() {
         "duplicate stream for call",
     )));
     let cfg = RelayConfig::for_tests(agent.mode);
+    // Claims are made for bound streams only.
     let call = run(
         server,
         &agent,
         &host,
         cfg,
-        None,
+        Some("CA1".into()),
         limits(),
         CallStops::new().register(),
     );

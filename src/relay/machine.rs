@@ -56,6 +56,10 @@ enum Agent {
 /// One call's relay state.
 pub struct Relay {
     config: RelayConfig,
+    /// The stream's token named its CallSid (JWT `sub`): only then may the call be acted on
+    /// through Twilio's REST API (hang-up, transfer) or claimed across the fleet. Whoever
+    /// holds a static or sub-less token can write any CallSid into `start`.
+    bound: bool,
     session: Session,
     playout: Playout,
     agent: Agent,
@@ -105,6 +109,7 @@ impl std::fmt::Debug for Relay {
 impl Relay {
     /// A relay for a stream whose token was bound to `bound_call_sid`, starting at `now`.
     pub fn new(config: RelayConfig, bound_call_sid: Option<String>, now: Instant) -> Self {
+        let bound = bound_call_sid.is_some();
         let session = Session::new(bound_call_sid, config.max_payload_bytes)
             .with_account(config.account_sid.clone());
         Self {
@@ -135,7 +140,20 @@ impl Relay {
             agent_ping_at: now,
             counters: CallCounters::default(),
             config,
+            bound,
         }
+    }
+
+    /// Whether this stream may act on its call: REST is configured and the token is bound
+    /// to the call's CallSid.
+    pub fn controls_call(&self) -> bool {
+        self.bound && self.config.control.rest
+    }
+
+    /// Whether the stream's token is bound to its CallSid (the fleet-wide claim is made only
+    /// then).
+    pub fn bound(&self) -> bool {
+        self.bound
     }
 
     /// How the call ended, once it has.
@@ -339,6 +357,13 @@ impl Relay {
             .get(if outbound { "From" } else { "To" })
             .filter(|n| crate::twilio::number::is_e164(n))
             .cloned();
+        if !self.bound && self.config.control.rest {
+            // Once per call: the call works, but endings only close the stream.
+            self.counters.control.bump("unbound_stream");
+            tracing::warn!(
+                "stream token not bound to its call: no hang-up, transfer or claim through Twilio"
+            );
+        }
         let call = CallStart {
             call_sid: start.call_sid.as_str().to_string(),
             stream_sid: start.stream_sid.as_str().to_string(),

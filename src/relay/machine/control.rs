@@ -219,7 +219,7 @@ impl Relay {
     /// (Twilio runs what follows `<Connect>`).
     pub(super) fn hang_up(&self, outcome: Outcome, reason: &'static str) -> Ending {
         Ending {
-            then: if self.config.control.rest {
+            then: if self.controls_call() {
                 Then::HangUp
             } else {
                 Then::Close
@@ -312,6 +312,9 @@ impl Relay {
         }
         if !policy.rest || policy.transfer_allowlist.is_empty() {
             return Some("Transfers are not enabled on this line.");
+        }
+        if !self.bound {
+            return Some("Transfers are not available on this call.");
         }
         let Some(number) = number.filter(|n| is_e164(n)) else {
             return Some("phone_number must be an E.164 number such as +15551230000.");

@@ -28,7 +28,7 @@ pub(super) fn policy(rest: bool, allow: &str) -> ControlPolicy {
 pub(super) fn talking(control: ControlPolicy, t0: Instant) -> Relay {
     let mut cfg = config(AgentMode::Remote { binary: false });
     cfg.control = control;
-    let mut r = Relay::new(cfg, None, t0);
+    let mut r = Relay::new(cfg, Some("CA1".into()), t0);
     r.handle(Input::TwilioText(START), t0);
     r.handle(Input::AgentConnected, t0);
     r.handle(Input::AgentText(METADATA), t0);
@@ -125,6 +125,44 @@ fn an_unechoed_final_mark_ends_the_call_after_the_grace() {
     let ending = r.ending().unwrap();
     assert_eq!(ending.then, Then::HangUp);
     assert_eq!(r.counters.control.get("final_mark_timeout"), 1);
+}
+
+#[test]
+fn an_unbound_stream_never_acts_on_the_call_it_names() {
+    // A static-token stream, with REST configured and a transfer list: its `start.callSid`
+    // is only the client's word.
+    let t0 = Instant::now();
+    let mut cfg = config(AgentMode::Remote { binary: false });
+    cfg.control = policy(true, "+15557770000");
+    let mut r = Relay::new(cfg, None, t0);
+    r.handle(Input::TwilioText(START), t0);
+    r.handle(Input::AgentConnected, t0);
+    r.handle(Input::AgentText(METADATA), t0);
+    drain(&mut r, t0);
+    assert!(!r.bound() && !r.controls_call());
+    assert_eq!(r.counters.control.get("unbound_stream"), 1);
+    r.handle(
+        Input::AgentText(&tool_call(
+            "transfer_to_number",
+            "t1",
+            json!({"phone_number":"+15557770000"}),
+        )),
+        t0,
+    );
+    let texts = agent_texts(&drain(&mut r, t0));
+    assert_eq!(
+        texts,
+        [
+            json!({"type":"client_tool_result","tool_call_id":"t1","result":"Transfers are not available on this call.","is_error":true})
+        ]
+    );
+    r.handle(Input::AgentGone(Some(1000)), t0 + MS * 10);
+    let (_, sent) = run_until(&mut r, t0, t0 + Duration::from_secs(3));
+    let (last, at) = sent.last().cloned().unwrap();
+    r.handle(Input::TwilioText(&mark_echo(&last)), at + MS * 20);
+    let ending = r.ending().unwrap();
+    assert_eq!((ending.reason, ending.then), ("agent ended", Then::Close));
+    assert_eq!(r.counters.control.get("unbound_stream"), 1, "once per call");
 }
 
 #[test]
