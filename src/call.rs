@@ -75,8 +75,13 @@ pub trait Host: Sync {
     /// The server's metrics (per-call counters are flushed into them).
     fn metrics(&self) -> &Metrics;
 
-    /// Claims `call_sid` for this stream, or says how the call ends instead.
-    fn claim(&self, call_sid: &str) -> impl Future<Output = Result<Self::Claim, Ending>> + Send;
+    /// Admits the call: claims `call_sid` for this stream when the stream is `bound` to it,
+    /// and holds an agent slot when the fleet counts them — or says how the call ends instead.
+    fn claim(
+        &self,
+        call_sid: &str,
+        bound: bool,
+    ) -> impl Future<Output = Result<Self::Claim, Ending>> + Send;
 
     /// Hangs up `call_sid` through Twilio's REST API.
     fn hang_up(&self, call_sid: &str) -> impl Future<Output = Result<(), RestError>> + Send;
@@ -87,6 +92,9 @@ pub trait Host: Sync {
         call_sid: &str,
         twiml: &str,
     ) -> impl Future<Output = Result<(), RestError>> + Send;
+
+    /// Replaces what `call_sid` runs with the overflow TwiML (no agent for this call).
+    fn overflow(&self, call_sid: &str) -> impl Future<Output = Result<(), RestError>> + Send;
 
     /// Gives the claim back, time-bounded, before the stream is closed: Twilio may stream the
     /// same call again (a `<Redirect>` after `<Connect>`) to another task at once.
@@ -168,16 +176,11 @@ where
             if agent.mode() == crate::relay::AgentMode::None {
                 continue;
             }
-            // Only a stream bound to its CallSid claims it: an unbound one could pre-claim
-            // another caller's call and have the real stream refused as a duplicate.
-            let claimed = if relay.bound() {
-                host.claim(&call.call_sid).await.map(Some)
-            } else {
-                Ok(None)
-            };
-            match claimed {
+            // Only a stream bound to its CallSid claims it (an unbound one could pre-claim
+            // another caller's call and have the real stream refused as a duplicate).
+            match host.claim(&call.call_sid, relay.bound()).await {
                 Ok(c) => {
-                    claim = c;
+                    claim = Some(c);
                     if relay.agent_active() {
                         connect_started = Instant::now();
                         connecting = Some(Box::pin(agent.connect()));
@@ -251,6 +254,7 @@ where
                         remote = Some(Conn::new(socket, AGENT_BACKLOG_BYTES));
                         relay.handle(Input::AgentConnected, Instant::now());
                     }
+                    Err(ConnectError::Busy) => relay.handle(Input::AgentBusy, Instant::now()),
                     Err(e) => {
                         tracing::warn!(error = %e, "agent unreachable");
                         relay.handle(Input::AgentUnreachable, Instant::now());
@@ -283,20 +287,29 @@ where
         }
     };
     // The claim goes before the stream closes: Twilio may stream this call again at once.
-    if ending.then == Then::HangUp {
-        // The agent leg first (no agent audio bleeds into what Twilio does next), then the
-        // REST hang-up.
-        agent_closed.await;
-        if let Some(sid) = call_sid.as_deref() {
+    match (ending.then, call_sid.as_deref()) {
+        (Then::HangUp, Some(sid)) => {
+            // The agent leg first (no agent audio bleeds into what Twilio does next), then
+            // the REST hang-up.
+            agent_closed.await;
             let started = Instant::now();
             let result = host.hang_up(sid).await;
             rest_done(metrics, "hang_up", started, &result);
+            release(host, claim).await;
+            close_twilio(&mut tw, ending).await;
         }
-        release(host, claim).await;
-        close_twilio(&mut tw, ending).await;
-    } else {
-        release(host, claim).await;
-        tokio::join!(agent_closed, close_twilio(&mut tw, ending));
+        (Then::Overflow, Some(sid)) => {
+            agent_closed.await;
+            let started = Instant::now();
+            let result = host.overflow(sid).await;
+            rest_done(metrics, "overflow", started, &result);
+            release(host, claim).await;
+            close_twilio(&mut tw, ending).await;
+        }
+        _ => {
+            release(host, claim).await;
+            tokio::join!(agent_closed, close_twilio(&mut tw, ending));
+        }
     }
     metrics.flush_call(&mut relay.counters);
     Summary {

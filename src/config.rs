@@ -118,8 +118,94 @@ pub struct Config {
     pub twilio_account_sid: Option<String>,
     /// The fleet-wide call registry, when configured.
     pub call_registry: Option<CallRegistryConfig>,
+    /// Fleet-wide admission against the agent plan (`AGENT_CONCURRENCY_LIMIT`).
+    pub admission: Option<Admission>,
+    /// Where a call ElevenLabs refused for concurrency is sent (`OVERFLOW_*`).
+    pub overflow: Overflow,
     /// Endings, transfers, the dead-agent timers and the keypad.
     pub call_control: CallControlConfig,
+}
+
+/// Fleet-wide admission against the agent plan (`AGENT_CONCURRENCY_LIMIT`), both binaries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    /// Most agent conversations at once across the fleet.
+    pub limit: u32,
+    /// What a caller over the limit gets.
+    pub overflow: Overflow,
+}
+
+/// The overflow TwiML's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overflow {
+    /// `OVERFLOW_NUMBER`: people who take the calls the agent cannot.
+    pub number: Option<String>,
+    /// `OVERFLOW_MESSAGE`: said before the hang-up when there is no number.
+    pub message: String,
+}
+
+impl Default for Overflow {
+    fn default() -> Self {
+        Self {
+            number: None,
+            message: env::OVERFLOW_MESSAGE_DEFAULT.to_string(),
+        }
+    }
+}
+
+/// `OVERFLOW_NUMBER` and `OVERFLOW_MESSAGE`.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] for a number that is not E.164.
+pub fn overflow(src: &dyn Source) -> Result<Overflow, ConfigError> {
+    use env::*;
+    let number = src.get(OVERFLOW_NUMBER).map(|n| n.trim().to_string());
+    if number
+        .as_deref()
+        .is_some_and(|n| !crate::twilio::number::is_e164(n))
+    {
+        return Err(invalid(OVERFLOW_NUMBER, "expected an E.164 number"));
+    }
+    Ok(Overflow {
+        number,
+        message: src
+            .get(OVERFLOW_MESSAGE)
+            .map(|m| m.trim().to_string())
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| OVERFLOW_MESSAGE_DEFAULT.to_string()),
+    })
+}
+
+/// `AGENT_CONCURRENCY_LIMIT` with the overflow settings; `None` when unset (no limit). The
+/// slots live in the call-registry table, so `registry` must be set.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] for a limit that is not a positive number, or one without
+/// `CALL_REGISTRY_TABLE`.
+pub fn admission(
+    src: &dyn Source,
+    registry: Option<&CallRegistryConfig>,
+) -> Result<Option<Admission>, ConfigError> {
+    use env::*;
+    let Some(raw) = src.get(AGENT_CONCURRENCY_LIMIT) else {
+        return Ok(None);
+    };
+    let limit = raw
+        .trim()
+        .parse::<u32>()
+        .ok()
+        .filter(|n| (1..=10_000).contains(n))
+        .ok_or_else(|| invalid(AGENT_CONCURRENCY_LIMIT, "expected a number from 1 to 10000"))?;
+    if registry.is_none() {
+        return Err(invalid(
+            AGENT_CONCURRENCY_LIMIT,
+            "needs CALL_REGISTRY_TABLE: calls are counted there across every task and the Lambda",
+        ));
+    }
+    Ok(Some(Admission {
+        limit,
+        overflow: overflow(src)?,
+    }))
 }
 
 /// The DynamoDB call registry (`CALL_REGISTRY_TABLE`).
@@ -148,6 +234,7 @@ impl Config {
     /// [`ConfigError::Invalid`] naming the first variable whose value cannot be used.
     pub fn from_source(src: &dyn Source) -> Result<Self, ConfigError> {
         use env::*;
+        let registry = call_registry(src)?;
         let ws_path = src
             .get(WS_PATH)
             .unwrap_or_else(|| WS_PATH_DEFAULT.to_string());
@@ -241,7 +328,9 @@ impl Config {
                 1,
             )?),
             twilio_account_sid: twilio_account_sid(src)?,
-            call_registry: call_registry(src)?,
+            admission: admission(src, registry.as_ref())?,
+            overflow: overflow(src)?,
+            call_registry: registry,
             call_control: CallControlConfig::from_source(src)?,
         })
     }
@@ -380,7 +469,11 @@ pub fn twilio_account_sid(src: &dyn Source) -> Result<Option<String>, ConfigErro
     Ok(Some(sid))
 }
 
-fn call_registry(src: &dyn Source) -> Result<Option<CallRegistryConfig>, ConfigError> {
+/// The call registry's settings (`CALL_REGISTRY_TABLE` and its tuning); `None` when unset.
+///
+/// # Errors
+/// [`ConfigError::Invalid`] for an unusable lease or timeout.
+pub fn call_registry(src: &dyn Source) -> Result<Option<CallRegistryConfig>, ConfigError> {
     use env::*;
     let Some(table) = src.get(CALL_REGISTRY_TABLE) else {
         return Ok(None);

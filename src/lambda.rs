@@ -5,6 +5,7 @@
 //! from [`crate::twilio::signature`], TwiML from [`crate::twilio::twiml`], secrets from
 //! [`crate::secrets`], Twilio's REST API from [`crate::twilio::rest`].
 
+mod admission;
 pub mod config;
 mod error;
 mod outbound;
@@ -24,6 +25,8 @@ pub use error::LambdaError;
 pub use webhook::webhook_url;
 
 use crate::auth::Clock;
+use crate::metrics::Metrics;
+use crate::registry::CallRegistry;
 use crate::secret::Secret;
 use crate::secrets::{SecretHandle, Secrets, SecretsError};
 use crate::twilio::rest::TwilioRest;
@@ -41,6 +44,10 @@ pub struct LambdaState {
     shared_secret: SecretHandle,
     twilio_auth_token: SecretHandle,
     rest: Option<TwilioRest>,
+    calls_api_key: Option<SecretHandle>,
+    registry: Option<CallRegistry>,
+    /// Counters of the registry client (the function's own metrics are EMF lines).
+    registry_metrics: Metrics,
     clock: Clock,
 }
 
@@ -73,6 +80,9 @@ impl LambdaState {
             mint_api_key: secrets.handle(&config.mint_api_key),
             shared_secret: secrets.handle(&config.shared_secret),
             twilio_auth_token: secrets.handle(&config.twilio_auth_token),
+            calls_api_key: config.calls_api_key.as_ref().map(|k| secrets.handle(k)),
+            registry: config.call_registry.clone().map(CallRegistry::new),
+            registry_metrics: Metrics::new(),
             rest,
             secrets,
             config,
@@ -87,6 +97,9 @@ impl LambdaState {
     pub async fn load(config: LambdaConfig) -> Result<Self, StateError> {
         let state = Self::new(config, Clock::System)?;
         state.secrets.load().await?;
+        if let Some(registry) = &state.registry {
+            registry.warm().await;
+        }
         Ok(state)
     }
 
@@ -133,7 +146,7 @@ pub async fn handle(state: &LambdaState, req: Request) -> Result<Response<Body>,
         }
         "/twiml" => {
             state.secrets.refresh_stale().await;
-            webhook::twiml(state, &req)
+            webhook::twiml(state, &req).await
         }
         "/calls" => {
             state.secrets.refresh_stale().await;
@@ -141,7 +154,7 @@ pub async fn handle(state: &LambdaState, req: Request) -> Result<Response<Body>,
         }
         outbound::ANSWER_ROUTE => {
             state.secrets.refresh_stale().await;
-            outbound::answer(state, &req)
+            outbound::answer(state, &req).await
         }
         outbound::AMD_ROUTE => {
             state.secrets.refresh_stale().await;

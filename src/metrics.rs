@@ -42,6 +42,9 @@ pub enum Outcome {
     panic,
     /// The call registry could not be written at `start`: refused (fails closed).
     unavailable,
+    /// Over the agent plan (`AGENT_CONCURRENCY_LIMIT`, or ElevenLabs refused for
+    /// concurrency): sent to the overflow TwiML.
+    overflow,
 }
 
 /// Direction of audio and messages.
@@ -72,6 +75,11 @@ struct ReasonLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EventLabels {
     event: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -111,6 +119,8 @@ pub struct Metrics {
     bargein: Histogram,
     registry_requests: Family<RegistryLabels, Counter>,
     registry_seconds: Histogram,
+    admissions: Family<ResultLabels, Counter>,
+    agent_slots_in_use: Gauge<i64, AtomicI64>,
     bridge_inbound: Histogram,
     bridge_outbound: Histogram,
     /// Resolved once: the per-call flush adds to these without a family lookup per frame.
@@ -214,6 +224,18 @@ impl Metrics {
             "Latency of call registry requests",
             registry_seconds.clone(),
         );
+        let admissions = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "admissions",
+            "Admissions against AGENT_CONCURRENCY_LIMIT, by result (admitted, overflow, error)",
+            admissions.clone(),
+        );
+        let agent_slots_in_use = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "agent_slots_in_use",
+            "Agent slots live across the fleet, as the last admission of this task saw them",
+            agent_slots_in_use.clone(),
+        );
         let bridge = Family::<DirectionLabels, Histogram, _>::new_with_constructor(|| {
             Histogram::new([
                 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002, 0.005,
@@ -259,6 +281,8 @@ impl Metrics {
             bargein,
             registry_requests,
             registry_seconds,
+            admissions,
+            agent_slots_in_use,
             bridge_inbound,
             bridge_outbound,
             frames_in,
@@ -321,6 +345,16 @@ impl Metrics {
             .get_or_create(&RegistryLabels { op, result })
             .inc();
         self.registry_seconds.observe(seconds);
+    }
+
+    /// One admission against the agent plan, with the fleet's live slots when known.
+    pub fn admission(&self, result: &'static str, in_use: Option<u32>) {
+        self.admissions
+            .get_or_create(&ResultLabels { result })
+            .inc();
+        if let Some(n) = in_use {
+            self.agent_slots_in_use.set(i64::from(n));
+        }
     }
 
     /// A call started; returns the number of calls now active.

@@ -26,6 +26,9 @@ use tokio::sync::OnceCell;
 use crate::config::CallRegistryConfig;
 use crate::metrics::Metrics;
 
+pub mod once;
+pub mod slots;
+
 /// The table's hash key attribute.
 pub const KEY: &str = "pk";
 /// The table's TTL attribute: seconds since the Unix epoch.
@@ -54,6 +57,8 @@ pub struct CallRegistry {
     holder: String,
     client: OnceCell<aws_sdk_dynamodb::Client>,
     held: Mutex<HashSet<String>>,
+    /// Agent slots this process holds for live calls, renewed with the claims.
+    held_slots: Mutex<Vec<slots::Slot>>,
 }
 
 impl CallRegistry {
@@ -64,6 +69,7 @@ impl CallRegistry {
             holder: uuid::Uuid::new_v4().simple().to_string(),
             client: OnceCell::new(),
             held: Mutex::new(HashSet::new()),
+            held_slots: Mutex::new(Vec::new()),
         }
     }
 
@@ -203,6 +209,34 @@ impl CallRegistry {
                 tracing::warn!(error = %e, call_sid = %call_sid, "call registry lease renewal failed");
             }
         }
+        let slots = self.slots_held().clone();
+        for slot in slots {
+            if let Err(e) = self.renew_slot(&slot, metrics).await {
+                tracing::warn!(error = %e, slot = slot.index, "agent slot renewal failed");
+            }
+        }
+    }
+
+    /// Keeps `slot` renewed until [`Self::drop_slot`] (a live call's).
+    pub fn keep_slot(&self, slot: slots::Slot) {
+        self.slots_held().push(slot);
+    }
+
+    /// Releases a kept slot (the call ended).
+    pub async fn drop_slot(&self, slot: &slots::Slot, metrics: &Metrics) {
+        self.slots_held().retain(|s| s != slot);
+        self.release_slot(slot, metrics).await;
+    }
+
+    /// Forgets a kept slot without touching the table (its lease expires).
+    pub fn forget_slot(&self, slot: &slots::Slot) {
+        self.slots_held().retain(|s| s != slot);
+    }
+
+    fn slots_held(&self) -> std::sync::MutexGuard<'_, Vec<slots::Slot>> {
+        self.held_slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Renews held claims every [`Self::renew_interval`], forever (run it as a background
@@ -247,14 +281,31 @@ impl CallRegistry {
             + Sync
             + 'static,
     {
+        self.timed_value(op, metrics, request).await.map(|_| ())
+    }
+
+    /// [`Self::timed`], keeping the response.
+    async fn timed_value<T, E>(
+        &self,
+        op: &'static str,
+        metrics: &Metrics,
+        request: impl std::future::Future<Output = Result<T, aws_sdk_dynamodb::error::SdkError<E>>>,
+    ) -> Result<T, ClaimError>
+    where
+        E: aws_sdk_dynamodb::error::ProvideErrorMetadata
+            + std::error::Error
+            + Send
+            + Sync
+            + 'static,
+    {
         let started = Instant::now();
         let result = match tokio::time::timeout(self.config.timeout, request).await {
             Err(_) => Err(ClaimError::Unavailable("timeout".into())),
-            Ok(Ok(_)) => Ok(()),
+            Ok(Ok(out)) => Ok(out),
             Ok(Err(e)) => Err(classify(&e)),
         };
         let label = match &result {
-            Ok(()) => "ok",
+            Ok(_) => "ok",
             Err(ClaimError::Taken) => "taken",
             Err(ClaimError::Unavailable(_)) => "error",
         };

@@ -33,6 +33,11 @@ const API: &str = "https://abc123defg.execute-api.us-east-1.amazonaws.com";
 const PUBLIC_STREAM: &str = "wss://media.example.com";
 const CALLEE: &str = "+15005550006";
 const OUR_NUMBER: &str = "+15005550001";
+/// `POST /calls`'s own key (not the token-minting MINT_API_KEY).
+const CALLS_KEY: &str = "test-calls-api-key";
+/// What `POST /calls` may dial in these tests.
+const ALLOWLIST: &str = "+1500555*";
+const TABLE: &str = "media-calls";
 /// Values that must never appear in a log, a URL or a form sent to Twilio.
 const PRIVATE: [&str; 5] = [
     "Ada Lovelace",
@@ -52,9 +57,20 @@ async fn rig() -> Rig {
     let rest = FakeTwilioRest::start("127.0.0.1:0", ACCOUNT_SID, TEST_AUTH_TOKEN)
         .await
         .unwrap();
+    let (api, lambda) = lambda_for(&rest, &[]).await;
+    Rig { api, lambda, rest }
+}
+
+/// A media-lambda sandbox in front of `rest`, with `extra` environment.
+async fn lambda_for(
+    rest: &FakeTwilioRest,
+    extra: &[(String, String)],
+) -> (RuntimeApi, LambdaProcess) {
     let api = RuntimeApi::start().await;
-    let env: Vec<(String, String)> = [
+    let mut env: Vec<(String, String)> = [
         ("MINT_API_KEY", TEST_MINT_API_KEY),
+        ("CALLS_API_KEY", CALLS_KEY),
+        ("OUTBOUND_ALLOWLIST", ALLOWLIST),
         ("MEDIA_SHARED_SECRET", SECRET),
         ("TWILIO_AUTH_TOKEN", TEST_AUTH_TOKEN),
         ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
@@ -65,14 +81,20 @@ async fn rig() -> Rig {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
+    env.extend_from_slice(extra);
     let lambda = LambdaProcess::start(&api, &env);
     api.wait_ready(T).await;
-    Rig { api, lambda, rest }
+    (api, lambda)
 }
 
 fn calls_event(body: &Value, key: Option<&str>) -> Value {
     let mut e = event("calls");
     e["body"] = body.to_string().into();
+    // Each test sends the Idempotency-Key it means to.
+    e["headers"]
+        .as_object_mut()
+        .unwrap()
+        .remove("idempotency-key");
     match key {
         Some(key) => e["headers"]["authorization"] = format!("Bearer {key}").into(),
         None => {
@@ -172,10 +194,7 @@ async fn an_outbound_call_from_request_through_the_agent_to_the_voicemail() {
     );
     let mut bad = call_request();
     bad["to"] = "0044 20 7946 0000".into();
-    let resp = rig
-        .api
-        .call(&calls_event(&bad, Some(TEST_MINT_API_KEY)))
-        .await;
+    let resp = rig.api.call(&calls_event(&bad, Some(CALLS_KEY))).await;
     assert_eq!(resp.status, 400, "{resp:?}");
     assert_eq!(resp.json()["error"], "invalid_request");
     assert!(
@@ -186,7 +205,7 @@ async fn an_outbound_call_from_request_through_the_agent_to_the_voicemail() {
     // The call is created: 201, and the form Twilio got.
     let resp = rig
         .api
-        .call(&calls_event(&call_request(), Some(TEST_MINT_API_KEY)))
+        .call(&calls_event(&call_request(), Some(CALLS_KEY)))
         .await;
     assert_eq!(resp.status, 201, "{resp:?}");
     let call_sid = resp.json()["callSid"].as_str().unwrap().to_string();
@@ -396,10 +415,7 @@ async fn a_person_keeps_the_agent_a_hang_up_choice_hangs_up_and_twilio_errors_su
     let rig = rig().await;
     let body = json!({"to": CALLEE, "from": "+15005550002", "voicemail": "hangup",
                       "dynamicVariables": {"patient_name": "Ada Lovelace"}});
-    let resp = rig
-        .api
-        .call(&calls_event(&body, Some(TEST_MINT_API_KEY)))
-        .await;
+    let resp = rig.api.call(&calls_event(&body, Some(CALLS_KEY))).await;
     assert_eq!(resp.status, 201, "{resp:?}");
     let call_sid = resp.json()["callSid"].as_str().unwrap().to_string();
     let create = rig.rest.requests()[0].clone();
@@ -485,10 +501,7 @@ async fn a_person_keeps_the_agent_a_hang_up_choice_hangs_up_and_twilio_errors_su
 
     // Twilio refuses the call: its code and message reach the API caller, not the log.
     rig.rest.fail_with(Some((400, 21215)));
-    let resp = rig
-        .api
-        .call(&calls_event(&body, Some(TEST_MINT_API_KEY)))
-        .await;
+    let resp = rig.api.call(&calls_event(&body, Some(CALLS_KEY))).await;
     assert_eq!(resp.status, 422, "{resp:?}");
     let v = resp.json();
     assert_eq!(v["error"], "twilio_error");
@@ -497,10 +510,7 @@ async fn a_person_keeps_the_agent_a_hang_up_choice_hangs_up_and_twilio_errors_su
     assert_eq!(v["twilioMessage"], "failure requested by the test");
     // Our credentials refused: our fault, a 502 — with no credential in it.
     rig.rest.fail_with(Some((401, 20003)));
-    let resp: HttpResponse = rig
-        .api
-        .call(&calls_event(&body, Some(TEST_MINT_API_KEY)))
-        .await;
+    let resp: HttpResponse = rig.api.call(&calls_event(&body, Some(CALLS_KEY))).await;
     assert_eq!(resp.status, 502, "{resp:?}");
     assert_eq!(resp.json()["twilioCode"], 20003);
     assert!(!resp.body.contains(TEST_AUTH_TOKEN));
@@ -639,4 +649,339 @@ async fn an_unanswered_transfer_comes_back_to_the_lambda_which_says_so_and_hangs
             "no dialled number in the logs"
         );
     }
+}
+
+fn with_key(mut e: Value, key: &str) -> Value {
+    e["headers"]["idempotency-key"] = key.into();
+    e
+}
+
+#[tokio::test]
+async fn post_calls_needs_its_own_key_dials_only_the_allowlist_and_places_one_call_per_idempotency_key(
+) {
+    let moto = lambda_support::Moto::start().await;
+    moto.create_table(TABLE, "pk", "expires_at").await;
+    let rest = FakeTwilioRest::start("127.0.0.1:0", ACCOUNT_SID, TEST_AUTH_TOKEN)
+        .await
+        .unwrap();
+    let mut registry = moto.env();
+    registry.push(("CALL_REGISTRY_TABLE".into(), TABLE.into()));
+    // Two sandboxes of the function: Lambda runs concurrent requests in separate ones.
+    let (a, _a) = lambda_for(&rest, &registry).await;
+    let (b, _b) = lambda_for(&rest, &registry).await;
+    let creates = || rest.requests().iter().filter(|r| r.created).count();
+    let body = json!({"to": CALLEE});
+
+    // The token-minting key cannot dial; neither can no key.
+    for key in [Some(TEST_MINT_API_KEY), None] {
+        assert_eq!(a.call(&calls_event(&body, key)).await.status, 401);
+    }
+    // A premium number abroad: 403, a constant reason, nothing sent to Twilio.
+    let resp = a
+        .call(&calls_event(
+            &json!({"to": "+882345678901"}),
+            Some(CALLS_KEY),
+        ))
+        .await;
+    assert_eq!(resp.status, 403, "{resp:?}");
+    assert_eq!(resp.json()["error"], "destination_not_allowed");
+    assert_eq!(creates(), 0);
+
+    // A client retrying after a timeout: the same key, one call, the same callSid.
+    let first = a
+        .call(&with_key(calls_event(&body, Some(CALLS_KEY)), "order-1"))
+        .await;
+    assert_eq!(first.status, 201, "{first:?}");
+    let retry = b
+        .call(&with_key(calls_event(&body, Some(CALLS_KEY)), "order-1"))
+        .await;
+    assert_eq!(retry.status, 201, "{retry:?}");
+    assert_eq!(retry.json()["callSid"], first.json()["callSid"]);
+    assert_eq!(retry.header("idempotent-replayed"), Some("true"));
+    assert_eq!(creates(), 1);
+    // The key with another request: refused, not silently answered with the first call.
+    let other = a
+        .call(&with_key(
+            calls_event(&json!({"to": "+15005550007"}), Some(CALLS_KEY)),
+            "order-1",
+        ))
+        .await;
+    assert_eq!(other.status, 422, "{other:?}");
+    assert_eq!(creates(), 1);
+
+    // Concurrent duplicates on two sandboxes while Twilio is slow: the second waits for
+    // the first's answer.
+    rest.answer_after(Duration::from_millis(800));
+    let event = with_key(calls_event(&body, Some(CALLS_KEY)), "order-2");
+    let (x, y) = tokio::join!(a.call(&event), async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        b.call(&event).await
+    });
+    assert_eq!((x.status, y.status), (201, 201), "{x:?} {y:?}");
+    assert_eq!(x.json()["callSid"], y.json()["callSid"]);
+    assert_ne!(x.json()["callSid"], first.json()["callSid"]);
+    assert_eq!(creates(), 2);
+
+    // A failed first attempt leaves the key free: the retry places the call.
+    rest.answer_after(Duration::ZERO);
+    rest.fail_with(Some((503, 20500)));
+    let failed = a
+        .call(&with_key(calls_event(&body, Some(CALLS_KEY)), "order-3"))
+        .await;
+    assert!(failed.status >= 500, "{failed:?}");
+    rest.fail_with(None);
+    let placed = b
+        .call(&with_key(calls_event(&body, Some(CALLS_KEY)), "order-3"))
+        .await;
+    assert_eq!(placed.status, 201, "{placed:?}");
+    assert_eq!(placed.header("idempotent-replayed"), None);
+    assert_eq!(creates(), 3);
+    // Keys are stored hashed: the table holds no client text.
+    let keys = moto.table_keys(TABLE).await;
+    assert!(keys.iter().all(|k| !k.contains("order-")), "{keys:?}");
+}
+
+#[tokio::test]
+async fn a_retried_amd_callback_leaves_the_voicemail_once() {
+    let moto = lambda_support::Moto::start().await;
+    moto.create_table(TABLE, "pk", "expires_at").await;
+    let rest = FakeTwilioRest::start("127.0.0.1:0", ACCOUNT_SID, TEST_AUTH_TOKEN)
+        .await
+        .unwrap();
+    let mut registry = moto.env();
+    registry.push(("CALL_REGISTRY_TABLE".into(), TABLE.into()));
+    let (a, _a) = lambda_for(&rest, &registry).await;
+    let (b, _b) = lambda_for(&rest, &registry).await;
+    let body = json!({"to": CALLEE, "voicemail": "message", "voicemailMessage": "Please call the clinic back."});
+    let resp = a.call(&calls_event(&body, Some(CALLS_KEY))).await;
+    assert_eq!(resp.status, 201, "{resp:?}");
+    let call_sid = resp.json()["callSid"].as_str().unwrap().to_string();
+    let amd_url = rest.requests()[0]
+        .field("AsyncAmdStatusCallback")
+        .unwrap()
+        .to_string();
+    let verdict = |token: &str| {
+        let mut e = twilio_request(
+            &amd_url,
+            &[
+                ("AccountSid", ACCOUNT_SID),
+                ("AnsweredBy", "machine_end_beep"),
+                ("CallSid", &call_sid),
+            ],
+        );
+        e["headers"]["i-twilio-idempotency-token"] = token.into();
+        e
+    };
+    let redirects = || rest.requests().iter().filter(|r| !r.created).count();
+
+    // Twilio's first delivery fails on our side (Twilio's REST API is down): not acted on,
+    // so its retry must act.
+    rest.fail_with(Some((503, 20500)));
+    let failed = a.call(&verdict("idem-1")).await;
+    assert!(failed.status >= 500, "{failed:?}");
+    rest.fail_with(None);
+    let first = b.call(&verdict("idem-1")).await;
+    assert_eq!(first.json()["action"], "message", "{first:?}");
+    assert_eq!(redirects(), 1);
+    // The same delivery retried (another sandbox, the same token): answered, not repeated.
+    for lambda in [&a, &b] {
+        let retry = lambda.call(&verdict("idem-1")).await;
+        assert_eq!(
+            (retry.status, retry.json()["action"].clone()),
+            (200, json!("duplicate"))
+        );
+    }
+    assert_eq!(redirects(), 1, "the voicemail is left once");
+    // A different delivery (a new token) is a new event.
+    let other = a.call(&verdict("idem-2")).await;
+    assert_eq!(other.json()["action"], "message");
+    assert_eq!(redirects(), 2);
+}
+
+/// A media-ws task of an admission-limited fleet.
+async fn limited_task(moto: &lambda_support::Moto, el: &str, rest: &FakeTwilioRest) -> Server {
+    let mut env: Vec<(String, String)> = moto.env();
+    let base = rest.base_url();
+    for (k, v) in [
+        ("AGENT", "elevenlabs"),
+        ("ELEVENLABS_WS_URL", el),
+        ("MEDIA_SHARED_SECRET", SECRET),
+        ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
+        ("TWILIO_AUTH_TOKEN", TEST_AUTH_TOKEN),
+        ("TWILIO_API_BASE", base.as_str()),
+        ("CALL_REGISTRY_TABLE", TABLE),
+        ("CALL_REGISTRY_LEASE_SECONDS", "3"),
+        ("AGENT_CONCURRENCY_LIMIT", "2"),
+    ] {
+        env.push((k.into(), v.into()));
+    }
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    Server::start(&env).await
+}
+
+/// Twilio's voice webhook for a new inbound call `call_sid` on `lambda`: its TwiML.
+async fn ring(lambda: &RuntimeApi, call_sid: &str) -> String {
+    let url = format!("{API}/twiml");
+    let resp = lambda
+        .call(&twilio_request(
+            &url,
+            &[
+                ("AccountSid", ACCOUNT_SID),
+                ("CallSid", call_sid),
+                ("Direction", "inbound"),
+                ("From", "+15005550123"),
+                ("To", OUR_NUMBER),
+            ],
+        ))
+        .await;
+    assert_eq!(resp.status, 200, "{resp:?}");
+    resp.body
+}
+
+/// The stream the TwiML connects, opened on `task` like Twilio: its agent conversation up.
+async fn stream(task: &Server, twiml: &str, call_sid: &str) -> support::Caller {
+    let doc = roxmltree::Document::parse(twiml).unwrap();
+    let url = doc
+        .descendants()
+        .find(|n| n.has_tag_name("Stream"))
+        .unwrap_or_else(|| panic!("no stream in {twiml}"))
+        .attribute("url")
+        .unwrap();
+    let path = url.strip_prefix(PUBLIC_STREAM).unwrap();
+    let caller = support::Caller::new(task.connect(path, &[]).await.unwrap());
+    caller.send(connected());
+    caller.send(start_with(call_sid, json!({})));
+    caller
+}
+
+fn sid(n: u8) -> String {
+    format!("CA{n:0>32}")
+}
+
+#[tokio::test]
+async fn the_agent_plan_is_never_oversubscribed_across_tasks_and_the_lambda() {
+    let moto = lambda_support::Moto::start().await;
+    moto.create_table(TABLE, "pk", "expires_at").await;
+    let rest = FakeTwilioRest::start("127.0.0.1:0", ACCOUNT_SID, TEST_AUTH_TOKEN)
+        .await
+        .unwrap();
+    let fake = FakeEl::start(Behaviour::default()).await;
+    let el = fake.ws_url();
+    let a = limited_task(&moto, &el, &rest).await;
+    let mut b = limited_task(&moto, &el, &rest).await;
+    let mut env = moto.env();
+    env.push(("CALL_REGISTRY_TABLE".into(), TABLE.into()));
+    env.push(("AGENT_CONCURRENCY_LIMIT".into(), "2".into()));
+    let (hangs_up, _l1) = lambda_for(&rest, &env).await;
+    env.push(("OVERFLOW_NUMBER".into(), "+15005550999".into()));
+    let (dials, _l2) = lambda_for(&rest, &env).await;
+    let conversations = |n: usize| {
+        let fake = &fake;
+        async move {
+            fake.wait("conversations", |c| {
+                c.iter().filter(|c| c.init.is_some()).count() == n
+            })
+            .await;
+        }
+    };
+
+    // Two calls ring, are admitted, and stream on two tasks.
+    let first = stream(&a, &ring(&hangs_up, &sid(1)).await, &sid(1)).await;
+    let second = stream(&b, &ring(&dials, &sid(2)).await, &sid(2)).await;
+    conversations(2).await;
+
+    // The third: overflow TwiML, both variants, and no stream token in either.
+    let said = ring(&hangs_up, &sid(3)).await;
+    assert_eq!(
+        said,
+        media_orchestrator::twilio::twiml::say_then_hang_up(
+            media_orchestrator::config::env::OVERFLOW_MESSAGE_DEFAULT
+        )
+    );
+    let dialled = ring(&dials, &sid(3)).await;
+    let doc = roxmltree::Document::parse(&dialled).unwrap();
+    let verbs: Vec<_> = doc
+        .root_element()
+        .children()
+        .filter(|n| n.is_element())
+        .map(|n| n.tag_name().name().to_string())
+        .collect();
+    assert_eq!(verbs, ["Say", "Dial"], "{dialled}");
+    assert!(
+        dialled.contains("<Number>+15005550999</Number>"),
+        "{dialled}"
+    );
+    // Outbound at the limit: 429 with Retry-After, and nothing sent to Twilio.
+    let resp = hangs_up
+        .call(&calls_event(&json!({"to": CALLEE}), Some(CALLS_KEY)))
+        .await;
+    assert_eq!(resp.status, 429, "{resp:?}");
+    assert_eq!(resp.header("retry-after"), Some("30"));
+    assert!(rest.requests().iter().all(|r| !r.created));
+    // A stream that skipped the webhook is counted too: refused at start on a task.
+    let sneaky = support::Caller::new(
+        a.connect(
+            &format!(
+                "/rtm/voice/jwt/{}",
+                media_orchestrator::auth::TokenIssuer::new(
+                    &media_orchestrator::secret::Secret::new(SECRET.into()),
+                    media_orchestrator::auth::Clock::System,
+                )
+                .mint(Some(&sid(9)), Duration::from_secs(60))
+                .unwrap()
+                .token
+                .expose()
+            ),
+            &[],
+        )
+        .await
+        .unwrap(),
+    );
+    sneaky.send(connected());
+    sneaky.send(start_with(&sid(9), json!({})));
+    let log = sneaky.wait("close", |l| l.close.is_some()).await;
+    assert_eq!(log.close, Some((1000, "agent capacity".into())));
+    // Bound and with REST: the call was handed to the overflow TwiML, not the apology.
+    let redirect = rest
+        .requests()
+        .into_iter()
+        .find(|r| r.call_sid == sid(9))
+        .unwrap();
+    assert!(
+        redirect.field("Twiml").unwrap().contains("<Hangup />")
+            || redirect.field("Twiml").unwrap().contains("<Hangup/>"),
+        "{redirect:?}"
+    );
+    assert_eq!(
+        a.metric("media_admissions_total{result=\"overflow\"}")
+            .await,
+        1.0
+    );
+
+    // The first call ends: its slot is free at once.
+    first.send(stop(10));
+    first.wait("close", |l| l.close.is_some()).await;
+    let fourth = ring(&hangs_up, &sid(4)).await;
+    let _fourth = stream(&a, &fourth, &sid(4)).await;
+    conversations(3).await;
+
+    // A task dies mid-call: its slot comes back when the lease runs out (3 s), not before.
+    b.signal("KILL");
+    b.wait_exit(T).await;
+    drop(second);
+    assert!(
+        ring(&hangs_up, &sid(5)).await.contains("<Hangup"),
+        "still held"
+    );
+    let started = std::time::Instant::now();
+    let admitted = loop {
+        let twiml = ring(&hangs_up, &sid(5)).await;
+        if twiml.contains("<Stream") {
+            break twiml;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "never freed");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let _fifth = stream(&a, &admitted, &sid(5)).await;
+    conversations(4).await;
 }

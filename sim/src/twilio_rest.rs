@@ -127,6 +127,8 @@ struct Shared {
     refused: Vec<RestRequest>,
     /// Answer the next requests with (HTTP status, Twilio code).
     fail_with: Option<(u16, u32)>,
+    /// How long each answer takes (a slow Twilio).
+    latency: std::time::Duration,
 }
 
 /// A running fake Twilio REST API.
@@ -200,6 +202,11 @@ impl FakeTwilioRest {
         self.lock().fail_with = failure;
     }
 
+    /// From now on, take this long to answer each request.
+    pub fn answer_after(&self, latency: std::time::Duration) {
+        self.lock().latency = latency;
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
         self.shared.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -247,6 +254,13 @@ async fn handle(
     let Ok(body) = req.into_body().collect().await.map(|b| b.to_bytes()) else {
         return twilio_error(400, 20001, "unreadable body");
     };
+    let latency = shared
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .latency;
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
     if !authorized {
         return twilio_error(401, 20003, "Authenticate");
     }

@@ -718,3 +718,65 @@ async fn sigterm_with_live_calls_ends_each_gracefully_before_the_drain_timeout()
         "no call needed the 1001"
     );
 }
+
+/// An ElevenLabs whose plan is full: every conversation is refused at the WebSocket upgrade
+/// with 429 `too_many_concurrent_requests`, as ElevenLabs answers it. Returns the URL.
+async fn plan_full_agent() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "ws://{}/v1/convai/conversation",
+        listener.local_addr().unwrap()
+    );
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = tokio::io::AsyncReadExt::read(&mut socket, &mut buf).await;
+                let body = r#"{"detail":{"status":"too_many_concurrent_requests","message":"Too many concurrent requests"}}"#;
+                let answer = format!(
+                    "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    url
+}
+
+#[tokio::test]
+async fn a_conversation_elevenlabs_refuses_for_concurrency_goes_to_the_overflow_not_the_apology() {
+    let url = plan_full_agent().await;
+    let rig = rig(
+        silent(),
+        &[
+            ("ELEVENLABS_WS_URL", url.as_str()),
+            ("OVERFLOW_NUMBER", "+15557770000"),
+        ],
+    )
+    .await;
+    let (opened, call) = call(&rig, 5, options()).await;
+    let report = call.await.unwrap();
+    let requests = rig.rest.requests();
+    let [redirect] = &requests[..] else {
+        panic!("{requests:?}")
+    };
+    let twiml = redirect.field("Twiml").unwrap();
+    assert!(
+        twiml.contains("<Dial answerOnBridge=\"true\"><Number>+15557770000</Number></Dial>"),
+        "{twiml}"
+    );
+    let (closed, code, reason) = closed_at(&report, opened);
+    assert_eq!((code, reason.as_str()), (1000, "agent capacity"));
+    assert_sent_before_close(redirect.at, closed);
+    assert!(
+        closed < opened + Duration::from_secs(2),
+        "not retried: the plan is full"
+    );
+    assert_eq!(
+        rig.server
+            .metric("media_calls_total{outcome=\"overflow\"}")
+            .await,
+        1.0
+    );
+}

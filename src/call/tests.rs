@@ -58,8 +58,22 @@ impl Host for TestHost {
         &self.metrics
     }
 
-    async fn claim(&self, _call_sid: &str) -> Result<(), Ending> {
-        self.refuse.map_or(Ok(()), Err)
+    async fn claim(&self, _call_sid: &str, bound: bool) -> Result<(), Ending> {
+        match self.refuse {
+            // Refusals (a duplicate) are of CallSid claims: bound streams only.
+            Some(ending) if bound => Err(ending),
+            _ => Ok(()),
+        }
+    }
+
+    async fn overflow(&self, call_sid: &str) -> Result<(), RestError> {
+        self.rest.lock().unwrap().push((
+            "overflow",
+            call_sid.into(),
+            String::new(),
+            Instant::now(),
+        ));
+        Ok(())
     }
 
     async fn hang_up(&self, call_sid: &str) -> Result<(), RestError> {

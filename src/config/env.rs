@@ -127,6 +127,16 @@ pub const TWILIO_ACCOUNT_SID: &str = "TWILIO_ACCOUNT_SID";
 /// DynamoDB table of the fleet-wide call registry (single-use tokens, one stream per
 /// CallSid across every task). Unset: per-process checks only.
 pub const CALL_REGISTRY_TABLE: &str = "CALL_REGISTRY_TABLE";
+/// Most agent conversations at once across the fleet (the ElevenLabs plan's concurrency);
+/// unset: no limit. Counted in the call-registry table.
+pub const AGENT_CONCURRENCY_LIMIT: &str = "AGENT_CONCURRENCY_LIMIT";
+/// Who takes the calls over the limit (E.164); unset: [`OVERFLOW_MESSAGE`] and a hang-up.
+pub const OVERFLOW_NUMBER: &str = "OVERFLOW_NUMBER";
+/// What a caller over the limit hears before the hang-up (no [`OVERFLOW_NUMBER`]).
+pub const OVERFLOW_MESSAGE: &str = "OVERFLOW_MESSAGE";
+/// Default for [`OVERFLOW_MESSAGE`].
+pub const OVERFLOW_MESSAGE_DEFAULT: &str =
+    "Sorry, all of our lines are busy right now. Please call again in a few minutes.";
 /// How long a CallSid claim lives without renewal (renewed at a third of it).
 pub const CALL_REGISTRY_LEASE_SECONDS: &str = "CALL_REGISTRY_LEASE_SECONDS";
 /// Default for [`CALL_REGISTRY_LEASE_SECONDS`].

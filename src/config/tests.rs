@@ -507,3 +507,45 @@ fn credentials_and_call_audio_go_in_clear_only_to_a_loopback_host() {
         assert!(with(ok).is_ok(), "{ok}");
     }
 }
+
+#[test]
+fn the_agent_limit_needs_the_registry_and_a_usable_overflow() {
+    let base = [("AGENT", "echo")];
+    let with = |extra: &[(&'static str, &'static str)]| {
+        let mut env: HashMap<&str, &str> = base.into_iter().collect();
+        env.extend(extra.iter().copied());
+        Config::from_source(&env)
+    };
+    let err = with(&[("AGENT_CONCURRENCY_LIMIT", "2")])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("AGENT_CONCURRENCY_LIMIT") && err.contains("CALL_REGISTRY_TABLE"),
+        "{err}"
+    );
+    let err = with(&[
+        ("AGENT_CONCURRENCY_LIMIT", "0"),
+        ("CALL_REGISTRY_TABLE", "t"),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("AGENT_CONCURRENCY_LIMIT"), "{err}");
+    let err = with(&[("OVERFLOW_NUMBER", "555-1234")])
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("OVERFLOW_NUMBER"), "{err}");
+    let c = with(&[
+        ("AGENT_CONCURRENCY_LIMIT", "15"),
+        ("CALL_REGISTRY_TABLE", "t"),
+        ("OVERFLOW_NUMBER", "+15557770000"),
+    ])
+    .unwrap();
+    let admission = c.admission.unwrap();
+    assert_eq!(admission.limit, 15);
+    assert_eq!(admission.overflow.number.as_deref(), Some("+15557770000"));
+    assert_eq!(
+        c.overflow.message,
+        crate::config::env::OVERFLOW_MESSAGE_DEFAULT
+    );
+    assert!(with(&[]).unwrap().admission.is_none());
+}

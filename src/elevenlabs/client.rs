@@ -46,11 +46,25 @@ pub enum ConnectError {
     /// The attempt took longer than the connect timeout.
     #[error("agent connect timed out")]
     Timeout,
+    /// ElevenLabs refused the conversation for concurrency (429
+    /// `too_many_concurrent_requests`, on the signed URL or the socket): the plan is full.
+    #[error("agent concurrency limit reached")]
+    Busy,
 }
 
 impl ConnectError {
     fn retryable(&self) -> bool {
-        !matches!(self, Self::Refused(_) | Self::Url | Self::Key)
+        !matches!(self, Self::Refused(_) | Self::Url | Self::Key | Self::Busy)
+    }
+}
+
+/// HTTP 429 means two things at ElevenLabs: `system_busy` (their load: retrying helps) or
+/// `too_many_concurrent_requests` (our plan is full: it does not).
+fn too_many(body: &[u8]) -> ConnectError {
+    if String::from_utf8_lossy(body).contains("system_busy") {
+        ConnectError::SignedUrl
+    } else {
+        ConnectError::Busy
     }
 }
 
@@ -155,7 +169,12 @@ async fn connect_once(agent: &ElevenLabs) -> Result<AgentSocket, ConnectError> {
         None,
     )
     .await
-    .map_err(|e| ConnectError::WebSocket(Box::new(e)))?;
+    .map_err(|e| match e {
+        tokio_tungstenite::tungstenite::Error::Http(resp) if resp.status().as_u16() == 429 => {
+            too_many(resp.body().as_deref().unwrap_or_default())
+        }
+        e => ConnectError::WebSocket(Box::new(e)),
+    })?;
     Ok(socket)
 }
 
@@ -200,6 +219,14 @@ async fn signed_url(agent: &ElevenLabs, agent_id: &str, key: &str) -> Result<Str
         .await
         .map_err(|_| ConnectError::SignedUrl)?;
     let status = response.status();
+    if status.as_u16() == 429 {
+        let body = Limited::new(response.into_body(), SIGNED_URL_BODY_LIMIT)
+            .collect()
+            .await
+            .map(http_body_util::Collected::to_bytes)
+            .unwrap_or_default();
+        return Err(too_many(&body));
+    }
     if status.is_client_error() {
         return Err(ConnectError::Refused(status.as_u16()));
     }
@@ -218,6 +245,17 @@ async fn signed_url(agent: &ElevenLabs, agent_id: &str, key: &str) -> Result<Str
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_plan_is_told_from_elevenlabs_being_busy() {
+        let full = br#"{"detail":{"status":"too_many_concurrent_requests","message":"x"}}"#;
+        assert!(matches!(too_many(full), ConnectError::Busy));
+        assert!(!ConnectError::Busy.retryable());
+        let busy = br#"{"detail":{"status":"system_busy"}}"#;
+        assert!(too_many(busy).retryable());
+        // No body to tell by: the plan is full (a retry would be refused the same way).
+        assert!(matches!(too_many(b""), ConnectError::Busy));
+    }
 
     #[test]
     fn public_url_is_built_from_the_rest_base() {

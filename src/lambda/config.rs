@@ -3,9 +3,12 @@
 
 use std::time::Duration;
 
-use crate::config::{self, ConfigError, Env, LogFormat, Source};
+use std::sync::Arc;
+
+use crate::config::{self, CallRegistryConfig, ConfigError, Env, LogFormat, Source};
 use crate::secrets::SecretSpec;
 use crate::twilio::number::is_e164;
+use crate::twilio::number::Allowlist;
 use crate::twilio::rest::RestConfig;
 use crate::twilio::twiml::Fallback;
 
@@ -58,6 +61,15 @@ pub mod env {
     pub const OUTBOUND_CONTEXT_TTL_SECONDS: &str = "OUTBOUND_CONTEXT_TTL_SECONDS";
     /// Default for [`OUTBOUND_CONTEXT_TTL_SECONDS`].
     pub const OUTBOUND_CONTEXT_TTL_SECONDS_DEFAULT: u64 = 1800;
+    /// Bearer key of `POST /calls` (value or `ssm:` reference), separate from
+    /// [`MINT_API_KEY`]: a key that mints stream tokens cannot dial. Unset: no outbound calls.
+    pub const CALLS_API_KEY: &str = "CALLS_API_KEY";
+    /// The numbers `POST /calls` may dial: E.164 numbers or `+prefix*`, comma separated.
+    /// Required with [`CALLS_API_KEY`].
+    pub const OUTBOUND_ALLOWLIST: &str = "OUTBOUND_ALLOWLIST";
+    /// The call-registry table (as in `media-ws`): `Idempotency-Key`s of `POST /calls`,
+    /// Twilio's retried AMD callbacks, and agent admission.
+    pub const CALL_REGISTRY_TABLE: &str = crate::config::env::CALL_REGISTRY_TABLE;
     /// CloudWatch namespace of the outbound-call metrics (EMF lines on stdout).
     pub const EMF_NAMESPACE: &str = crate::config::env::EMF_NAMESPACE;
     /// Default for [`EMF_NAMESPACE`].
@@ -103,6 +115,14 @@ pub struct LambdaConfig {
     pub outbound_context_ttl: Duration,
     /// CloudWatch namespace of the outbound-call metrics.
     pub metric_namespace: String,
+    /// Bearer key of `POST /calls`; `None`: outbound calls are off.
+    pub calls_api_key: Option<SecretSpec>,
+    /// What `POST /calls` may dial.
+    pub outbound_allowlist: Arc<Allowlist>,
+    /// The call-registry table.
+    pub call_registry: Option<CallRegistryConfig>,
+    /// Fleet-wide admission against the agent plan (`AGENT_CONCURRENCY_LIMIT`).
+    pub admission: Option<config::Admission>,
 }
 
 impl LambdaConfig {
@@ -170,6 +190,28 @@ impl LambdaConfig {
                  TWILIO_AUTH_TOKEN, or TWILIO_API_KEY_SID and TWILIO_API_KEY_SECRET)",
             ));
         }
+        let call_registry = config::call_registry(src)?;
+        let calls_api_key = src
+            .get(CALLS_API_KEY)
+            .map(|raw| config::secret_spec(CALLS_API_KEY, &raw))
+            .transpose()?;
+        let outbound_allowlist = Allowlist::parse(&src.get(OUTBOUND_ALLOWLIST).unwrap_or_default())
+            .map_err(|e| invalid(OUTBOUND_ALLOWLIST, &e))?;
+        if calls_api_key.is_some() {
+            if rest.is_none() {
+                return Err(invalid(
+                    CALLS_API_KEY,
+                    "outbound calls need Twilio's REST API: set TWILIO_ACCOUNT_SID (with \
+                     TWILIO_AUTH_TOKEN, or TWILIO_API_KEY_SID and TWILIO_API_KEY_SECRET)",
+                ));
+            }
+            if outbound_allowlist.is_empty() {
+                return Err(invalid(
+                    OUTBOUND_ALLOWLIST,
+                    "required with CALLS_API_KEY: the numbers (or +prefix*) outbound calls may dial",
+                ));
+            }
+        }
         let public_api_url = src
             .get(PUBLIC_API_URL)
             .map(|u| u.trim().trim_end_matches('/').to_string());
@@ -221,6 +263,10 @@ impl LambdaConfig {
             metric_namespace: src
                 .get(EMF_NAMESPACE)
                 .unwrap_or_else(|| EMF_NAMESPACE_DEFAULT.to_string()),
+            calls_api_key,
+            outbound_allowlist: Arc::new(outbound_allowlist),
+            admission: config::admission(src, call_registry.as_ref())?,
+            call_registry,
         })
     }
 }

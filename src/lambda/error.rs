@@ -2,7 +2,7 @@
 //! code. Client errors say what was wrong; internal ones are generic in the response and keep
 //! their detail (never a secret) for the log.
 
-use lambda_http::http::header::{HeaderValue, ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
+use lambda_http::http::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Response};
 
@@ -93,6 +93,22 @@ pub enum LambdaError {
     /// Twilio refused or could not be reached.
     #[error("twilio: {0}")]
     Twilio(#[source] RestError),
+    /// `POST /calls` to a number outside `OUTBOUND_ALLOWLIST`: nothing was sent to Twilio.
+    #[error("destination not allowed")]
+    DestinationNotAllowed,
+    /// An `Idempotency-Key` reused with a different body.
+    #[error("idempotency key reused with another request")]
+    IdempotencyKeyReused,
+    /// The first request with this `Idempotency-Key` is still under way.
+    #[error("idempotency key in use")]
+    IdempotencyKeyInUse,
+    /// `POST /calls` while every agent slot is live (`AGENT_CONCURRENCY_LIMIT`).
+    #[error("agent plan at capacity")]
+    AtCapacity,
+    /// The call registry (DynamoDB) could not be read or written; the text is the SDK's
+    /// error code, never item data.
+    #[error("call registry unavailable: {0}")]
+    RegistryUnavailable(String),
 }
 
 impl LambdaError {
@@ -116,6 +132,11 @@ impl LambdaError {
             Self::InvalidContext(_) => StatusCode::FORBIDDEN,
             Self::OutboundNotConfigured => StatusCode::NOT_IMPLEMENTED,
             Self::Twilio(e) => twilio_status(e),
+            Self::DestinationNotAllowed => StatusCode::FORBIDDEN,
+            Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::IdempotencyKeyInUse => StatusCode::CONFLICT,
+            Self::AtCapacity => StatusCode::TOO_MANY_REQUESTS,
+            Self::RegistryUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -139,6 +160,11 @@ impl LambdaError {
             Self::InvalidContext(_) => "invalid_context",
             Self::OutboundNotConfigured => "outbound_not_configured",
             Self::Twilio(_) => "twilio_error",
+            Self::DestinationNotAllowed => "destination_not_allowed",
+            Self::IdempotencyKeyReused => "idempotency_key_reused",
+            Self::IdempotencyKeyInUse => "idempotency_key_in_use",
+            Self::AtCapacity => "at_capacity",
+            Self::RegistryUnavailable(_) => "unavailable",
         }
     }
 
@@ -148,12 +174,22 @@ impl LambdaError {
             Self::InvalidRequest(reason) | Self::InvalidContext(reason) => {
                 Some((*reason).to_string())
             }
+            Self::RegistryUnavailable(cause) => Some(cause.clone()),
             Self::Twilio(e) => Some(match e.code() {
                 Some(code) => format!("twilio code {code}"),
                 None => e.label().to_string(),
             }),
             _ => None,
         }
+    }
+
+    /// Whether a call may have been placed although the request failed: Twilio's answer
+    /// never came (or could not be read).
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(
+            self,
+            Self::Twilio(RestError::Timeout | RestError::Transport(_))
+        )
     }
 
     /// Whether this is our fault (logged as an error) rather than the caller's.
@@ -194,6 +230,15 @@ impl LambdaError {
             }
             Self::Unauthorized => {
                 headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            Self::IdempotencyKeyInUse => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Self::AtCapacity => {
+                headers.insert(
+                    RETRY_AFTER,
+                    HeaderValue::from(super::admission::RETRY_AFTER_SECONDS),
+                );
             }
             _ => {}
         }

@@ -11,18 +11,23 @@
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 
-use super::token::{bearer_key, issuer};
+use super::admission;
+use super::token::{bearer_key_of, issuer};
 use super::webhook::{stream_twiml, verified_form, webhook_url};
 use super::{body_bytes, json, LambdaError, LambdaState};
 use crate::context::{Audience, CallContext, Sealer, Voicemail, MAX_SEALED_CHARS};
+use crate::registry::once::{self, Begin, StoredAnswer};
+use crate::registry::ClaimError;
 use crate::twilio::twiml::say_then_hang_up;
 use outcome::Outcome;
-use request::{validate, CallRequest};
+use request::{validate, CallRequest, Outbound};
 
 /// Route of the answer webhook, below the API's base URL.
 pub const ANSWER_ROUTE: &str = "/calls/answer";
 /// Route of the AMD callback.
 pub const AMD_ROUTE: &str = "/calls/amd";
+/// The header Twilio repeats on a retried webhook.
+pub const TWILIO_IDEMPOTENCY_TOKEN: &str = "i-twilio-idempotency-token";
 /// Route of the call-status callback (the final status).
 pub const STATUS_ROUTE: &str = "/calls/status";
 /// Longest URL Twilio accepts in a call's `Url` and callbacks.
@@ -31,12 +36,25 @@ const MAX_URL_CHARS: usize = 4000;
 const TOO_LARGE: &str =
     "prompt, firstMessage and dynamicVariables together are too large for one call (about 1.7 KB)";
 
-/// `POST /calls`: validates, creates the call, answers 201 `{"callSid","status"}`.
+/// The header a client sends to make a retried `POST /calls` place no second call.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Longest `Idempotency-Key` accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+/// How long a duplicate waits for the first request's answer.
+const IDEMPOTENCY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// `POST /calls` (bearer `CALLS_API_KEY`): validates, checks `OUTBOUND_ALLOWLIST`, creates
+/// the call once per `Idempotency-Key`, answers 201 `{"callSid","status"}`.
 pub(super) async fn create(
     state: &LambdaState,
     req: &Request,
 ) -> Result<Response<Body>, LambdaError> {
-    bearer_key(state, req)?;
+    let key = state
+        .calls_api_key
+        .as_ref()
+        .ok_or(LambdaError::OutboundNotConfigured)?;
+    bearer_key_of(key, "CALLS_API_KEY", req)?;
+    let idempotency_key = idempotency_key(req)?;
     let request: CallRequest = serde_json::from_slice(body_bytes(req)).map_err(|e| {
         LambdaError::InvalidRequest(if e.is_data() {
             "body fields missing, unknown or of the wrong type (to is required)"
@@ -45,11 +63,145 @@ pub(super) async fn create(
         })
     })?;
     let outbound = validate(request, state.config.outbound_from.as_deref())?;
+    if !state.config.outbound_allowlist.allows(&outbound.to) {
+        // Toll fraud stops here: nothing goes to Twilio. The number is never logged.
+        return Err(LambdaError::DestinationNotAllowed);
+    }
+    let Some(key) = idempotency_key else {
+        let (status, body) = place(state, req, &outbound).await?;
+        return json(status, &body);
+    };
+    let registry = state.registry.as_ref().ok_or(LambdaError::InvalidRequest(
+        "Idempotency-Key needs CALL_REGISTRY_TABLE on this function",
+    ))?;
+    let metrics = &state.registry_metrics;
+    let request_hash = once::request_hash(body_bytes(req));
+    let unavailable = |e: ClaimError| LambdaError::RegistryUnavailable(e.to_string());
+    let waited = std::time::Instant::now();
+    let ticket = loop {
+        match registry
+            .idempotency_begin("calls", key, &request_hash, metrics)
+            .await
+            .map_err(unavailable)?
+        {
+            Begin::Fresh(ticket) => break ticket,
+            Begin::Done(answer) => {
+                tracing::info!(status = answer.status, "idempotent replay of POST /calls");
+                return replayed(&answer);
+            }
+            Begin::Mismatch => return Err(LambdaError::IdempotencyKeyReused),
+            Begin::Pending if waited.elapsed() < IDEMPOTENCY_WAIT => {
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Begin::Pending => return Err(LambdaError::IdempotencyKeyInUse),
+        }
+    };
+    match place(state, req, &outbound).await {
+        Ok((status, body)) => {
+            let answer = StoredAnswer {
+                status: status.as_u16(),
+                body: body.to_string(),
+            };
+            if let Err(e) = registry.idempotency_finish(&ticket, &answer, metrics).await {
+                // The call is placed; a retry will wait, then be told the key is in use.
+                tracing::warn!(error = %e, "idempotency record not completed");
+            }
+            json(status, &body)
+        }
+        // Twilio may have placed the call (no answer, or none readable): the retry gets this
+        // answer too, never a second call.
+        Err(e) if e.outcome_unknown() => {
+            let answer = StoredAnswer {
+                status: e.status().as_u16(),
+                body: match e.to_response().into_body() {
+                    Body::Text(text) => text,
+                    _ => String::new(),
+                },
+            };
+            if let Err(stored) = registry.idempotency_finish(&ticket, &answer, metrics).await {
+                tracing::warn!(error = %stored, "idempotency record not completed");
+            }
+            Err(e)
+        }
+        // Twilio refused: nothing was placed, and a retry may try again.
+        Err(e) => {
+            registry.idempotency_abandon(&ticket, metrics).await;
+            Err(e)
+        }
+    }
+}
+
+/// The `Idempotency-Key` header: 1 to 255 visible ASCII characters.
+fn idempotency_key(req: &Request) -> Result<Option<&str>, LambdaError> {
+    let Some(value) = req.headers().get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    value
+        .to_str()
+        .ok()
+        .filter(|k| {
+            !k.is_empty()
+                && k.len() <= MAX_IDEMPOTENCY_KEY
+                && k.bytes().all(|b| b.is_ascii_graphic())
+        })
+        .map(Some)
+        .ok_or(LambdaError::InvalidRequest(
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+        ))
+}
+
+/// The first answer again, marked as a replay.
+fn replayed(answer: &StoredAnswer) -> Result<Response<Body>, LambdaError> {
+    Ok(Response::builder()
+        .status(answer.status)
+        .header(lambda_http::http::header::CONTENT_TYPE, "application/json")
+        .header("idempotent-replayed", "true")
+        .body(Body::Text(answer.body.clone()))?)
+}
+
+/// Creates the call with Twilio: the 201 answer's status and body.
+async fn place(
+    state: &LambdaState,
+    req: &Request,
+    outbound: &Outbound,
+) -> Result<(StatusCode, serde_json::Value), LambdaError> {
     let rest = state
         .rest
         .as_ref()
         .ok_or(LambdaError::OutboundNotConfigured)?;
+    // A slot for the ringing call, under a name of its own until Twilio names the CallSid.
+    let pending = format!("pending#{}", uuid::Uuid::new_v4().simple());
+    let slot = match admission::admit(state, &pending, admission::RINGING_LEASE).await {
+        admission::Door::Full => return Err(LambdaError::AtCapacity),
+        admission::Door::Admitted(slot) => Some(slot),
+        admission::Door::Open => None,
+    };
+    let placed = create_call(state, req, rest, outbound).await;
+    if let (Some(slot), Some(registry)) = (&slot, &state.registry) {
+        let metrics = &state.registry_metrics;
+        match &placed {
+            Ok((_, body)) => {
+                let call_sid = body["callSid"].as_str().unwrap_or_default();
+                if let Err(e) = registry
+                    .hand_over_slot(slot, call_sid, admission::RINGING_LEASE, metrics)
+                    .await
+                {
+                    tracing::warn!(error = %e, "agent slot not handed to the call; it expires");
+                }
+            }
+            Err(_) => registry.release_slot(slot, metrics).await,
+        }
+    }
+    placed
+}
 
+/// The REST create of an outbound call: the 201 answer's status and body.
+async fn create_call(
+    state: &LambdaState,
+    req: &Request,
+    rest: &crate::twilio::rest::TwilioRest,
+    outbound: &Outbound,
+) -> Result<(StatusCode, serde_json::Value), LambdaError> {
     let base = match &state.config.public_api_url {
         Some(base) => base.clone(),
         None => api_base(req).ok_or(LambdaError::NoHost)?,
@@ -93,18 +245,31 @@ pub(super) async fn create(
         voicemail = outbound.voicemail.label(),
         "outbound call created"
     );
-    json(
+    Ok((
         StatusCode::CREATED,
-        &serde_json::json!({"callSid": call.sid, "status": call.status}),
-    )
+        serde_json::json!({"callSid": call.sid, "status": call.status}),
+    ))
 }
 
 /// `POST /calls/answer`: Twilio's request when the callee answers.
-pub(super) fn answer(state: &LambdaState, req: &Request) -> Result<Response<Body>, LambdaError> {
+pub(super) async fn answer(
+    state: &LambdaState,
+    req: &Request,
+) -> Result<Response<Body>, LambdaError> {
     let url = signed_url(state, req, ANSWER_ROUTE)?;
     let form = verified_form(state, req, &url)?;
     let context: CallContext = open(state, req, Audience::Answer)?;
     let call_sid = form.call_sid();
+    // The slot `POST /calls` took is this call's now; renewed until the stream starts.
+    if admission::admit(state, call_sid, admission::STREAM_START_LEASE).await
+        == admission::Door::Full
+    {
+        tracing::info!(
+            call_sid,
+            "outbound call answered over the agent plan: overflow twiml"
+        );
+        return Ok(admission::overflow_twiml(state));
+    }
     let minted = issuer(state)?.mint_with_context(call_sid, state.config.token_ttl, &context)?;
     let xml = stream_twiml(state, &form, minted.token.expose())?;
     tracing::info!(
@@ -127,6 +292,32 @@ pub(super) async fn amd(state: &LambdaState, req: &Request) -> Result<Response<B
         .field("AnsweredBy")
         .ok_or(LambdaError::InvalidRequest("AnsweredBy missing"))?;
     let verdict = Verdict::of(answered_by);
+    // Twilio retries a callback it got no timely answer for, with the same token: the
+    // voicemail must not be left (or the call hung up) twice.
+    let delivery = match (&state.registry, req.headers().get(TWILIO_IDEMPOTENCY_TOKEN)) {
+        (Some(registry), Some(token)) if verdict == Verdict::Machine => {
+            let token = token.to_str().unwrap_or_default();
+            match registry
+                .first_delivery("amd", token, &state.registry_metrics)
+                .await
+            {
+                Ok(ticket) => Some((registry, ticket)),
+                Err(ClaimError::Taken) => {
+                    tracing::info!(call_sid, "retried AMD callback: already acted on");
+                    return json(
+                        StatusCode::OK,
+                        &serde_json::json!({"ok": true, "action": "duplicate"}),
+                    );
+                }
+                Err(ClaimError::Unavailable(cause)) => {
+                    // Acting twice on a retry beats leaving the agent talking to a machine.
+                    tracing::warn!(error = %cause, "call registry unavailable; AMD callback not deduplicated");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     let action = match verdict {
         Verdict::Machine => voicemail.label(),
         Verdict::Person => "none",
@@ -165,7 +356,15 @@ pub(super) async fn amd(state: &LambdaState, req: &Request) -> Result<Response<B
             Err(e) if e.call_gone() => {
                 tracing::info!(call_sid, "call already ended before the voicemail action");
             }
-            Err(e) => return Err(LambdaError::Twilio(e)),
+            Err(e) => {
+                // Not done: Twilio's retry of this callback must act.
+                if let Some((registry, ticket)) = &delivery {
+                    registry
+                        .idempotency_abandon(ticket, &state.registry_metrics)
+                        .await;
+                }
+                return Err(LambdaError::Twilio(e));
+            }
         }
     }
     json(

@@ -55,7 +55,19 @@ pub(super) fn mint(state: &LambdaState, req: &Request) -> Result<Response<Body>,
 /// # Errors
 /// [`LambdaError::Unauthorized`], or 503 while the key is unavailable.
 pub(super) fn bearer_key(state: &LambdaState, req: &Request) -> Result<(), LambdaError> {
-    let key = LambdaState::secret(&state.mint_api_key, "MINT_API_KEY")?;
+    bearer_key_of(&state.mint_api_key, "MINT_API_KEY", req)
+}
+
+/// Checks `Authorization: Bearer <key>` against `handle` (constant time).
+///
+/// # Errors
+/// [`LambdaError::Unauthorized`], or 503 while the key is unavailable.
+pub(super) fn bearer_key_of(
+    handle: &crate::secrets::SecretHandle,
+    name: &'static str,
+    req: &Request,
+) -> Result<(), LambdaError> {
+    let key = LambdaState::secret(handle, name)?;
     let presented = req
         .headers()
         .get(AUTHORIZATION)

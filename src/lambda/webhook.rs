@@ -7,6 +7,7 @@ use lambda_http::http::StatusCode;
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Request, RequestExt, Response};
 
+use super::admission::{admit, overflow_twiml, Door, STREAM_START_LEASE};
 use super::token::{issuer, stream_url};
 use super::{body_bytes, valid_call_sid, LambdaError, LambdaState};
 use crate::twilio::signature::{parse_form, valid_for_any_token, SIGNATURE_HEADER};
@@ -35,13 +36,21 @@ impl TwilioForm {
     }
 }
 
-/// Validates the webhook and renders the TwiML.
-pub(super) fn twiml(state: &LambdaState, req: &Request) -> Result<Response<Body>, LambdaError> {
+/// Validates the webhook, admits the call against the agent plan, and renders the TwiML
+/// (the overflow TwiML when the plan is full).
+pub(super) async fn twiml(
+    state: &LambdaState,
+    req: &Request,
+) -> Result<Response<Body>, LambdaError> {
     let url = match &state.config.public_webhook_url {
         Some(url) => url.clone(),
         None => webhook_url(req).ok_or(LambdaError::NoHost)?,
     };
     let form = verified_form(state, req, &url)?;
+    if admit(state, form.call_sid(), STREAM_START_LEASE).await == Door::Full {
+        tracing::info!(call_sid = form.call_sid(), "overflow twiml issued");
+        return Ok(overflow_twiml(state));
+    }
     let minted = issuer(state)?.mint(Some(form.call_sid()), state.config.token_ttl)?;
     let xml = stream_twiml(state, &form, minted.token.expose())?;
     tracing::info!(call_sid = form.call_sid(), "stream twiml issued");

@@ -119,6 +119,9 @@ pub enum Then {
     Close,
     /// Hang up through Twilio's REST API (`Status=completed`), then close the stream.
     HangUp,
+    /// Put the overflow TwiML on the call through the REST API (no agent for it), then
+    /// close the stream.
+    Overflow,
 }
 
 /// How a call ended, for the close frame, the metrics and the summary line.
@@ -135,6 +138,15 @@ pub struct Ending {
 }
 
 impl Ending {
+    /// The ending of a call the agent plan has no room for: the overflow TwiML through REST
+    /// (a stream that does not control its call only closes: Twilio's fallback).
+    pub const fn overflow() -> Self {
+        Self {
+            then: Then::Overflow,
+            ..Self::new(Outcome::overflow, Some(1000), "agent capacity")
+        }
+    }
+
     /// An ending with these parts that closes the stream.
     pub const fn new(outcome: Outcome, close_code: Option<u16>, reason: &'static str) -> Self {
         Self {
@@ -171,6 +183,8 @@ pub enum Input<'a> {
     AgentConnected,
     /// The agent could not be reached.
     AgentUnreachable,
+    /// The agent refused the conversation for concurrency (the plan is full).
+    AgentBusy,
     /// A text frame from the agent.
     AgentText(&'a str),
     /// A ping or pong from the agent: it is alive.

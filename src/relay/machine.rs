@@ -171,7 +171,11 @@ impl Relay {
         self.session.stopped()
     }
 
-    fn end(&mut self, ending: Ending) {
+    fn end(&mut self, mut ending: Ending) {
+        // A stream that does not control its call never acts on it: it only closes.
+        if !self.controls_call() {
+            ending.then = super::events::Then::Close;
+        }
         if self.ending.is_none() {
             self.ending = Some(ending);
         }
@@ -202,6 +206,11 @@ impl Relay {
                 ));
             }
             Input::AgentConnected => self.on_agent_connected(now),
+            Input::AgentBusy => {
+                self.counters.agent_events.bump("busy");
+                tracing::warn!("agent refused the conversation for concurrency");
+                self.end(Ending::overflow());
+            }
             Input::AgentUnreachable => {
                 self.counters.agent_events.bump("connect_failed");
                 self.end(Ending::new(

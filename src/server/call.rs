@@ -22,15 +22,115 @@ use crate::auth::Grant;
 use crate::call::{self, Host, Limits, Summary};
 use crate::context::CallContext;
 use crate::metrics::{Metrics, Outcome};
+use crate::registry::slots::{Admission, Slot};
 use crate::registry::ClaimError;
-use crate::relay::{Ending, RelayConfig};
+use crate::relay::{AgentMode, Ending, RelayConfig};
 use crate::twilio::rest::RestError;
 
 /// The server as the call loop sees it.
 struct Server<'a>(&'a Arc<AppState>);
 
+/// What a live call holds: its CallSid claim (bound streams) and its agent slot (when the
+/// fleet counts them). Released before the stream closes; a hold dropped without release
+/// (a panic) still frees both.
+pub struct Hold {
+    state: Arc<AppState>,
+    claim: Option<CallClaim>,
+    slot: Option<Slot>,
+}
+
+impl Hold {
+    async fn release(mut self) {
+        if let (Some(slot), Some(registry)) = (self.slot.take(), &self.state.registry) {
+            registry.drop_slot(&slot, &self.state.metrics).await;
+        }
+        if let Some(claim) = self.claim.take() {
+            claim.release().await;
+        }
+    }
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        let (Some(slot), Some(registry)) = (self.slot.take(), &self.state.registry) else {
+            return;
+        };
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let (registry, state) = (Arc::clone(registry), Arc::clone(&self.state));
+            self.state.calls.spawn(async move {
+                registry.drop_slot(&slot, &state.metrics).await;
+            });
+        } else {
+            registry.forget_slot(&slot);
+        }
+    }
+}
+
+impl Server<'_> {
+    /// The CallSid claim of a bound stream: this process, then the fleet.
+    async fn claim_call_sid(&self, call_sid: &str) -> Result<CallClaim, Ending> {
+        let duplicate = || {
+            tracing::warn!("second stream for a live call refused");
+            Ending::new(Outcome::duplicate, Some(1008), "duplicate stream for call")
+        };
+        let mut claim = self.0.claim_call(call_sid).ok_or_else(duplicate)?;
+        match claim.claim_fleet().await {
+            Ok(()) => Ok(claim),
+            Err(ClaimError::Taken) => Err(duplicate()),
+            Err(ClaimError::Unavailable(cause)) => Err(registry_unavailable(&cause)),
+        }
+    }
+
+    /// An agent slot for `holder`, when the fleet counts them and this call has an agent.
+    async fn admit(&self, holder: &str) -> Result<Option<Slot>, Ending> {
+        let state = self.0;
+        let (Some(admission), Some(registry)) = (&state.config.admission, &state.registry) else {
+            return Ok(None);
+        };
+        if !matches!(state.agent.mode(), AgentMode::Remote { .. }) {
+            return Ok(None);
+        }
+        let lease = state
+            .config
+            .call_registry
+            .as_ref()
+            .map_or(std::time::Duration::from_secs(60), |r| r.lease);
+        match registry
+            .admit(holder, admission.limit, lease, &state.metrics)
+            .await
+        {
+            Ok(Admission::Admitted { slot, in_use }) => {
+                state.metrics.admission("admitted", Some(in_use));
+                registry.keep_slot(slot.clone());
+                Ok(Some(slot))
+            }
+            Ok(Admission::Full) => {
+                state.metrics.admission("overflow", Some(admission.limit));
+                tracing::warn!(
+                    limit = admission.limit,
+                    "agent plan full, call sent to overflow"
+                );
+                Err(Ending::overflow())
+            }
+            Err(e) => {
+                state.metrics.admission("error", None);
+                Err(registry_unavailable(&e.to_string()))
+            }
+        }
+    }
+}
+
+fn registry_unavailable(cause: &str) -> Ending {
+    tracing::error!(error = %cause, "call registry unavailable, refusing the call");
+    Ending::new(
+        Outcome::unavailable,
+        Some(1013),
+        "call registry unavailable",
+    )
+}
+
 impl Host for Server<'_> {
-    type Claim = CallClaim;
+    type Claim = Hold;
 
     fn metrics(&self) -> &Metrics {
         &self.0.metrics
@@ -50,28 +150,36 @@ impl Host for Server<'_> {
         }
     }
 
-    async fn release(&self, claim: CallClaim) {
-        claim.release().await;
+    async fn overflow(&self, call_sid: &str) -> Result<(), RestError> {
+        match &self.0.twilio {
+            Some(rest) => {
+                let twiml = crate::twilio::twiml::overflow(&self.0.config.overflow);
+                rest.redirect_twiml(call_sid, &twiml).await
+            }
+            None => Err(RestError::NotConfigured),
+        }
     }
 
-    async fn claim(&self, call_sid: &str) -> Result<CallClaim, Ending> {
-        let duplicate = || {
-            tracing::warn!("second stream for a live call refused");
-            Ending::new(Outcome::duplicate, Some(1008), "duplicate stream for call")
+    async fn release(&self, hold: Hold) {
+        hold.release().await;
+    }
+
+    async fn claim(&self, call_sid: &str, bound: bool) -> Result<Hold, Ending> {
+        let claim = match bound {
+            true => Some(self.claim_call_sid(call_sid).await?),
+            false => None,
         };
-        let mut claim = self.0.claim_call(call_sid).ok_or_else(duplicate)?;
-        match claim.claim_fleet().await {
-            Ok(()) => Ok(claim),
-            Err(ClaimError::Taken) => Err(duplicate()),
-            Err(ClaimError::Unavailable(cause)) => {
-                tracing::error!(error = %cause, "call registry unavailable, refusing the call");
-                Err(Ending::new(
-                    Outcome::unavailable,
-                    Some(1013),
-                    "call registry unavailable",
-                ))
-            }
-        }
+        // An unbound stream's CallSid is only its client's word: its slot is its own.
+        let holder = match bound {
+            true => call_sid.to_string(),
+            false => format!("stream#{}", uuid::Uuid::new_v4().simple()),
+        };
+        let slot = self.admit(&holder).await?;
+        Ok(Hold {
+            state: Arc::clone(self.0),
+            claim,
+            slot,
+        })
     }
 }
 

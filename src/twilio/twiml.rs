@@ -241,6 +241,25 @@ pub fn say_then_hang_up(message: &str) -> String {
         .to_document()
 }
 
+/// What a caller over the agent plan hears (`AGENT_CONCURRENCY_LIMIT`): with a number, a
+/// short line then `<Dial>` to it (people answer); else `message` then `<Hangup/>`.
+pub fn overflow(overflow: &crate::config::Overflow) -> String {
+    match &overflow.number {
+        Some(number) => Element::new("Response")
+            .child(Element::new("Say").text(OVERFLOW_HOLD))
+            .child(
+                Element::new("Dial")
+                    .attr("answerOnBridge", "true")
+                    .child(Element::new("Number").text(number)),
+            )
+            .to_document(),
+        None => say_then_hang_up(&overflow.message),
+    }
+}
+
+/// The line before an overflow `<Dial>`.
+pub const OVERFLOW_HOLD: &str = "Please hold while we connect you.";
+
 /// A TwiML element; serialized like Python's `ElementTree` as the helper library uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Element<'a> {

@@ -55,6 +55,12 @@ pub(in crate::lambda) enum Outcome {
     },
     /// A Twilio webhook on `route` failed inside and answered the fallback TwiML.
     WebhookError { route: &'static str },
+    /// An admission against `AGENT_CONCURRENCY_LIMIT` (`admitted`, `overflow`, `error`), with
+    /// the fleet's live agent slots when known.
+    Admission {
+        result: &'static str,
+        in_use: Option<u64>,
+    },
     /// A transfer's `<Dial>` ended (`DialCallStatus`) after this many seconds bridged.
     Transfer {
         dial_status: &'static str,
@@ -108,6 +114,14 @@ pub(super) fn emf_line(namespace: &str, outcome: Outcome, timestamp_ms: u64) -> 
             duration_s,
         ),
         Outcome::WebhookError { route } => ("Route", route, "WebhookErrors", "", "", None),
+        Outcome::Admission { result, in_use } => (
+            "Result",
+            result,
+            "Admissions",
+            "AgentSlotsInUse",
+            "Count",
+            in_use,
+        ),
         Outcome::Transfer {
             dial_status,
             duration_s,

@@ -14,18 +14,28 @@ use crate::secret::Secret;
 const EVENTS_SECRET: &[(&str, &str)] = &[("MEDIA_SHARED_SECRET", "local-dev-secret")];
 const EVENT_SID: &str = "CA0a1b2c3d4e5f60718293a4b5c6d7e8f9";
 
+/// Outbound on: REST (unreachable: a refusal is decided before any request), the calls key
+/// of events/calls.json, and an allowlist of the test numbers.
+const OUTBOUND: &[(&str, &str)] = &[
+    ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
+    ("TWILIO_API_BASE", "http://127.0.0.1:9"),
+    ("CALLS_API_KEY", "test-calls-api-key"),
+    ("OUTBOUND_ALLOWLIST", "+1500555*"),
+];
+
 fn calls_event(body: &Value) -> Value {
     let mut e = event("calls");
     e["body"] = body.to_string().into();
+    // No registry here: idempotency is tested in tests/outbound.rs.
+    if let Some(h) = e["headers"].as_object_mut() {
+        h.remove("idempotency-key");
+    }
     e
 }
 
 async fn refusal(body: Value) -> (u16, Value) {
     // REST configured, so a refusal here is validation, before any Twilio request.
-    let s = state(&[
-        ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
-        ("TWILIO_API_BASE", "http://127.0.0.1:9"),
-    ]);
+    let s = state(OUTBOUND);
     let e = call(&s, &calls_event(&body)).await.unwrap_err();
     let resp = e.to_response();
     (
@@ -113,20 +123,69 @@ async fn bad_call_requests_get_a_400_with_a_reason_that_quotes_no_value() {
 }
 
 #[tokio::test]
-async fn without_the_key_or_without_rest_no_call_is_placed() {
-    // No TWILIO_ACCOUNT_SID: no REST API (and OUTBOUND_FROM would be refused at start).
-    let s = state(&[]);
+async fn without_the_calls_key_or_outside_the_allowlist_no_call_is_placed() {
+    // No CALLS_API_KEY: outbound calls are off, whatever the request holds.
+    let e = call(&state(&[]), &event("calls")).await.unwrap_err();
+    assert!(matches!(e, LambdaError::OutboundNotConfigured), "{e:?}");
+    assert_eq!(e.status(), 501);
+
+    let s = state(OUTBOUND);
     let mut e = event("calls");
     e["headers"]["authorization"] = "Bearer wrong".into();
+    assert!(matches!(call(&s, &e).await, Err(LambdaError::Unauthorized)));
+    // The key that mints stream tokens cannot dial.
+    e["headers"]["authorization"] = "Bearer test-mint-api-key".into();
     assert!(matches!(call(&s, &e).await, Err(LambdaError::Unauthorized)));
     e["headers"]
         .as_object_mut()
         .unwrap()
         .remove("authorization");
     assert!(matches!(call(&s, &e).await, Err(LambdaError::Unauthorized)));
-    let e = call(&s, &event("calls")).await.unwrap_err();
-    assert!(matches!(e, LambdaError::OutboundNotConfigured), "{e:?}");
-    assert_eq!(e.status(), 501);
+
+    // A premium number abroad: 403 with a constant reason, and no request to Twilio (which
+    // is unreachable here: trying would have been a 5xx).
+    let e = call(
+        &s,
+        &calls_event(&json!({"to": "+882345678901", "from": "+15005550001"})),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, LambdaError::DestinationNotAllowed), "{e:?}");
+    let resp = e.to_response();
+    assert_eq!(resp.status(), 403);
+    assert_eq!(
+        text(&resp),
+        r#"{"error":"destination_not_allowed","ok":false}"#
+    );
+}
+
+#[test]
+fn the_calls_key_needs_rest_and_an_allowlist() {
+    use crate::lambda::LambdaConfig;
+    let without_list: Vec<_> = OUTBOUND
+        .iter()
+        .copied()
+        .filter(|(k, _)| *k != "OUTBOUND_ALLOWLIST")
+        .collect();
+    let err = LambdaConfig::from_source(&super::super::tests::env(&without_list))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("OUTBOUND_ALLOWLIST"), "{err}");
+    let err = LambdaConfig::from_source(&super::super::tests::env(&[("CALLS_API_KEY", "k")]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("CALLS_API_KEY") && err.contains("REST"),
+        "{err}"
+    );
+    let err = LambdaConfig::from_source(&super::super::tests::env(&[
+        ("CALLS_API_KEY", "k"),
+        ("TWILIO_ACCOUNT_SID", "AC0123456789abcdef0123456789abcdef"),
+        ("OUTBOUND_ALLOWLIST", "premium"),
+    ]))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("OUTBOUND_ALLOWLIST"), "{err}");
 }
 
 #[tokio::test]

@@ -536,3 +536,27 @@ fn an_agent_failure_hands_the_call_back_at_once() {
         "no goodbye wait for a failure: Twilio runs the fallback"
     );
 }
+
+#[test]
+fn an_agent_refusing_for_concurrency_sends_a_bound_call_to_the_overflow() {
+    // Bound, with REST: the overflow TwiML through REST.
+    let t0 = Instant::now();
+    let mut cfg = config(AgentMode::Remote { binary: false });
+    cfg.control = policy(true, "");
+    let mut r = Relay::new(cfg.clone(), Some("CA1".into()), t0);
+    r.handle(Input::TwilioText(START), t0);
+    drain(&mut r, t0);
+    r.handle(Input::AgentBusy, t0);
+    let ending = r.ending().unwrap();
+    assert_eq!(
+        (ending.outcome, ending.reason, ending.then),
+        (Outcome::overflow, "agent capacity", Then::Overflow)
+    );
+    assert_eq!(r.counters.agent_events.get("busy"), 1);
+    // Unbound: the stream only closes (Twilio runs its fallback).
+    let mut r = Relay::new(cfg, None, t0);
+    r.handle(Input::TwilioText(START), t0);
+    drain(&mut r, t0);
+    r.handle(Input::AgentBusy, t0);
+    assert_eq!(r.ending().unwrap().then, Then::Close);
+}
