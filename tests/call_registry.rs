@@ -305,7 +305,7 @@ async fn an_unreachable_table_refuses_new_calls_and_spares_live_ones() {
 }
 
 #[tokio::test]
-async fn a_stream_with_an_unbound_token_cannot_end_transfer_or_preclaim_another_call() {
+async fn a_static_token_stream_cannot_end_transfer_or_preclaim_another_call() {
     let moto = moto_with_table().await;
     let fake = FakeEl::start(Behaviour {
         echo: false,
@@ -324,11 +324,27 @@ async fn a_stream_with_an_unbound_token_cannot_end_transfer_or_preclaim_another_
         ("TWILIO_API_BASE", rest_base.as_str()),
         ("TRANSFER_ALLOWLIST", "+15557770000"),
     ];
-    let a = task(&moto, &control).await;
+    // Task a still takes the legacy static token; task b takes the Lambda's bound JWTs.
+    let mut legacy: Vec<(String, String)> = moto.env();
+    legacy.push(("CALL_REGISTRY_TABLE".into(), TABLE.into()));
+    legacy.push((
+        "MEDIA_AUTH_TOKEN".into(),
+        "static-token-for-legacy-clients".into(),
+    ));
+    legacy.extend(control.iter().map(|(k, v)| ((*k).into(), (*v).into())));
+    let legacy: Vec<(&str, &str)> = legacy
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let a = Server::start(&legacy).await;
     let b = task(&moto, &control).await;
 
-    // Someone with a valid but unbound token opens a stream naming a real caller's CallSid.
-    let intruder = Caller::new(a.connect(&path(&mint_unbound()), &[]).await.unwrap());
+    // Whoever holds the static token opens a stream naming a real caller's CallSid.
+    let intruder = Caller::new(
+        a.connect("/rtm/voice/jwt/static-token-for-legacy-clients", &[])
+            .await
+            .unwrap(),
+    );
     intruder.send(connected());
     intruder.send(start());
     fake.wait("intruder's conversation", |c| {
@@ -413,6 +429,29 @@ async fn a_stream_with_an_unbound_token_cannot_end_transfer_or_preclaim_another_
     .await;
     hang_up(&real).await;
     assert!(rest.requests().is_empty());
+
+    // A sub-less JWT (60 s at most) is no better than the static token.
+    let unbound = Caller::new(b.connect(&path(&mint_unbound()), &[]).await.unwrap());
+    unbound.send(connected());
+    unbound.send(start());
+    fake.wait("unbound conversation", |c| {
+        c.len() == 3 && c[2].init.is_some()
+    })
+    .await;
+    assert!(
+        !moto
+            .table_keys(TABLE)
+            .await
+            .iter()
+            .any(|k| k.starts_with("call#")),
+        "no claim for an unbound stream"
+    );
+    hang_up(&unbound).await;
+    assert_eq!(
+        b.metric("media_call_control_events_total{event=\"unbound_stream\"}")
+            .await,
+        1.0
+    );
 }
 
 /// A TCP proxy in front of moto whose first connection delivers requests but holds their
