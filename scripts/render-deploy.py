@@ -10,7 +10,10 @@ Reads, from the repository this script lives in:
   gives the SSM parameter names, `aws cloudformation deploy --template-file
   infra/media-ws.yaml` the media-ws stack name and overrides, `sam deploy` the
   media-lambda (template.yaml) overrides. Shell variables assigned earlier in the same
-  file (`P=/media-orchestrator/prod`, `STACK=media-ws-prod`) are expanded.
+  file (`P=/media-orchestrator/prod`, `STACK=media-ws-prod`) are expanded; one assigned
+  a stack output (`TABLE=$(aws cloudformation describe-stacks --stack-name "$STACK"
+  --query "Stacks[0].Outputs[?OutputKey=='CallRegistryTableName'].OutputValue" --output
+  text)`) becomes that output of the rendered media-ws stack.
 - infra/media-ws.yaml and template.yaml, decoded with cfn-lint (short-form intrinsics),
   resolved with the overrides: Defaults, AllowedValues/AllowedPattern/Min/Max, the
   template Rules, Conditions and the intrinsics Ref, Fn::Sub, Fn::If, Fn::Join,
@@ -25,8 +28,18 @@ README creates or that lies outside the stack's SsmParameterPath, stacks with di
 SsmParameterPath values, stop timings that would cut calls (the ECS deregistration delay
 shorter than MAX_CALL_SECONDS + 60 or above the ALB's 3600, a StopTimeout not above
 DRAIN_TIMEOUT_MS or above Fargate's 120, an EC2 TimeoutStopSec not above
-DRAIN_TIMEOUT_MS + 5 s, an env without MAX_CALL_SECONDS). Needs only the stdlib and
-cfn-lint (scripts/requirements-test.txt).
+DRAIN_TIMEOUT_MS + 5 s, an env without MAX_CALL_SECONDS), and a media-lambda that would
+not start or not be least privilege: CALLS_API_KEY without OUTBOUND_ALLOWLIST or Twilio's
+REST API (or an allowlist without the key), an allowlist the binary cannot parse, a
+CALL_REGISTRY_TABLE that is not the media-ws stack's table, or DynamoDB grants other than
+exactly GetItem, PutItem, UpdateItem, DeleteItem and BatchGetItem on that one table (none
+without it); a media-ws task role granted anything but PutItem, DeleteItem and BatchGetItem
+on its registry table; and the agent plan (AGENT_CONCURRENCY_LIMIT): a limit that is not
+1-10000 or has no CALL_REGISTRY_TABLE (the binary exits 2), an OVERFLOW_NUMBER that is not
+E.164, in any of the three environments, and media-lambda and the media-ws stack with
+different limits, or a limit on media-lambda only (its slots would expire 30 s after the
+webhook, so the limit would count ringing calls, not conversations). Needs only the stdlib
+and cfn-lint (scripts/requirements-test.txt).
 """
 
 from __future__ import annotations
@@ -417,6 +430,7 @@ def render_ecs(stack: Stack) -> dict:
     if role not in stack.resources:
         raise DeployError(label, f"task role {role} is not a resource")
     actions: dict[str, set[str]] = {}
+    dynamodb_resources: set[str] = set()
     policies = stack.resolve((stack.resources[role].get("Properties") or {}).get("Policies") or [])
     for policy in policies:
         statements = (policy.get("PolicyDocument") or {}).get("Statement") or []
@@ -426,13 +440,19 @@ def render_ecs(stack: Stack) -> dict:
             if st.get("Effect") != "Allow":
                 continue
             acts = st.get("Action") or []
+            resources = st.get("Resource") or []
+            resources = [resources] if isinstance(resources, str) else resources
             for act in [acts] if isinstance(acts, str) else acts:
                 actions.setdefault(act.split(":", 1)[0], set()).add(act)
+                if act.split(":", 1)[0] in ("dynamodb", "*"):
+                    dynamodb_resources.update(cfn_str(r) for r in resources)
 
     # The table the app is told about is the one the role may write.
     table_env = env.get("CALL_REGISTRY_TABLE")
     if table_env is not None and table_env not in {t["name"] for t in tables.values()}:
         raise DeployError(label, f"CALL_REGISTRY_TABLE={table_env} is not a table of this stack")
+    check_ecs_registry(table_env or "", actions, dynamodb_resources, label, role)
+    check_admission(env, label, "media-ws container env")
 
     outputs = stack.resolve(stack.t.get("Outputs") or {})
     stream_url = (outputs.get("StreamUrlBase") or {}).get("Value")
@@ -544,6 +564,104 @@ def check_ecs_stop(env: dict[str, str], delay: int, stop_timeout: int, label: st
         )
 
 
+# What media-ws does with the call-registry table (src/registry.rs, src/registry/slots.rs):
+# conditional PutItem claims (token jti, CallSid lease, agent slot), DeleteItem releases,
+# BatchGetItem reads the agent slots (AGENT_CONCURRENCY_LIMIT). Exactly these, on that table.
+ECS_REGISTRY_ACTIONS = [
+    "dynamodb:BatchGetItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:PutItem",
+]
+
+
+def check_ecs_registry(table: str, actions, dynamodb_resources, label: str, role: str) -> None:
+    """The task role may do exactly what media-ws does on the table it is told about, and
+    nothing on DynamoDB without one."""
+    granted = sorted(actions.get("dynamodb", set()) | actions.get("*", set()))
+    if not table:
+        if granted:
+            raise DeployError(label, f"task role {role} is granted {granted} but the task has no CALL_REGISTRY_TABLE")
+        return
+    if granted != ECS_REGISTRY_ACTIONS:
+        raise DeployError(
+            label,
+            f"task role {role}, CALL_REGISTRY_TABLE={table}: media-ws must be granted exactly "
+            f"{ECS_REGISTRY_ACTIONS} (BatchGetItem reads the agent slots), not {granted}",
+        )
+    if dynamodb_resources != {table_arn(table)}:
+        raise DeployError(
+            label,
+            f"task role {role}, CALL_REGISTRY_TABLE={table}: its DynamoDB grant must name that "
+            f"table only ({table_arn(table)}), not {sorted(dynamodb_resources)}",
+        )
+
+
+AGENT_LIMIT_MAX = 10000  # src/config.rs, admission()
+
+
+def agent_limit(env: dict[str, str]) -> int | None:
+    """AGENT_CONCURRENCY_LIMIT as a number, None when unset (empty counts as unset)."""
+    raw = env.get("AGENT_CONCURRENCY_LIMIT", "").strip()
+    if not raw:
+        return None
+    if not re.fullmatch(r"[0-9]+", raw) or not 1 <= int(raw) <= AGENT_LIMIT_MAX:
+        return -1
+    return int(raw)
+
+
+def is_e164(number: str) -> bool:
+    """src/twilio/number.rs is_e164: `+`, 2-15 digits, no leading 0."""
+    return re.fullmatch(r"\+[1-9][0-9]{1,14}", number) is not None
+
+
+def check_admission(env: dict[str, str], label: str, where: str) -> None:
+    """The start-up checks of both binaries for the agent plan (src/config.rs admission(),
+    overflow()): the limit is 1-10000 and needs CALL_REGISTRY_TABLE; OVERFLOW_NUMBER is E.164
+    (media-ws reads it even without a limit, for ElevenLabs' own 429)."""
+    limit = agent_limit(env)
+    if limit == -1:
+        raise DeployError(
+            label,
+            f"{where} AGENT_CONCURRENCY_LIMIT={env['AGENT_CONCURRENCY_LIMIT']!r}: expected a whole "
+            f"number from 1 to {AGENT_LIMIT_MAX} (the binary refuses to start)",
+        )
+    if limit is not None and not env.get("CALL_REGISTRY_TABLE"):
+        raise DeployError(
+            label,
+            f"{where} sets AGENT_CONCURRENCY_LIMIT without CALL_REGISTRY_TABLE: the agent slots "
+            f"are counted in the call-registry table, so the binary refuses to start",
+        )
+    number = env.get("OVERFLOW_NUMBER", "").strip()
+    if number and not is_e164(number):
+        raise DeployError(
+            label, f"{where} OVERFLOW_NUMBER={number!r} is not an E.164 number (the binary refuses to start)"
+        )
+
+
+def check_agent_limits(lam_env: dict[str, str], ecs_env: dict[str, str], label: str) -> None:
+    """One ElevenLabs plan, one limit: media-lambda's webhook takes a slot for 30 s (120 s for
+    POST /calls) and media-ws takes it over at `start` for the call's life. Different limits
+    disagree on when the plan is full; a limit on media-lambda only holds no slot past the
+    ringing, so it would cap calls starting per 30 s, not conversations. media-ws alone is a
+    working (if later) limit: its overflow happens at the stream's start."""
+    lam, ecs = agent_limit(lam_env), agent_limit(ecs_env)
+    if lam is not None and ecs is not None and lam != ecs:
+        raise DeployError(
+            label,
+            f"media-lambda AGENT_CONCURRENCY_LIMIT={lam} but the media-ws stack's is {ecs}: both "
+            f"stacks count the same slots of one ElevenLabs plan, give them the same "
+            f"AgentConcurrencyLimit",
+        )
+    if lam is not None and ecs is None:
+        raise DeployError(
+            label,
+            f"media-lambda sets AGENT_CONCURRENCY_LIMIT={lam} but the media-ws stack sets none: "
+            f"the webhook's slot lease (30 s) would never be taken over by the call, so the limit "
+            f"would count ringing calls, not conversations; set the media-ws stack's "
+            f"AgentConcurrencyLimit to {lam} too",
+        )
+
+
 def render_lambda(stack: Stack) -> dict:
     label = stack.label
     functions = stack.resources_of("AWS::Serverless::Function") + stack.resources_of("AWS::Lambda::Function")
@@ -561,7 +679,142 @@ def render_lambda(stack: Stack) -> dict:
         if isinstance(value, (list, dict)):
             raise DeployError(label, f"{logical} env {key} does not resolve to a string: {value!r}")
         env[key] = cfn_str(value)
-    return {"stack": stack.stack_name, "parameters": stack.parameters, "env": env}
+    policies = stack.resolve((stack.resources[logical].get("Properties") or {}).get("Policies") or [])
+    actions, dynamodb_resources = function_grants(policies, label, logical)
+    check_lambda_outbound(env, label, logical)
+    check_lambda_registry(env, actions, dynamodb_resources, label, logical)
+    check_admission(env, label, f"{logical} env")
+    return {
+        "stack": stack.stack_name,
+        "parameters": stack.parameters,
+        "env": env,
+        "role_actions": {k: sorted(v) for k, v in sorted(actions.items())},
+        "dynamodb_resources": sorted(dynamodb_resources),
+    }
+
+
+# What media-lambda does with the call-registry table (src/registry/once.rs): Idempotency-Key
+# records of POST /calls and Twilio's retried AMD callbacks. Exactly these, on that table.
+LAMBDA_REGISTRY_ACTIONS = [
+    "dynamodb:BatchGetItem",
+    "dynamodb:DeleteItem",
+    "dynamodb:GetItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+]
+
+
+def function_grants(policies, label: str, logical: str) -> tuple[dict[str, set[str]], set[str]]:
+    """The actions a SAM function's `Policies` allow, by service, and the resources of its
+    DynamoDB grants. Only inline statements are understood: a managed policy or a SAM policy
+    template (DynamoDBCrudPolicy, ...) grants what this script cannot see, so it is refused."""
+    if isinstance(policies, (str, dict)):
+        policies = [policies]
+    actions: dict[str, set[str]] = {}
+    dynamodb: set[str] = set()
+    for policy in policies:
+        if not isinstance(policy, dict) or set(policy) - {"Statement", "Version"}:
+            raise DeployError(
+                label,
+                f"{logical} Policies: {policy!r} is not an inline policy statement list (a managed "
+                f"policy or SAM policy template grants what cannot be checked here)",
+            )
+        statements = policy.get("Statement") or []
+        if isinstance(statements, dict):
+            statements = [statements]
+        for st in statements:
+            if st.get("Effect") != "Allow":
+                continue
+            acts = st.get("Action") or []
+            acts = [acts] if isinstance(acts, str) else acts
+            resources = st.get("Resource") or []
+            resources = [resources] if isinstance(resources, str) else resources
+            for act in acts:
+                actions.setdefault(act.split(":", 1)[0], set()).add(act)
+                if act.split(":", 1)[0] in ("dynamodb", "*"):
+                    dynamodb.update(cfn_str(r) for r in resources)
+    return actions, dynamodb
+
+
+def allowlist_entries(raw: str) -> list[str] | None:
+    """OUTBOUND_ALLOWLIST / TRANSFER_ALLOWLIST as the binaries parse it
+    (src/twilio/number.rs): comma separated, entries trimmed, empty ones skipped; each an
+    E.164 number or `+` digits `*`. None when an entry is neither."""
+    entries = []
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        if part.endswith("*"):
+            prefix = part[:-1]
+            ok = 2 <= len(prefix) <= 16 and re.fullmatch(r"\+[1-9][0-9]*", prefix) is not None
+        else:
+            ok = re.fullmatch(r"\+[1-9][0-9]{1,14}", part) is not None
+        if not ok:
+            return None
+        entries.append(part)
+    return entries
+
+
+def check_lambda_outbound(env: dict[str, str], label: str, logical: str) -> None:
+    """media-lambda's start-up checks for outbound calls (src/lambda/config.rs): a
+    CALLS_API_KEY needs Twilio's REST API and a non-empty OUTBOUND_ALLOWLIST, or the function
+    exits 2 on every cold start (inbound calls included)."""
+    where = f"{logical} env"
+    key = env.get("CALLS_API_KEY", "")
+    raw = env.get("OUTBOUND_ALLOWLIST", "")
+    entries = allowlist_entries(raw)
+    if entries is None:
+        raise DeployError(label, f"{where} OUTBOUND_ALLOWLIST={raw!r} has an entry that is neither E.164 nor +digits*")
+    if key and not entries:
+        raise DeployError(
+            label,
+            f"{where} sets CALLS_API_KEY without OUTBOUND_ALLOWLIST: media-lambda refuses to start "
+            f"(the numbers POST /calls may dial are required with the key)",
+        )
+    if entries and not key:
+        raise DeployError(
+            label,
+            f"{where} sets OUTBOUND_ALLOWLIST without CALLS_API_KEY: POST /calls would stay off (501)",
+        )
+    if key:
+        credential = env.get("TWILIO_AUTH_TOKEN") or (
+            env.get("TWILIO_API_KEY_SID") and env.get("TWILIO_API_KEY_SECRET")
+        )
+        if not env.get("TWILIO_ACCOUNT_SID") or not credential:
+            raise DeployError(
+                label,
+                f"{where} sets CALLS_API_KEY without Twilio's REST API (TWILIO_ACCOUNT_SID with "
+                f"TWILIO_AUTH_TOKEN or an API key): media-lambda refuses to start",
+            )
+    if env.get("OUTBOUND_FROM") and not key:
+        raise DeployError(label, f"{where} sets OUTBOUND_FROM but outbound calls are off (no CALLS_API_KEY)")
+
+
+def table_arn(name: str) -> str:
+    return f"arn:{PSEUDO['AWS::Partition']}:dynamodb:{PSEUDO['AWS::Region']}:{PSEUDO['AWS::AccountId']}:table/{name}"
+
+
+def check_lambda_registry(env, actions, dynamodb_resources, label: str, logical: str) -> None:
+    """The function is granted exactly what it does on the table it is told about, and no
+    DynamoDB access without one."""
+    table = env.get("CALL_REGISTRY_TABLE", "")
+    granted = sorted(actions.get("dynamodb", set()) | actions.get("*", set()))
+    if not table:
+        if granted:
+            raise DeployError(label, f"{logical} is granted {granted} but has no CALL_REGISTRY_TABLE")
+        return
+    if granted != LAMBDA_REGISTRY_ACTIONS:
+        raise DeployError(
+            label,
+            f"{logical} CALL_REGISTRY_TABLE={table}: the function must be granted exactly "
+            f"{LAMBDA_REGISTRY_ACTIONS}, not {granted}",
+        )
+    if dynamodb_resources != {table_arn(table)}:
+        raise DeployError(
+            label,
+            f"{logical} CALL_REGISTRY_TABLE={table}: its DynamoDB grant must name that table only "
+            f"({table_arn(table)}), not {sorted(dynamodb_resources)}",
+        )
 
 
 # ----------------------------------------------------------------------------------
@@ -658,18 +911,60 @@ def parse_overrides(words: list[str], label: str) -> dict[str, str]:
     return out
 
 
+OUTPUT_QUERY = re.compile(r"Stacks\[0\]\.Outputs\[\?OutputKey==['`\"]?([A-Za-z0-9]+)['`\"]?\]\.OutputValue")
+
+
+def stack_output_ref(value: str, variables: dict[str, str], label: str) -> dict | None:
+    """`$(aws cloudformation describe-stacks --stack-name S --query
+    "Stacks[0].Outputs[?OutputKey=='K'].OutputValue" --output text)`: {"stack": S,
+    "output": K}; None for any other command substitution."""
+    value = value.strip()
+    if not (value.startswith("$(") and value.endswith(")")):
+        return None
+    try:
+        args = [expand(a, variables) for a in shlex.split(value[2:-1], comments=True)]
+    except ValueError:
+        return None
+    if args[:3] != ["aws", "cloudformation", "describe-stacks"]:
+        return None
+    stack = (option_values(args, "--stack-name") or [None])[0]
+    query = (option_values(args, "--query") or [""])[0]
+    m = OUTPUT_QUERY.fullmatch(query)
+    if not m or (option_values(args, "--output") or [None])[0] != "text":
+        raise DeployError(
+            label,
+            f"cannot tell which output {value} reads: use --query "
+            f"\"Stacks[0].Outputs[?OutputKey=='<Key>'].OutputValue\" --output text",
+        )
+    if not stack or PLACEHOLDER.search(stack):
+        raise DeployError(label, f"{value}: no concrete --stack-name ({stack!r})")
+    return {"stack": stack, "output": m.group(1)}
+
+
 def parse_readme(text: str, label: str) -> dict:
     variables: dict[str, str] = {}
-    found = {"ssm": set(), "ecs": [], "lambda": []}
+    found = {"ssm": set(), "ecs": [], "lambda": [], "outputs": {}}
     for block in sh_blocks(text):
         for line in logical_lines(block):
             # NAME=value on its own line. A command substitution ($(...), `...`) is left
-            # unknown, so "$NAME" stays in the words that use it (a placeholder).
+            # unknown, so "$NAME" stays in the words that use it (a placeholder); one that
+            # reads a stack output is remembered, and resolved once that stack is rendered.
             m = re.fullmatch(r"\s*(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)", line)
             if m:
                 name, value = m.groups()
                 if value.lstrip().startswith(("$(", "`")):
                     variables.pop(name, None)
+                    ref = stack_output_ref(value, variables, label)
+                    if ref is not None:
+                        if found["outputs"].get(name, ref) != ref:
+                            raise DeployError(
+                                label,
+                                f"${name} reads {ref['stack']}'s {ref['output']} here and "
+                                f"{found['outputs'][name]['stack']}'s {found['outputs'][name]['output']} before",
+                            )
+                        found["outputs"][name] = ref
+                    else:
+                        found["outputs"].pop(name, None)
                     continue
                 try:
                     words = shlex.split(value, comments=True)
@@ -758,11 +1053,61 @@ def collect_readmes(texts: dict[str, str]) -> dict:
     if not ecs_stack or PLACEHOLDER.search(ecs_stack):
         raise DeployError(READMES[0], f"the {ECS_TEMPLATE} deploy has no concrete --stack-name ({ecs_stack!r})")
     lam_stack = lam[READMES[0]]["stack"] or DEFAULT_LAMBDA_STACK
+    outputs = dict(main["outputs"])
+    for name, ref in infra["outputs"].items():
+        if outputs.get(name, ref) != ref:
+            raise DeployError(
+                f"{READMES[0]} vs {READMES[1]}",
+                f"${name} reads {outputs[name]['stack']}'s {outputs[name]['output']} in {READMES[0]} "
+                f"and {ref['stack']}'s {ref['output']} in {READMES[1]}",
+            )
+        outputs[name] = ref
     return {
         "ssm": sorted(main["ssm"] | infra["ssm"]),
         "ecs": {"stack": ecs_stack, "overrides": ecs[READMES[0]]["overrides"]},
         "lambda": {"stack": lam_stack, "overrides": lam[READMES[0]]["overrides"]},
+        "outputs": outputs,
     }
+
+
+def stack_outputs(stack: Stack) -> dict[str, str]:
+    """The stack's Outputs (those whose Condition holds), resolved, by key."""
+    out = {}
+    for key, decl in (stack.t.get("Outputs") or {}).items():
+        decl = decl or {}
+        if "Condition" in decl and not stack.condition(decl["Condition"]):
+            continue
+        out[key] = cfn_str(stack.resolve(decl.get("Value")))
+    return out
+
+
+def with_stack_outputs(overrides: dict[str, str], refs: dict[str, dict], stacks: dict[str, Stack],
+                       label: str) -> dict[str, str]:
+    """The overrides with each `$NAME` that reads a stack output (`NAME=$(aws cloudformation
+    describe-stacks ...)`) replaced by that output of the rendered stack."""
+    def one(m: re.Match) -> str:
+        name = m.group(1) or m.group(2)
+        if name not in refs:
+            return m.group(0)
+        ref = refs[name]
+        stack = stacks.get(ref["stack"])
+        if stack is None:
+            raise DeployError(
+                label,
+                f"${name} reads an output of stack {ref['stack']}, which no README deploys "
+                f"(they deploy {', '.join(sorted(stacks))})",
+            )
+        outputs = stack_outputs(stack)
+        if ref["output"] not in outputs:
+            raise DeployError(
+                stack.label,
+                f"${name} reads output {ref['output']}, which stack {ref['stack']} does not have "
+                f"(it has {', '.join(sorted(outputs))})",
+            )
+        return outputs[ref["output"]]
+
+    pattern = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
+    return {k: pattern.sub(one, v) for k, v in overrides.items()}
 
 
 # ----------------------------------------------------------------------------------
@@ -862,6 +1207,27 @@ def check_ssm_refs(env: dict[str, str], created: list[str], label: str, where: s
             raise DeployError(label, f"{where} {key}={value} lies outside SsmParameterPath {path}")
 
 
+def check_shared_registry(lam_env: dict[str, str], tables: dict, label: str) -> None:
+    """media-lambda's CALL_REGISTRY_TABLE is the media-ws stack's registry, the key and TTL
+    attributes the code writes (src/registry.rs: pk, expires_at)."""
+    table = lam_env.get("CALL_REGISTRY_TABLE", "")
+    if not table:
+        return
+    match = [t for t in tables.values() if t["name"] == table]
+    if not match:
+        raise DeployError(
+            label,
+            f"media-lambda CALL_REGISTRY_TABLE={table} is not a table of the media-ws stack "
+            f"({', '.join(t['name'] for t in tables.values()) or 'none'})",
+        )
+    if (match[0]["hash_key"], match[0]["ttl_attribute"]) != ("pk", "expires_at"):
+        raise DeployError(
+            label,
+            f"table {table}: hash key {match[0]['hash_key']} / TTL {match[0]['ttl_attribute']}, "
+            f"the registry needs pk / expires_at",
+        )
+
+
 def render() -> dict:
     texts = {}
     for label in READMES:
@@ -876,14 +1242,19 @@ def render() -> dict:
         readmes["ecs"]["stack"], readmes["ecs"]["overrides"],
     )
     ecs = render_ecs(ecs_stack)
+    lam_overrides = with_stack_outputs(
+        readmes["lambda"]["overrides"], readmes["outputs"], {ecs_stack.stack_name: ecs_stack},
+        f"{READMES[0]} (sam deploy)",
+    )
     lam_stack = Stack(
         decode_template(REPO / LAMBDA_TEMPLATE, LAMBDA_TEMPLATE), LAMBDA_TEMPLATE,
-        readmes["lambda"]["stack"], readmes["lambda"]["overrides"],
+        readmes["lambda"]["stack"], lam_overrides,
     )
     lam = render_lambda(lam_stack)
     ec2_env = parse_env_file((REPO / EC2_ENV).read_text(encoding="utf-8"), EC2_ENV)
     ec2_timeout_stop = unit_timeout_stop((REPO / EC2_UNIT).read_text(encoding="utf-8"), EC2_UNIT)
     check_ec2_stop(ec2_env, ec2_timeout_stop, EC2_ENV, EC2_UNIT)
+    check_admission(ec2_env, EC2_ENV, "env file")
 
     created = readmes["ssm"]
     ecs_path = ecs["parameters"].get("SsmParameterPath")
@@ -904,6 +1275,8 @@ def render() -> dict:
             f"media-lambda STREAM_URL_BASE={lam['env'].get('STREAM_URL_BASE')} is not the media-ws "
             f"StreamUrlBase/PUBLIC_STREAM_BASE {stream}",
         )
+    check_shared_registry(lam["env"], ecs["tables"], f"{LAMBDA_TEMPLATE} vs {ECS_TEMPLATE}")
+    check_agent_limits(lam["env"], ecs["env"], f"{LAMBDA_TEMPLATE} vs {ECS_TEMPLATE}")
     ec2_base, ec2_path = ec2_env.get("PUBLIC_STREAM_BASE", ""), ec2_env.get("WS_PATH", "/rtm/voice")
     if ec2_base and not (ec2_base.startswith("wss://") and ec2_base.endswith(ec2_path)):
         raise DeployError(EC2_ENV, f"PUBLIC_STREAM_BASE={ec2_base} is not wss://<host>{ec2_path}")
@@ -1138,6 +1511,318 @@ aws cloudformation deploy --template-file infra/media-ws.yaml --stack-name "$STA
         lambda: ecs(valid, patched("DrainTimings", "25", "StopTimeout", 121)),
         "at most Fargate's 120 s",
     )
+
+    # The shipped template.yaml: outbound calls, their key and allowlist, the registry grant.
+    lam_tpl = decode_template(REPO / LAMBDA_TEMPLATE, LAMBDA_TEMPLATE)
+    lam_valid = {"StreamUrlBase": "wss://media.example.com/rtm/voice"}
+    outbound = {
+        **lam_valid,
+        "TwilioAccountSid": "AC0123456789abcdef0123456789abcdef",
+        "OutboundFrom": "+15551230000",
+        "OutboundAllowlist": "+15551230001,+4420*",
+    }
+    arn = "arn:aws:dynamodb:us-east-1:123456789012:table/media-ws-prod-CallRegistryTable"
+
+    def lam(overrides, template=lam_tpl):
+        return render_lambda(Stack(template, LAMBDA_TEMPLATE, "st", overrides))
+
+    r = lam(lam_valid)
+    check(
+        "shipped lambda: no allowlist, no CALLS_API_KEY (POST /calls 501), no DynamoDB access",
+        "CALLS_API_KEY" not in r["env"] and not r["env"]["OUTBOUND_ALLOWLIST"]
+        and not r["env"]["CALL_REGISTRY_TABLE"] and "dynamodb" not in r["role_actions"],
+        repr((r["env"], r["role_actions"])),
+    )
+    r = lam(outbound)
+    check(
+        "shipped lambda: an allowlist turns on CALLS_API_KEY=ssm:<path>/calls-api-key",
+        (r["env"].get("CALLS_API_KEY"), r["env"]["OUTBOUND_ALLOWLIST"])
+        == ("ssm:/media-orchestrator/prod/calls-api-key", "+15551230001,+4420*"),
+        repr(r["env"]),
+    )
+    check("shipped lambda: MINT_API_KEY stays the /token key",
+          r["env"]["MINT_API_KEY"] == "ssm:/media-orchestrator/prod/mint-api-key", repr(r["env"]))
+    r = lam({**outbound, "CallRegistryTable": "media-ws-prod-CallRegistryTable"})
+    check(
+        "shipped lambda: CallRegistryTable gives CALL_REGISTRY_TABLE and the five actions on it only",
+        (r["env"]["CALL_REGISTRY_TABLE"], r["role_actions"].get("dynamodb"), r["dynamodb_resources"])
+        == ("media-ws-prod-CallRegistryTable", LAMBDA_REGISTRY_ACTIONS, [arn]),
+        repr((r["env"].get("CALL_REGISTRY_TABLE"), r["role_actions"], r["dynamodb_resources"])),
+    )
+    expect_error(
+        "shipped lambda: OutboundAllowlist without TwilioAccountSid refused (OutboundNeedsAccount)",
+        lambda: lam({**lam_valid, "OutboundAllowlist": "+15551230001"}),
+        "rule OutboundNeedsAccount fails",
+    )
+    expect_error(
+        "shipped lambda: OutboundFrom without OutboundAllowlist refused",
+        lambda: lam({k: v for k, v in outbound.items() if k != "OutboundAllowlist"}),
+        "rule OutboundFromNeedsAllowlist fails",
+    )
+    for bad in ("+1555 123", "1555123*", "+0123*", "+1555*,", "*", "+1555**"):
+        expect_error(f"shipped lambda: OutboundAllowlist={bad!r} refused", lambda: lam({**outbound, "OutboundAllowlist": bad}),
+                     "AllowedPattern")
+    expect_error("shipped lambda: CallRegistryTable must be a table name",
+                 lambda: lam({**lam_valid, "CallRegistryTable": "arn:aws:dynamodb:x"}), "AllowedPattern")
+
+    def lam_patched(change):
+        t = copy.deepcopy(lam_tpl)
+        change(t["Resources"]["MediaLambdaFunction"]["Properties"])
+        return t
+
+    def env_set(name, value):
+        return lambda props: props["Environment"]["Variables"].__setitem__(name, value)
+
+    expect_error(
+        "a CALLS_API_KEY without OUTBOUND_ALLOWLIST does not render (the function would not start)",
+        lambda: lam(lam_valid, lam_patched(env_set("CALLS_API_KEY", "ssm:/media-orchestrator/prod/calls-api-key"))),
+        "CALLS_API_KEY without OUTBOUND_ALLOWLIST",
+    )
+    expect_error(
+        "a CALLS_API_KEY without TWILIO_ACCOUNT_SID does not render",
+        lambda: lam(
+            {**lam_valid, "OutboundAllowlist": "+15551230001", "TwilioAccountSid": "AC0123456789abcdef0123456789abcdef"},
+            lam_patched(env_set("TWILIO_ACCOUNT_SID", "")),
+        ),
+        "CALLS_API_KEY without Twilio's REST API",
+    )
+    expect_error(
+        "an OUTBOUND_ALLOWLIST without CALLS_API_KEY does not render (POST /calls would stay 501)",
+        lambda: lam(outbound, lam_patched(lambda props: props["Environment"]["Variables"].pop("CALLS_API_KEY"))),
+        "OUTBOUND_ALLOWLIST without CALLS_API_KEY",
+    )
+    expect_error(
+        "an OUTBOUND_ALLOWLIST the binary cannot parse does not render",
+        lambda: lam(outbound, lam_patched(env_set("OUTBOUND_ALLOWLIST", "+1555123*,premium"))),
+        "neither E.164 nor +digits*",
+    )
+    check("allowlist parser: spaces trimmed, empty entries skipped",
+          allowlist_entries(" +15551230000, ,+4420* ") == ["+15551230000", "+4420*"])
+
+    def registry_statement(props):
+        return props["Policies"][0]["Statement"][2]["Fn::If"][1]
+
+    def grant(change):
+        return lam_patched(lambda props: change(registry_statement(props)))
+
+    with_table = {**outbound, "CallRegistryTable": "media-ws-prod-CallRegistryTable"}
+    expect_error(
+        "a registry grant on every table does not render",
+        lambda: lam(with_table, grant(lambda st: st.__setitem__("Resource", "*"))),
+        "must name that table only",
+    )
+    expect_error(
+        "a registry grant with more actions (Scan) does not render",
+        lambda: lam(with_table, grant(lambda st: st["Action"].append("dynamodb:Scan"))),
+        "must be granted exactly",
+    )
+    expect_error(
+        "a registry grant lacking UpdateItem does not render",
+        lambda: lam(with_table, grant(lambda st: st["Action"].remove("dynamodb:UpdateItem"))),
+        "must be granted exactly",
+    )
+    expect_error(
+        "a table without its grant does not render",
+        lambda: lam(with_table, lam_patched(lambda props: props["Policies"][0]["Statement"].pop(2))),
+        "must be granted exactly",
+    )
+    expect_error(
+        "a SAM policy template (unverifiable grants) does not render",
+        lambda: lam(with_table, lam_patched(
+            lambda props: props["Policies"].append({"DynamoDBCrudPolicy": {"TableName": "x"}}))),
+        "not an inline policy statement list",
+    )
+    tables = {"CallRegistryTable": {"name": "media-ws-prod-CallRegistryTable", "hash_key": "pk",
+                                    "ttl_attribute": "expires_at"}}
+    expect_error(
+        "media-lambda's CALL_REGISTRY_TABLE must be the media-ws stack's table",
+        lambda: check_shared_registry({"CALL_REGISTRY_TABLE": "other"}, tables, "x"),
+        "is not a table of the media-ws stack",
+    )
+
+    # The agent plan: AGENT_CONCURRENCY_LIMIT, OVERFLOW_*, the registry grants, the alarm.
+    busy = "Sorry, all of our lines are busy right now. Please call again in a few minutes."
+    r = ecs(valid)
+    check(
+        "shipped media-ws: the task role may PutItem, DeleteItem and BatchGetItem on its table only",
+        r["actions"].get("dynamodb") == ECS_REGISTRY_ACTIONS,
+        repr(r["actions"]),
+    )
+    check(
+        "shipped media-ws: no limit by default (AGENT_CONCURRENCY_LIMIT, OVERFLOW_NUMBER absent)",
+        "AGENT_CONCURRENCY_LIMIT" not in r["env"] and "OVERFLOW_NUMBER" not in r["env"]
+        and r["env"].get("OVERFLOW_MESSAGE") == busy,
+        repr(r["env"]),
+    )
+    r = ecs({**valid, "AgentConcurrencyLimit": "20", "OverflowNumber": "+15557770000", "OverflowMessage": ""})
+    check(
+        "shipped media-ws: AgentConcurrencyLimit and OverflowNumber become the variables, an empty message none",
+        (r["env"].get("AGENT_CONCURRENCY_LIMIT"), r["env"].get("OVERFLOW_NUMBER"), "OVERFLOW_MESSAGE" in r["env"])
+        == ("20", "+15557770000", False),
+        repr(r["env"]),
+    )
+    for bad in ("0", "10001", "20 ", "twenty", "-1", "1.5"):
+        expect_error(f"shipped media-ws: AgentConcurrencyLimit={bad!r} refused",
+                     lambda: ecs({**valid, "AgentConcurrencyLimit": bad}), "AllowedPattern")
+    check("shipped media-ws: AgentConcurrencyLimit=10000 accepted",
+          ecs({**valid, "AgentConcurrencyLimit": "10000"})["env"].get("AGENT_CONCURRENCY_LIMIT") == "10000")
+    for bad in ("15557770000", "+015557770000", "+1 555 777 0000", "+1555777000012345"):
+        expect_error(f"shipped media-ws: OverflowNumber={bad!r} refused",
+                     lambda: ecs({**valid, "OverflowNumber": bad}), "AllowedPattern")
+
+    def ecs_grant(change):
+        t = copy.deepcopy(shipped)
+        statements = t["Resources"]["TaskRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        change(next(st for st in statements if isinstance(st, dict) and st.get("Sid") == "CallRegistryClaims"))
+        return t
+
+    expect_error(
+        "a media-ws task role without BatchGetItem does not render (the slots cannot be read)",
+        lambda: ecs(valid, ecs_grant(lambda st: st["Action"].remove("dynamodb:BatchGetItem"))),
+        "must be granted exactly",
+    )
+    expect_error(
+        "a media-ws task role with more actions (Scan) does not render",
+        lambda: ecs(valid, ecs_grant(lambda st: st["Action"].append("dynamodb:Scan"))),
+        "must be granted exactly",
+    )
+    expect_error(
+        "a media-ws registry grant on every table does not render",
+        lambda: ecs(valid, ecs_grant(lambda st: st.__setitem__("Resource", "*"))),
+        "must name that table only",
+    )
+
+    lam_admission = {**with_table, "AgentConcurrencyLimit": "20"}
+    r = lam(with_table)
+    check(
+        "shipped lambda: no limit by default (AGENT_CONCURRENCY_LIMIT absent, default message)",
+        "AGENT_CONCURRENCY_LIMIT" not in r["env"] and r["env"].get("OVERFLOW_MESSAGE") == busy
+        and not r["env"].get("OVERFLOW_NUMBER"),
+        repr(r["env"]),
+    )
+    r = lam({**lam_admission, "OverflowNumber": "+15557770000"})
+    check(
+        "shipped lambda: AgentConcurrencyLimit and OverflowNumber become the variables",
+        (r["env"].get("AGENT_CONCURRENCY_LIMIT"), r["env"].get("OVERFLOW_NUMBER")) == ("20", "+15557770000"),
+        repr(r["env"]),
+    )
+    check("shipped lambda: the admission needs no DynamoDB action beyond the five",
+          r["role_actions"].get("dynamodb") == LAMBDA_REGISTRY_ACTIONS, repr(r["role_actions"]))
+    expect_error(
+        "shipped lambda: AgentConcurrencyLimit without CallRegistryTable refused (AgentLimitNeedsRegistry)",
+        lambda: lam({**outbound, "AgentConcurrencyLimit": "20"}),
+        "rule AgentLimitNeedsRegistry fails",
+    )
+    expect_error(
+        "shipped lambda: AgentConcurrencyLimit without CallRegistryTable refused with outbound calls off too",
+        lambda: lam({**lam_valid, "AgentConcurrencyLimit": "20"}),
+        "rule AgentLimitNeedsRegistry fails",
+    )
+    for bad in ("0", "10001", "abc"):
+        expect_error(f"shipped lambda: AgentConcurrencyLimit={bad!r} refused",
+                     lambda: lam({**lam_admission, "AgentConcurrencyLimit": bad}), "AllowedPattern")
+    for bad in ("5557770000", "+0557770000", "+1555777000012345"):
+        expect_error(f"shipped lambda: OverflowNumber={bad!r} refused",
+                     lambda: lam({**lam_admission, "OverflowNumber": bad}), "AllowedPattern")
+    expect_error(
+        "a function given AGENT_CONCURRENCY_LIMIT without CALL_REGISTRY_TABLE does not render",
+        lambda: lam(outbound, lam_patched(env_set("AGENT_CONCURRENCY_LIMIT", "20"))),
+        "AGENT_CONCURRENCY_LIMIT without CALL_REGISTRY_TABLE",
+    )
+    expect_error(
+        "a function given AGENT_CONCURRENCY_LIMIT=0 does not render",
+        lambda: lam(lam_admission, lam_patched(env_set("AGENT_CONCURRENCY_LIMIT", "0"))),
+        "expected a whole number from 1 to 10000",
+    )
+    expect_error(
+        "a function given an OVERFLOW_NUMBER that is not E.164 does not render",
+        lambda: lam(lam_admission, lam_patched(env_set("OVERFLOW_NUMBER", "0800 123 456"))),
+        "is not an E.164 number",
+    )
+
+    def alarm(overrides):
+        st = Stack(lam_tpl, LAMBDA_TEMPLATE, "st", overrides)
+        if not st.resource_active("AdmissionOverflowAlarm"):
+            return None
+        return st.resolve(st.resources["AdmissionOverflowAlarm"]["Properties"])
+
+    a = alarm({**lam_admission, "MetricNamespace": "Voice/Prod"})
+    check(
+        "shipped lambda: with a limit, an alarm on Admissions Result=overflow, Sum > 0 over 5 min, missing = OK",
+        a is not None
+        and (a["Namespace"], a["MetricName"], a["Dimensions"], a["Statistic"], a["Period"],
+             a["EvaluationPeriods"], a["Threshold"], a["ComparisonOperator"], a["TreatMissingData"])
+        == ("Voice/Prod", "Admissions", [{"Name": "Result", "Value": "overflow"}], "Sum", 300, 1, 0,
+            "GreaterThanThreshold", "notBreaching"),
+        repr(a),
+    )
+    check("shipped lambda: no limit, no alarm", alarm(with_table) is None)
+    emitted = (REPO / "src/lambda/outbound/outcome.rs").read_text(encoding="utf-8")
+    check(
+        "the alarm's metric and dimension are the ones the function emits (src/lambda/outbound/outcome.rs)",
+        all(f'"{word}"' in emitted for word in ("Admissions", "Result", "AgentSlotsInUse"))
+        and '"overflow"' in (REPO / "src/lambda/admission.rs").read_text(encoding="utf-8"),
+    )
+
+    expect_error(
+        "media-lambda and media-ws with different limits refused",
+        lambda: check_agent_limits({"AGENT_CONCURRENCY_LIMIT": "20"}, {"AGENT_CONCURRENCY_LIMIT": "10"}, "x"),
+        "give them the same AgentConcurrencyLimit",
+    )
+    expect_error(
+        "a limit on media-lambda only refused (its slots would expire after the ringing)",
+        lambda: check_agent_limits({"AGENT_CONCURRENCY_LIMIT": "20"}, {}, "x"),
+        "set the media-ws stack's AgentConcurrencyLimit to 20 too",
+    )
+    for lam_env, ecs_env, what in (
+        ({"AGENT_CONCURRENCY_LIMIT": "20"}, {"AGENT_CONCURRENCY_LIMIT": "20"}, "the same limit on both"),
+        ({}, {"AGENT_CONCURRENCY_LIMIT": "20"}, "a limit on media-ws only (overflow at the stream's start)"),
+        ({"AGENT_CONCURRENCY_LIMIT": ""}, {}, "no limit on either"),
+    ):
+        try:
+            check_agent_limits(lam_env, ecs_env, "x")
+            check(f"accepted: {what}", True)
+        except DeployError as e:
+            check(f"accepted: {what}", False, str(e))
+    expect_error(
+        "an EC2 env file with AGENT_CONCURRENCY_LIMIT and no CALL_REGISTRY_TABLE refused",
+        lambda: check_admission({"AGENT_CONCURRENCY_LIMIT": "20"}, "e.env", "env file"),
+        "without CALL_REGISTRY_TABLE",
+    )
+    expect_error(
+        "an EC2 env file with OVERFLOW_NUMBER not E.164 refused (media-ws reads it without a limit too)",
+        lambda: check_admission({"OVERFLOW_NUMBER": "+1555-777"}, "e.env", "env file"),
+        "is not an E.164 number",
+    )
+
+    # A README variable that reads a stack output, resolved from the rendered stack.
+    out_readme = """
+```sh
+STACK=svc-prod
+TABLE=$(aws cloudformation describe-stacks --stack-name "$STACK" \\
+    --query "Stacks[0].Outputs[?OutputKey=='CallRegistryTableName'].OutputValue" --output text)
+sam deploy --parameter-overrides CallRegistryTable="$TABLE" Other=x
+```
+"""
+    r = parse_readme(out_readme, "R.md")
+    check("describe-stacks output variable recorded",
+          r["outputs"] == {"TABLE": {"stack": "svc-prod", "output": "CallRegistryTableName"}}
+          and r["lambda"][0]["overrides"]["CallRegistryTable"] == "$TABLE", repr(r))
+    ecs_st = Stack(shipped, ECS_TEMPLATE, "svc-prod", valid)
+    got = with_stack_outputs(r["lambda"][0]["overrides"], r["outputs"], {"svc-prod": ecs_st}, "R.md")
+    check("output variable replaced by the rendered output",
+          got == {"CallRegistryTable": "svc-prod-CallRegistryTable", "Other": "x"}, repr(got))
+    expect_error("output of a stack no README deploys refused",
+                 lambda: with_stack_outputs(r["lambda"][0]["overrides"], r["outputs"], {"other": ecs_st}, "R.md"),
+                 "no README deploys")
+    expect_error("unknown output refused",
+                 lambda: with_stack_outputs({"X": "$T"}, {"T": {"stack": "svc-prod", "output": "Nope"}},
+                                            {"svc-prod": ecs_st}, "R.md"),
+                 "does not have")
+    expect_error("an output query that is not Outputs[?OutputKey==...] refused",
+                 lambda: parse_readme("```sh\nT=$(aws cloudformation describe-stacks --stack-name s "
+                                      "--query Stacks[0].Outputs --output text)\n```\n", "R.md"),
+                 "cannot tell which output")
 
     # EC2: the unit's TimeoutStopSec against the env file.
     check("TimeoutStopSec 75s", unit_timeout_stop("[Service]\nTimeoutStopSec=75s\n", "u") == 75)

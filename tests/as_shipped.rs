@@ -8,8 +8,10 @@
 //! environments — changed only where a deployment injects its own endpoints: the port, the
 //! AWS endpoint, the ECS agent URI and the ElevenLabs API base — and plays Twilio: the signed
 //! voice webhook → TwiML → its `<Stream url>` dialled with the upgrade signature Twilio sends →
-//! an agent call echoed back, with task protection held and the token single-use. Both
-//! signatures are computed by Twilio's own library (twilio-python), not by the code under test.
+//! an agent call echoed back, with task protection held and the token single-use; and an
+//! outbound call, only to the allowlisted number, with `POST /calls`'s own key, placed once per
+//! `Idempotency-Key` through the shared registry table. Both signatures are computed by
+//! Twilio's own library (twilio-python), not by the code under test.
 //!
 //! A parameter renamed in one file and not another fails here: the renderer refuses any
 //! `ssm:` reference no README creates, and a process given a reference moto lacks exits 2.
@@ -28,7 +30,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use lambda_support::{event, twilio_post, LambdaProcess, Moto, RuntimeApi, EVENT_URL};
-use lambda_support::{TEST_AUTH_TOKEN, TEST_MINT_API_KEY};
+use lambda_support::{TEST_AUTH_TOKEN, TEST_CALLS_API_KEY, TEST_MINT_API_KEY};
 use serde_json::{json, Value};
 use support::fake_el::{Behaviour, FakeEl};
 use support::{
@@ -40,6 +42,10 @@ const XI_KEY: &str = "xi-as-shipped-key";
 /// request that should not happen fails at once instead of leaving the machine.
 const NO_REST: &str = "http://127.0.0.1:9";
 const SECOND_CALL_SID: &str = "CA0123456789abcdef0123456789abcdef";
+/// The callee of the outbound call: inside the READMEs' `OutboundAllowlist` (`+1555123*`).
+const ALLOWED_CALLEE: &str = "+15551230001";
+/// A number outside it (one of Twilio's magic test numbers).
+const OTHER_CALLEE: &str = "+15005550006";
 
 /// The renderer's JSON; its stderr is shown when it refuses the files.
 fn render() -> Value {
@@ -111,6 +117,7 @@ fn parameter_value(name: &str) -> &'static str {
         "shared-secret" => "as-shipped-jwt-secret-0123456789",
         "twilio-auth-token" => TEST_AUTH_TOKEN,
         "mint-api-key" => TEST_MINT_API_KEY,
+        "calls-api-key" => TEST_CALLS_API_KEY,
         "elevenlabs-api-key" => XI_KEY,
         other => panic!("the READMEs create a parameter this test does not know: {other}"),
     }
@@ -236,8 +243,28 @@ async fn the_shipped_files_run_as_one_system() {
     let actions = &rendered["ecs_task_role_actions"]["dynamodb"];
     assert_eq!(
         actions,
-        &json!(["dynamodb:DeleteItem", "dynamodb:PutItem"]),
-        "the task role may write the registry and nothing more"
+        &json!([
+            "dynamodb:BatchGetItem",
+            "dynamodb:DeleteItem",
+            "dynamodb:PutItem"
+        ]),
+        "the task role may write the registry, read its agent slots, and nothing more"
+    );
+    assert_eq!(
+        rendered["lambda"]["role_actions"]["dynamodb"],
+        json!([
+            "dynamodb:BatchGetItem",
+            "dynamodb:DeleteItem",
+            "dynamodb:GetItem",
+            "dynamodb:PutItem",
+            "dynamodb:UpdateItem"
+        ]),
+        "the function may keep its idempotency records in the registry and nothing more"
+    );
+    assert_eq!(
+        rendered["lambda"]["env"]["CALL_REGISTRY_TABLE"],
+        rendered["ecs"]["env"]["CALL_REGISTRY_TABLE"],
+        "one registry table for both"
     );
 
     let agent = private_agent().await;
@@ -365,14 +392,15 @@ async fn the_shipped_files_run_as_one_system() {
 }
 
 /// An outbound call on the shipped files: `POST /calls` on the function as `template.yaml`
-/// configures it (`OutboundFrom`, the Auth Token from SSM), Twilio's signed answer webhook and
+/// configures it (`OutboundFrom`, `OutboundAllowlist`, the `calls-api-key` and the Auth Token
+/// from SSM, the registry table for `Idempotency-Key`), Twilio's signed answer webhook and
 /// AMD callback, the stream on the Fargate task. Twilio's REST origin is the one endpoint
 /// swapped (for media-sim's strict fake), as the ElevenLabs API base is.
 #[tokio::test]
 async fn an_outbound_call_runs_on_the_shipped_files() {
     let Shipped {
         rendered,
-        _moto,
+        _moto: moto,
         agent,
         rest,
         api,
@@ -384,19 +412,63 @@ async fn an_outbound_call_runs_on_the_shipped_files() {
     api.wait_ready(Duration::from_secs(20)).await;
     assert!(api.init_error().is_none(), "{}", lambda.logs());
 
+    let body = |to: &str| {
+        json!({
+            "to": to,
+            "firstMessage": "Hello, this is the clinic calling.",
+            "dynamicVariables": {"appointment": "Tuesday 10:30"},
+            "voicemail": "message",
+            "voicemailMessage": "Please call the clinic back."
+        })
+        .to_string()
+    };
     let mut create = event("calls");
-    create["body"] = json!({
-        "to": "+15005550006",
-        "firstMessage": "Hello, this is the clinic calling.",
-        "dynamicVariables": {"appointment": "Tuesday 10:30"},
-        "voicemail": "message",
-        "voicemailMessage": "Please call the clinic back."
-    })
-    .to_string()
-    .into();
+    create["headers"]["authorization"] = format!("Bearer {TEST_CALLS_API_KEY}").into();
+    create["headers"]["idempotency-key"] = "as-shipped-appointment-reminder-1".into();
+    create["body"] = body(ALLOWED_CALLEE).into();
+
+    // The key that mints stream tokens cannot dial; a number outside the allowlist is refused
+    // before Twilio hears of it.
+    let mut minted = create.clone();
+    minted["headers"]["authorization"] = format!("Bearer {TEST_MINT_API_KEY}").into();
+    assert_eq!(api.call(&minted).await.status, 401);
+    let mut elsewhere = create.clone();
+    elsewhere["headers"]
+        .as_object_mut()
+        .unwrap()
+        .remove("idempotency-key");
+    elsewhere["body"] = body(OTHER_CALLEE).into();
+    let resp = api.call(&elsewhere).await;
+    assert_eq!(resp.status, 403, "{resp:?}");
+    assert_eq!(
+        resp.json(),
+        json!({"ok": false, "error": "destination_not_allowed"})
+    );
+    assert!(rest.requests().is_empty(), "nothing reached Twilio");
+
     let resp = api.call(&create).await;
     assert_eq!(resp.status, 201, "{resp:?}\n{}", lambda.logs());
     let call_sid = resp.json()["callSid"].as_str().unwrap().to_string();
+
+    // The client's retry, same Idempotency-Key: the first answer again, no second call.
+    let replay = api.call(&create).await;
+    assert_eq!(replay.status, 201, "{replay:?}\n{}", lambda.logs());
+    assert_eq!(replay.json()["callSid"], call_sid.as_str());
+    assert_eq!(replay.header("idempotent-replayed"), Some("true"));
+    assert_eq!(
+        rest.requests().iter().filter(|r| r.created).count(),
+        1,
+        "one create reached Twilio: {:?}",
+        rest.requests()
+    );
+    let keys = moto
+        .table_keys(lambda_env_value(&rendered, "CALL_REGISTRY_TABLE"))
+        .await;
+    assert!(
+        keys.iter().any(|k| k.starts_with("idem#calls#"))
+            && !keys.iter().any(|k| k.contains("as-shipped-appointment")),
+        "the key is kept hashed in the shared registry: {keys:?}"
+    );
     let created = rest.requests()[0].clone();
     assert_eq!(
         created.field("From"),
@@ -447,6 +519,19 @@ async fn an_outbound_call_runs_on_the_shipped_files() {
         .field("Twiml")
         .unwrap()
         .contains("<Say>Please call the clinic back.</Say><Hangup />"));
+    // Twilio's retry of that callback (same I-Twilio-Idempotency-Token) acts no second time.
+    let retried = api
+        .call(&twilio_request(
+            &amd_url,
+            &[
+                ("AccountSid", account.as_str()),
+                ("AnsweredBy", "machine_end_beep"),
+                ("CallSid", call_sid.as_str()),
+            ],
+        ))
+        .await;
+    assert_eq!(retried.status, 200, "{retried:?}\n{}", lambda.logs());
+    assert_eq!(rest.requests().len(), 2, "{:?}", rest.requests());
     caller.send(stop(200));
     let log = caller.wait("the close", |l| l.close.is_some()).await;
     assert_eq!(log.close, Some((1000, "stream stopped".into())));

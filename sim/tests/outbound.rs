@@ -23,7 +23,12 @@ const SIM: &str = env!("CARGO_BIN_EXE_media-sim");
 const SECRET: &str = "media-sim-outbound-secret";
 const AUTH_TOKEN: &str = "media-sim-outbound-auth-token";
 const ACCOUNT: &str = "AC0123456789abcdef0123456789abcdef";
+/// `POST /token`'s key: required by the function, but it cannot place calls.
 const MINT_KEY: &str = "media-sim-outbound-key";
+/// `POST /calls`'s own key (`CALLS_API_KEY`).
+const CALLS_KEY: &str = "media-sim-outbound-calls-key";
+/// The callee: the only number `OUTBOUND_ALLOWLIST` lets `POST /calls` dial here.
+const CALLEE: &str = "+15005550006";
 
 /// 3 s of a 440 Hz tone, 8 kHz mono.
 fn callee_wav() -> std::path::PathBuf {
@@ -62,6 +67,8 @@ async fn media_sim_plays_twilio_for_an_outbound_call_answered_by_a_machine() {
     let api = Arc::new(RuntimeApi::start().await);
     let env: Vec<(String, String)> = [
         ("MINT_API_KEY", MINT_KEY.to_string()),
+        ("CALLS_API_KEY", CALLS_KEY.to_string()),
+        ("OUTBOUND_ALLOWLIST", CALLEE.to_string()),
         ("MEDIA_SHARED_SECRET", SECRET.to_string()),
         ("TWILIO_AUTH_TOKEN", AUTH_TOKEN.to_string()),
         ("TWILIO_ACCOUNT_SID", ACCOUNT.to_string()),
@@ -130,9 +137,9 @@ async fn media_sim_plays_twilio_for_an_outbound_call_answered_by_a_machine() {
         .unwrap();
 
     // The backend places the call, as with curl against the deployed API.
-    let body = json!({"to": "+15005550006", "firstMessage": "Hello from the clinic.",
+    let body = json!({"to": CALLEE, "firstMessage": "Hello from the clinic.",
         "voicemail": "message", "voicemailMessage": "Please call us back."});
-    let auth = format!("Bearer {MINT_KEY}");
+    let auth = format!("Bearer {CALLS_KEY}");
     let (status, created) = http_request_with_body(
         front,
         "POST",

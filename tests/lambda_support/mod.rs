@@ -22,6 +22,8 @@ pub use runtime_api::{HttpResponse, RuntimeApi};
 pub const TEST_AUTH_TOKEN: &str = "test-auth-token-0123456789abcdef";
 /// The bearer key in `events/token.json`.
 pub const TEST_MINT_API_KEY: &str = "test-mint-api-key";
+/// The bearer key in `events/calls.json` (`CALLS_API_KEY`, `POST /calls` only).
+pub const TEST_CALLS_API_KEY: &str = "test-calls-api-key";
 pub const CALL_SID: &str = "CAfedcba9876543210fedcba9876543210";
 pub const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
 /// The URL the `events/twiml.json` request was made to.
