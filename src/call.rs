@@ -1,10 +1,9 @@
-//! One call = one task: the Twilio socket and the agent socket (or the echo's delay line) are
-//! owned by one loop with one `select!` — Twilio frame, agent frame, agent connect, the next
-//! deadline (playout, marks, guards), drain. Every input goes to the pure [`Relay`]; what it
-//! hands back is written straight to its socket ([`conn::Conn`]). Generic over the sockets,
-//! so component tests drive a whole call over in-memory pipes.
+//! One call = one task ([`run`]): the Twilio socket, the agent leg (claim, connect, socket)
+//! and the host's requests are arms of one `select!`; every input goes to the pure
+//! [`Relay`], and what it hands back is written straight to its socket ([`Conn`]). The call's
+//! ports ([`Host`], [`AgentConnector`]) are defined here, so component tests drive a whole
+//! call over in-memory pipes.
 
-pub mod conn;
 pub mod stop;
 
 use std::future::Future;
@@ -15,16 +14,15 @@ use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::Message;
 
-pub use conn::{Conn, Socket};
 pub use stop::{CallStops, Shutdown, Stop};
 
-use crate::agent::AgentConnector;
-use crate::elevenlabs::client::ConnectError;
-use crate::metrics::{Direction, Metrics, Outcome};
+use crate::metrics::{Direction, Metrics};
 use crate::relay::{
-    twilio_gone, Ending, Input, Output, Relay, RelayConfig, Then, TwilioEnd, TwilioKind,
+    twilio_gone, AgentMode, CallStart, EndReason, Ending, Input, Outcome, Output, Relay,
+    RelayConfig, Then, TwilioEnd, TwilioKind,
 };
 use crate::twilio::rest::RestError;
+use crate::ws::{Conn, Socket};
 
 /// How long Twilio may stay behind by more than the byte limit before the call is closed
 /// with 1013: the write budget of a peer that stopped reading.
@@ -65,6 +63,24 @@ impl Summary {
             dropped: 0,
         }
     }
+}
+
+/// How a call reaches its agent (`crate::agent::Agent` in the server, a pipe in tests).
+pub trait AgentConnector: Send + Sync {
+    /// The agent socket.
+    type Socket: Socket + 'static;
+    /// Why a connect failed (logged).
+    type Error: std::fmt::Display + Send;
+
+    /// How the relay treats the agent.
+    fn mode(&self) -> AgentMode;
+
+    /// Opens the agent socket (remote agents only), with the agent's retries and timeouts.
+    fn connect(&self) -> impl Future<Output = Result<Self::Socket, Self::Error>> + Send;
+
+    /// Whether `error` says the agent's plan is full (the call goes to the overflow, not
+    /// the failure path).
+    fn plan_full(error: &Self::Error) -> bool;
 }
 
 /// What the call needs from the server it runs in.
@@ -108,14 +124,15 @@ pub struct Limits {
     pub max_buffered_bytes: usize,
 }
 
-type Connecting<'a, S> = Pin<Box<dyn Future<Output = Result<S, ConnectError>> + Send + 'a>>;
+type Claiming<'a, C> = Pin<Box<dyn Future<Output = Result<C, Ending>> + Send + 'a>>;
+type Connecting<'a, S, E> = Pin<Box<dyn Future<Output = Result<S, E>> + Send + 'a>>;
 type Transferring<'a> = Pin<Box<dyn Future<Output = Result<(), RestError>> + Send + 'a>>;
 
 /// What the write step leaves to the loop: requests it must await alongside the sockets.
 #[derive(Debug)]
 pub enum Action {
     /// The stream started: claim the call and connect the agent.
-    Start(crate::agent::CallStart),
+    Start(CallStart),
     /// Put this transfer TwiML on the call.
     Transfer(String),
 }
@@ -128,197 +145,320 @@ pub async fn run<T, A, H>(
     config: RelayConfig,
     bound_call_sid: Option<String>,
     limits: Limits,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) -> Summary
 where
     T: Socket,
     A: AgentConnector,
     H: Host,
 {
-    let metrics = host.metrics();
-    let mut tw = Conn::new(twilio, limits.max_buffered_bytes);
-    let mut relay = Relay::new(config, bound_call_sid, Instant::now());
-    let mut remote: Option<Conn<A::Socket>> = None;
-    let mut connecting: Option<Connecting<'_, A::Socket>> = None;
-    let mut connect_started = Instant::now();
-    let mut transferring: Option<Transferring<'_>> = None;
-    let mut transfer_started = Instant::now();
-    let mut claim: Option<H::Claim> = None;
-    let mut call_sid: Option<String> = None;
-    let mut flushed_at = Instant::now();
-    let mut shutting_down = false;
-    // The frame just read, for the latency the bridge adds: read → its outputs written.
-    let mut just_read: Option<(Direction, Instant)> = None;
+    let now = Instant::now();
+    CallTask {
+        tw: Conn::new(twilio, limits.max_buffered_bytes),
+        relay: Relay::new(config, bound_call_sid, now),
+        agent,
+        host,
+        leg: Leg::Idle,
+        transfer: None,
+        claim: None,
+        call_sid: None,
+        flushed_at: now,
+        shutdown,
+        shutting_down: false,
+        just_read: None,
+    }
+    .run()
+    .await
+}
 
-    loop {
-        let read_at = Instant::now();
-        let action = drain(&mut relay, &mut tw, remote.as_mut(), metrics, read_at);
-        if let Some((direction, at)) = just_read.take() {
-            metrics.bridge_latency(direction, at.elapsed());
+/// The agent side of a call, step by step.
+enum Leg<'a, A: AgentConnector, C> {
+    /// No agent yet (before `start`), or none any more.
+    Idle,
+    /// The host is admitting the call (CallSid claim, agent slot).
+    Claiming(Claiming<'a, C>),
+    /// The agent socket is being opened, since this instant.
+    Connecting(Connecting<'a, A::Socket, A::Error>, Instant),
+    /// The agent socket is open.
+    Open(Conn<A::Socket>),
+}
+
+/// What woke the loop.
+enum Wake<S, E, C> {
+    Stop(Stop),
+    Twilio(Option<Result<Message, WsError>>),
+    Agent(Option<Result<Message, WsError>>),
+    Claimed(Result<C, Ending>),
+    Connected(Result<S, E>),
+    Transferred(Result<(), RestError>),
+    Deadline,
+}
+
+/// One call's state: both sockets, the relay, the agent leg, the host's requests in flight.
+/// `run` is the loop: write what the relay has, wait for the next thing, hand it to the relay.
+struct CallTask<'a, T: Socket, A: AgentConnector, H: Host> {
+    tw: Conn<T>,
+    relay: Relay,
+    agent: &'a A,
+    host: &'a H,
+    leg: Leg<'a, A, H::Claim>,
+    transfer: Option<(Transferring<'a>, Instant)>,
+    claim: Option<H::Claim>,
+    call_sid: Option<String>,
+    flushed_at: Instant,
+    shutdown: Shutdown,
+    shutting_down: bool,
+    /// The frame just read, for the latency the bridge adds: read → its outputs written.
+    just_read: Option<(Direction, Instant)>,
+}
+
+impl<'a, T: Socket, A: AgentConnector, H: Host> CallTask<'a, T, A, H> {
+    async fn run(mut self) -> Summary {
+        while self.write_outputs() {
+            let wake = self.next_wake().await;
+            self.on_wake(wake);
         }
-        if let Some(Action::Transfer(twiml)) = action {
-            match call_sid.clone() {
-                Some(sid) => {
-                    tracing::info!("transfer requested from twilio");
-                    transfer_started = Instant::now();
-                    transferring = Some(Box::pin(async move { host.redirect(&sid, &twiml).await }));
-                }
-                None => relay.handle(Input::TransferDone { ok: false }, Instant::now()),
+        self.finish().await
+    }
+
+    /// Writes everything the relay has; starts what it asks for. `false` once it ended.
+    fn write_outputs(&mut self) -> bool {
+        let metrics = self.host.metrics();
+        loop {
+            let read_at = Instant::now();
+            let remote = match &mut self.leg {
+                Leg::Open(conn) => Some(conn),
+                _ => None,
+            };
+            let action = drain(&mut self.relay, &mut self.tw, remote, metrics, read_at);
+            if let Some((direction, at)) = self.just_read.take() {
+                metrics.bridge_latency(direction, at.elapsed());
             }
-            continue;
-        }
-        if let Some(Action::Start(call)) = action {
-            let span = tracing::Span::current();
-            span.record("stream_sid", call.stream_sid.as_str());
-            span.record("call_sid", call.call_sid.as_str());
-            call_sid = Some(call.call_sid.clone());
-            tracing::info!(custom_parameters = call.parameters.len(), "stream started");
-            if agent.mode() == crate::relay::AgentMode::None {
-                continue;
+            match action {
+                Some(Action::Start(call)) => self.on_start(call),
+                Some(Action::Transfer(twiml)) => self.on_transfer(twiml),
+                None => break,
             }
-            // Only a stream bound to its CallSid claims it (an unbound one could pre-claim
-            // another caller's call and have the real stream refused as a duplicate).
-            match host.claim(&call.call_sid, relay.bound()).await {
-                Ok(c) => {
-                    claim = Some(c);
-                    if relay.agent_active() {
-                        connect_started = Instant::now();
-                        connecting = Some(Box::pin(agent.connect()));
-                    } else {
-                        relay.handle(Input::AgentConnected, Instant::now());
-                    }
-                }
-                Err(ending) => relay.handle(Input::Refused(ending), Instant::now()),
+        }
+        if self.relay.ending().is_some() {
+            return false;
+        }
+        let now = Instant::now();
+        if now >= self.flushed_at + FLUSH_EVERY {
+            metrics.flush_call(&mut self.relay.counters);
+            self.flushed_at = now;
+        }
+        true
+    }
+
+    fn on_start(&mut self, call: CallStart) {
+        let span = tracing::Span::current();
+        span.record("stream_sid", call.stream_sid.as_str());
+        span.record("call_sid", call.call_sid.as_str());
+        tracing::info!(custom_parameters = call.parameters.len(), "stream started");
+        self.call_sid = Some(call.call_sid.clone());
+        if self.agent.mode() == AgentMode::None {
+            return;
+        }
+        // Only a stream bound to its CallSid claims it (an unbound one could pre-claim
+        // another caller's call and have the real stream refused as a duplicate). The claim
+        // is a select arm: Twilio's socket and the drain are watched meanwhile.
+        let (host, bound) = (self.host, self.relay.bound());
+        self.leg = Leg::Claiming(Box::pin(
+            async move { host.claim(&call.call_sid, bound).await },
+        ));
+    }
+
+    fn on_transfer(&mut self, twiml: String) {
+        match (self.call_sid.clone(), self.host) {
+            (Some(sid), host) => {
+                tracing::info!("transfer requested from twilio");
+                let request = Box::pin(async move { host.redirect(&sid, &twiml).await });
+                self.transfer = Some((request, Instant::now()));
             }
-            continue;
+            (None, _) => self
+                .relay
+                .handle(Input::TransferDone { ok: false }, Instant::now()),
         }
-        if relay.ending().is_some() {
-            break;
-        }
-        if read_at >= flushed_at + FLUSH_EVERY {
-            metrics.flush_call(&mut relay.counters);
-            flushed_at = read_at;
-        }
-        let mut deadline = relay.next_deadline();
-        if let Some(since) = tw.over_since() {
+    }
+
+    async fn next_wake(&mut self) -> Wake<A::Socket, A::Error, H::Claim> {
+        let mut deadline = self.relay.next_deadline();
+        if let Some(since) = self.tw.over_since() {
             deadline = deadline.min(since + BACKPRESSURE_CLOSE_AFTER);
         }
+        let watch_stop = !self.shutting_down;
         tokio::select! {
             biased;
-            stop = shutdown.next(), if !shutting_down => match stop {
-                Stop::Drain(deadline) => relay.handle(Input::Drain(deadline), Instant::now()),
-                Stop::Close => {
-                    shutting_down = true;
-                    relay.handle(Input::Shutdown, Instant::now());
-                }
-            },
-            msg = tw.next() => {
-                let now = Instant::now();
-                on_twilio(&mut relay, msg, now);
-                just_read = Some((Direction::inbound, now));
+            stop = self.shutdown.next(), if watch_stop => Wake::Stop(stop),
+            msg = self.tw.next() => Wake::Twilio(msg),
+            wake = leg_next(&mut self.leg) => wake,
+            result = poll_transfer(&mut self.transfer) => Wake::Transferred(result),
+            () = tokio::time::sleep_until(deadline) => Wake::Deadline,
+        }
+    }
+
+    fn on_wake(&mut self, wake: Wake<A::Socket, A::Error, H::Claim>) {
+        let now = Instant::now();
+        match wake {
+            Wake::Stop(Stop::Drain(deadline)) => self.relay.handle(Input::Drain(deadline), now),
+            Wake::Stop(Stop::Close) => {
+                self.shutting_down = true;
+                self.relay.handle(Input::Shutdown, now);
             }
-            msg = next_remote(&mut remote) => {
-                let now = Instant::now();
-                let gone = matches!(msg, None | Some(Err(_) | Ok(Message::Close(_))));
-                match msg {
-                    Some(Ok(Message::Text(text))) => relay.handle(Input::AgentText(text.as_str()), now),
-                    Some(Ok(Message::Close(frame))) => {
-                        let code = frame.as_ref().map(|f| u16::from(f.code));
-                        // ElevenLabs' reasons are constants (invalid_message, …), never content.
-                        let reason = frame.as_ref().map(|f| f.reason.chars().take(64).collect::<String>());
-                        tracing::info!(agent_close_code = code, agent_close_reason = reason.as_deref(), "agent closed");
-                        relay.handle(Input::AgentGone(code), now);
-                    }
-                    // Pings, pongs, binary: the agent is alive.
-                    Some(Ok(_)) => relay.handle(Input::AgentAlive, now),
-                    Some(Err(e)) => {
-                        tracing::debug!(error = %e, "agent socket failed");
-                        relay.handle(Input::AgentGone(None), now);
-                    }
-                    None => relay.handle(Input::AgentGone(None), now),
-                }
-                if gone {
+            Wake::Twilio(msg) => {
+                on_twilio(&mut self.relay, msg, now);
+                self.just_read = Some((Direction::inbound, now));
+            }
+            Wake::Agent(msg) => {
+                if on_agent(&mut self.relay, msg, now) {
                     // The leg is over (the call may go on: a goodbye still playing).
-                    remote = None;
+                    self.leg = Leg::Idle;
                 }
-                just_read = Some((Direction::outbound, now));
+                self.just_read = Some((Direction::outbound, now));
             }
-            socket = poll_connecting(&mut connecting) => {
-                connecting = None;
-                match socket {
+            Wake::Claimed(Ok(claim)) => {
+                self.claim = Some(claim);
+                self.leg = Leg::Idle;
+                if self.relay.agent_active() {
+                    self.leg = Leg::Connecting(Box::pin(self.agent.connect()), now);
+                } else {
+                    self.relay.handle(Input::AgentConnected, now);
+                }
+            }
+            Wake::Claimed(Err(ending)) => {
+                self.leg = Leg::Idle;
+                self.relay.handle(Input::Refused(ending), now);
+            }
+            Wake::Connected(result) => {
+                let started = match &self.leg {
+                    Leg::Connecting(_, started) => *started,
+                    _ => now,
+                };
+                self.leg = Leg::Idle;
+                match result {
                     Ok(socket) => {
-                        tracing::info!(
-                            connect_ms = connect_started.elapsed().as_millis() as u64,
-                            "agent connected"
-                        );
-                        remote = Some(Conn::new(socket, AGENT_BACKLOG_BYTES));
-                        relay.handle(Input::AgentConnected, Instant::now());
+                        let connect_ms = started.elapsed().as_millis() as u64;
+                        tracing::info!(connect_ms, "agent connected");
+                        self.leg = Leg::Open(Conn::new(socket, AGENT_BACKLOG_BYTES));
+                        self.relay.handle(Input::AgentConnected, now);
                     }
-                    Err(ConnectError::Busy) => relay.handle(Input::AgentBusy, Instant::now()),
+                    Err(e) if A::plan_full(&e) => self.relay.handle(Input::AgentBusy, now),
                     Err(e) => {
                         tracing::warn!(error = %e, "agent unreachable");
-                        relay.handle(Input::AgentUnreachable, Instant::now());
+                        self.relay.handle(Input::AgentUnreachable, now);
                     }
                 }
             }
-            result = poll_transferring(&mut transferring) => {
-                transferring = None;
-                let ok = rest_done(metrics, "transfer", transfer_started, &result);
-                relay.handle(Input::TransferDone { ok }, Instant::now());
+            Wake::Transferred(result) => {
+                let started = self.transfer.take().map_or(now, |(_, at)| at);
+                let ok = rest_done(self.host.metrics(), "transfer", started, &result);
+                self.relay.handle(Input::TransferDone { ok }, now);
             }
-            () = tokio::time::sleep_until(deadline) => {
-                let now = Instant::now();
-                if tw.over_limit_for(now) >= BACKPRESSURE_CLOSE_AFTER {
-                    relay.handle(Input::TwilioTooSlow, now);
+            Wake::Deadline => {
+                if self.tw.over_limit_for(now) >= BACKPRESSURE_CLOSE_AFTER {
+                    self.relay.handle(Input::TwilioTooSlow, now);
                 }
-                relay.handle(Input::Tick, now);
+                self.relay.handle(Input::Tick, now);
             }
         }
     }
 
-    let ending = relay
-        .ending()
-        .unwrap_or(Ending::new(Outcome::normal, None, "ended"));
-    drop(connecting);
-    drop(transferring);
-    let agent_closed = async {
-        if let Some(remote) = &mut remote {
-            remote.close(1000, "call ended", CLOSE_WAIT).await;
+    /// The ending carried out: the claim goes before the stream closes (Twilio may stream
+    /// this call again at once); REST actions after the agent leg is closed, so no agent
+    /// audio bleeds into what Twilio does next.
+    async fn finish(mut self) -> Summary {
+        let metrics = self.host.metrics();
+        let ending = self.relay.ending().unwrap_or(Ending::of(EndReason::Ended));
+        self.transfer = None;
+        let mut remote = match std::mem::replace(&mut self.leg, Leg::Idle) {
+            Leg::Open(conn) => Some(conn),
+            _ => None,
+        };
+        let agent_closed = async {
+            if let Some(remote) = &mut remote {
+                remote.close(1000, "call ended", CLOSE_WAIT).await;
+            }
+        };
+        let rest = match ending.then {
+            Then::HangUp => Some("hang_up"),
+            Then::Overflow => Some("overflow"),
+            Then::Close => None,
+        };
+        match (rest, self.call_sid.as_deref()) {
+            (Some(op), Some(sid)) => {
+                agent_closed.await;
+                let started = Instant::now();
+                let result = match ending.then {
+                    Then::Overflow => self.host.overflow(sid).await,
+                    _ => self.host.hang_up(sid).await,
+                };
+                rest_done(metrics, op, started, &result);
+                release(self.host, self.claim.take()).await;
+                close_twilio(&mut self.tw, ending).await;
+            }
+            _ => {
+                release(self.host, self.claim.take()).await;
+                tokio::join!(agent_closed, close_twilio(&mut self.tw, ending));
+            }
         }
-    };
-    // The claim goes before the stream closes: Twilio may stream this call again at once.
-    match (ending.then, call_sid.as_deref()) {
-        (Then::HangUp, Some(sid)) => {
-            // The agent leg first (no agent audio bleeds into what Twilio does next), then
-            // the REST hang-up.
-            agent_closed.await;
-            let started = Instant::now();
-            let result = host.hang_up(sid).await;
-            rest_done(metrics, "hang_up", started, &result);
-            release(host, claim).await;
-            close_twilio(&mut tw, ending).await;
-        }
-        (Then::Overflow, Some(sid)) => {
-            agent_closed.await;
-            let started = Instant::now();
-            let result = host.overflow(sid).await;
-            rest_done(metrics, "overflow", started, &result);
-            release(host, claim).await;
-            close_twilio(&mut tw, ending).await;
-        }
-        _ => {
-            release(host, claim).await;
-            tokio::join!(agent_closed, close_twilio(&mut tw, ending));
+        metrics.flush_call(&mut self.relay.counters);
+        Summary {
+            outcome: ending.outcome,
+            close_code: ending.close_code,
+            reason: ending.reason,
+            frames_in: self.relay.counters.frames_in,
+            frames_out: self.relay.counters.frames_out,
+            dropped: self.relay.counters.dropped,
         }
     }
-    metrics.flush_call(&mut relay.counters);
-    Summary {
-        outcome: ending.outcome,
-        close_code: ending.close_code,
-        reason: ending.reason,
-        frames_in: relay.counters.frames_in,
-        frames_out: relay.counters.frames_out,
-        dropped: relay.counters.dropped,
+}
+
+/// The agent leg's next event: the claim's answer, the connect's, or a frame.
+async fn leg_next<A: AgentConnector, C>(leg: &mut Leg<'_, A, C>) -> Wake<A::Socket, A::Error, C> {
+    match leg {
+        Leg::Idle => std::future::pending().await,
+        Leg::Claiming(claim) => Wake::Claimed(claim.await),
+        Leg::Connecting(connect, _) => Wake::Connected(connect.await),
+        Leg::Open(conn) => Wake::Agent(conn.next().await),
+    }
+}
+
+/// Hands one agent frame to the relay; `true` when the agent's socket is over.
+fn on_agent(relay: &mut Relay, msg: Option<Result<Message, WsError>>, now: Instant) -> bool {
+    match msg {
+        Some(Ok(Message::Text(text))) => {
+            relay.handle(Input::AgentText(text.as_str()), now);
+            false
+        }
+        Some(Ok(Message::Close(frame))) => {
+            let code = frame.as_ref().map(|f| u16::from(f.code));
+            // ElevenLabs' reasons are constants (invalid_message, …), never content.
+            let reason = frame
+                .as_ref()
+                .map(|f| f.reason.chars().take(64).collect::<String>());
+            tracing::info!(
+                agent_close_code = code,
+                agent_close_reason = reason.as_deref(),
+                "agent closed"
+            );
+            relay.handle(Input::AgentGone(code), now);
+            true
+        }
+        // Pings, pongs, binary: the agent is alive.
+        Some(Ok(_)) => {
+            relay.handle(Input::AgentAlive, now);
+            false
+        }
+        Some(Err(e)) => {
+            tracing::debug!(error = %e, "agent socket failed");
+            relay.handle(Input::AgentGone(None), now);
+            true
+        }
+        None => {
+            relay.handle(Input::AgentGone(None), now);
+            true
+        }
     }
 }
 
@@ -456,23 +596,11 @@ fn read_error(e: &WsError) -> TwilioEnd {
     }
 }
 
-async fn next_remote<S: Socket>(remote: &mut Option<Conn<S>>) -> Option<Result<Message, WsError>> {
-    match remote {
-        Some(conn) => conn.next().await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn poll_transferring(transferring: &mut Option<Transferring<'_>>) -> Result<(), RestError> {
-    match transferring {
-        Some(fut) => fut.await,
-        None => std::future::pending().await,
-    }
-}
-
-async fn poll_connecting<S>(connecting: &mut Option<Connecting<'_, S>>) -> Result<S, ConnectError> {
-    match connecting {
-        Some(fut) => fut.await,
+async fn poll_transfer(
+    transfer: &mut Option<(Transferring<'_>, Instant)>,
+) -> Result<(), RestError> {
+    match transfer {
+        Some((request, _)) => request.await,
         None => std::future::pending().await,
     }
 }

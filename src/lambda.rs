@@ -9,6 +9,7 @@ mod admission;
 pub mod config;
 mod error;
 mod outbound;
+mod outcome;
 mod token;
 mod transfer;
 mod webhook;
@@ -187,9 +188,9 @@ pub async fn respond(state: &LambdaState, req: Request) -> Response<Body> {
                 if TWIML_ROUTES.contains(&route) {
                     // Twilio runs the answer of these: a JSON 5xx would make it say "an
                     // application error has occurred". The caller hears a short apology.
-                    outbound::outcome::publish(
+                    outcome::publish(
                         &state.config.metric_namespace,
-                        outbound::outcome::Outcome::WebhookError { route },
+                        outcome::Outcome::WebhookError { route },
                     );
                     return fallback_twiml(state);
                 }

@@ -15,8 +15,16 @@
 //! - [`elevenlabs`]: the ElevenLabs conversational agent client.
 //! - [`registry`]: the fleet-wide call registry on DynamoDB (single-use tokens, one stream
 //!   per CallSid across every task).
-//! - [`call`]: one task per call: both sockets, one `select!`, writes under a budget.
-//! - [`relay`]: playout pacing and barge-in, per-direction transcoding.
+//! - [`relay`]: the call as a pure state machine: protocol, playout pacing and barge-in,
+//!   transcoding, endings, counters (no I/O).
+//! - [`ws`]: a WebSocket with a write budget ([`ws::Conn`]) over any [`ws::Socket`].
+//! - [`retry`]: the backoff of every retry loop.
+//! - [`call`]: one task per call: both sockets, one `select!`, the call's ports ([`call::Host`],
+//!   [`call::AgentConnector`]).
+//!
+//! Imports run one way (checked by `scripts/check-imports.py`): codecs (`audio`, `twilio`'s
+//! messages, `elevenlabs`'s messages) → `relay` → `call` → {`agent`, `server`, `lambda`} →
+//! the binaries.
 //! - [`ecs`]: ECS task scale-in protection and CloudWatch EMF metrics.
 //! - `json` (internal): zero-copy JSON string access shared by the protocol parsers.
 //! - [`metrics`]: the Prometheus registry behind `GET /metrics`.
@@ -39,9 +47,11 @@ pub mod lambda;
 pub mod metrics;
 pub mod registry;
 pub mod relay;
+pub mod retry;
 pub mod secret;
 pub mod secrets;
 pub mod server;
 pub mod shutdown;
 pub mod telemetry;
 pub mod twilio;
+pub mod ws;

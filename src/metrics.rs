@@ -10,42 +10,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
-use crate::relay::CallCounters;
-
-/// How a call ended.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
-pub enum Outcome {
-    /// Twilio sent `stop` (or the server ended the call on purpose).
-    normal,
-    /// The peer closed or vanished without `stop`.
-    disconnected,
-    /// No message for the idle timeout.
-    idle,
-    /// No pong for a whole keepalive interval.
-    keepalive,
-    /// The token's `sub` did not match `start.callSid`, or the call was refused by policy.
-    auth,
-    /// A payload over the size limit or not base64.
-    payload,
-    /// The peer read too slowly.
-    backpressure,
-    /// Malformed JSON, media before start, and other protocol violations.
-    protocol_error,
-    /// Closed by the server's drain on shutdown.
-    drained,
-    /// The agent failed (connect, mid-call close).
-    agent_error,
-    /// A second stream for a call that already has a live agent session.
-    duplicate,
-    /// A bug panicked inside the call's task.
-    panic,
-    /// The call registry could not be written at `start`: refused (fails closed).
-    unavailable,
-    /// Over the agent plan (`AGENT_CONCURRENCY_LIMIT`, or ElevenLabs refused for
-    /// concurrency): sent to the overflow TwiML.
-    overflow,
-}
+use crate::relay::{CallCounters, Outcome};
 
 /// Direction of audio and messages.
 #[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -59,7 +24,7 @@ pub enum Direction {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OutcomeLabels {
-    outcome: Outcome,
+    outcome: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -364,7 +329,11 @@ impl Metrics {
 
     /// A call ended with `outcome` after `seconds`; returns the number still active.
     pub fn call_ended(&self, outcome: Outcome, seconds: f64) -> i64 {
-        self.calls.get_or_create(&OutcomeLabels { outcome }).inc();
+        self.calls
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.as_str(),
+            })
+            .inc();
         self.call_duration.observe(seconds);
         self.active_calls.dec() - 1
     }

@@ -2,19 +2,22 @@
 //! [`session`] is Twilio's protocol, [`playout`] paces agent audio into the call and handles
 //! barge-in, [`transcode`] converts formats per direction, [`echo`] is the built-in echo's
 //! delay line, and [`Relay`] ties them into one call — protocol, playout, barge-in, guards,
-//! endings and per-call [`counters`]. The call loop ([`crate::call`]) owns the sockets.
+//! endings and per-call [`counters`]. The call loop (`crate::call`) owns the sockets; nothing
+//! here imports it, the agent or the metrics (the import graph is a DAG: codecs → relay → call).
 
 pub mod counters;
 pub mod echo;
 mod events;
 mod machine;
+mod outcome;
 pub mod playout;
 pub mod session;
 pub mod transcode;
 
 pub use counters::{CallCounters, Drop};
 pub use events::{
-    twilio_gone, AgentMode, ControlPolicy, Ending, Input, Output, RelayConfig, Then, TwilioEnd,
-    TwilioKind,
+    twilio_gone, AgentMode, CallStart, ControlPolicy, EndReason, Ending, Input, Output,
+    RelayConfig, Then, TwilioEnd, TwilioKind,
 };
 pub use machine::{Relay, PRE_METADATA_FRAMES};
+pub use outcome::Outcome;

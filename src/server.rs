@@ -6,6 +6,7 @@ mod call;
 pub mod handshake;
 pub mod http;
 pub mod probe;
+pub mod response;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -322,7 +323,9 @@ async fn accept_loop(
     connections: &TaskTracker,
     stop: &CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(5);
+    // EMFILE and friends: wait a little rather than spin.
+    let backoff = crate::retry::Backoff::new(Duration::from_millis(5), Duration::from_secs(1));
+    let mut failures = 0;
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => return,
@@ -330,14 +333,14 @@ async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
-                backoff = Duration::from_millis(5);
+                failures = 0;
                 connections.spawn(serve_connection(stream, peer, Arc::clone(state)));
             }
             Err(e) => {
-                // EMFILE and friends: wait a little rather than spin.
-                tracing::warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
+                let wait = backoff.delay(failures);
+                tracing::warn!(error = %e, backoff_ms = wait.as_millis() as u64, "accept failed");
+                tokio::time::sleep(wait).await;
+                failures = failures.saturating_add(1);
             }
         }
     }

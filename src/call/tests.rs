@@ -13,8 +13,7 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
 use super::*;
-use crate::agent::AgentConnector;
-use crate::relay::AgentMode;
+use crate::elevenlabs::client::ConnectError;
 
 type Pipe = WebSocketStream<DuplexStream>;
 
@@ -33,6 +32,7 @@ struct TestAgent {
 
 impl AgentConnector for TestAgent {
     type Socket = Pipe;
+    type Error = ConnectError;
 
     fn mode(&self) -> AgentMode {
         self.mode
@@ -41,6 +41,10 @@ impl AgentConnector for TestAgent {
     async fn connect(&self) -> Result<Pipe, ConnectError> {
         let socket = self.socket.lock().unwrap().take();
         socket.ok_or(ConnectError::Timeout)
+    }
+
+    fn plan_full(error: &ConnectError) -> bool {
+        matches!(error, ConnectError::Busy)
     }
 }
 

@@ -1,6 +1,6 @@
 //! Reaching an ElevenLabs conversation: the signed URL for private agents, the WebSocket with
 //! small buffers, bounded retries with backoff. What is said on the socket is the relay's
-//! ([`crate::relay::Relay`]); the call's own task owns the socket.
+//! (the relay's); the call's own task owns the socket.
 
 use std::sync::Arc;
 
@@ -14,13 +14,15 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::ElevenLabsConfig;
-use crate::agent::backoff;
+use crate::retry::Backoff;
 use crate::secrets::SecretHandle;
 
 /// An agent conversation socket.
 pub type AgentSocket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
+/// Longest wait between connect attempts.
+const MAX_BACKOFF: std::time::Duration = std::time::Duration::from_secs(2);
 /// Largest signed-URL response body read.
 const SIGNED_URL_BODY_LIMIT: usize = 64 * 1024;
 
@@ -129,7 +131,8 @@ async fn connect(agent: &ElevenLabs) -> Result<AgentSocket, ConnectError> {
             Err(e) if !e.retryable() || attempt >= cfg.connect_retries => return Err(e),
             Err(e) => {
                 tracing::info!(error = %e, attempt, "agent connect failed, retrying");
-                tokio::time::sleep(backoff(cfg.retry_backoff, attempt)).await;
+                tokio::time::sleep(Backoff::new(cfg.retry_backoff, MAX_BACKOFF).delay(attempt))
+                    .await;
                 attempt += 1;
             }
         }

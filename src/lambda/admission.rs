@@ -11,7 +11,7 @@ use std::time::Duration;
 use lambda_http::http::header::{HeaderValue, CONTENT_TYPE};
 use lambda_http::{Body, Response};
 
-use super::outbound::outcome::{self, Outcome};
+use super::outcome::{self, Outcome};
 use super::LambdaState;
 use crate::registry::slots::{Admission, Slot};
 
@@ -79,7 +79,8 @@ pub(super) fn overflow_twiml(state: &LambdaState) -> Response<Body> {
         .as_ref()
         .map(|a| a.overflow.clone())
         .unwrap_or_default();
-    let mut resp = Response::new(Body::Text(crate::twilio::twiml::overflow(&overflow)));
+    let twiml = crate::twilio::twiml::overflow(overflow.number.as_deref(), &overflow.message);
+    let mut resp = Response::new(Body::Text(twiml));
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("text/xml"));
     resp

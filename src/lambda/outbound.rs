@@ -12,6 +12,7 @@ use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 
 use super::admission;
+use super::outcome::{self, Outcome};
 use super::token::{bearer_key_of, issuer};
 use super::webhook::{stream_twiml, verified_form, webhook_url};
 use super::{body_bytes, json, LambdaError, LambdaState};
@@ -19,7 +20,6 @@ use crate::context::{Audience, CallContext, Sealer, Voicemail, MAX_SEALED_CHARS}
 use crate::registry::once::{self, Begin, StoredAnswer};
 use crate::registry::ClaimError;
 use crate::twilio::twiml::say_then_hang_up;
-use outcome::Outcome;
 use request::{validate, CallRequest, Outbound};
 
 /// Route of the answer webhook, below the API's base URL.
@@ -485,7 +485,6 @@ fn sealer(state: &LambdaState) -> Result<Sealer, LambdaError> {
     Ok(Sealer::new(&secrets))
 }
 
-pub(super) mod outcome;
 mod request;
 
 #[cfg(test)]

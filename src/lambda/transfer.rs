@@ -8,8 +8,8 @@ use lambda_http::http::header::CONTENT_TYPE;
 use lambda_http::http::{HeaderValue, StatusCode};
 use lambda_http::{Body, Request, Response};
 
-use super::outbound::outcome::{self, dial_status_label, Outcome};
 use super::outbound::{number, signed_url};
+use super::outcome::{self, dial_status_label, Outcome};
 use super::webhook::verified_form;
 use super::{LambdaError, LambdaState};
 use crate::twilio::twiml::{hang_up, say_then_hang_up};

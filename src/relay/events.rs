@@ -1,15 +1,36 @@
 //! What goes into the relay and what comes out of it: the call's settings, the inputs the
 //! call loop feeds it, the outputs it hands back, and how a call ends.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use super::session::CallError;
-use crate::agent::CallStart;
-use crate::metrics::Outcome;
+use super::Outcome;
 use crate::twilio::message::ProtocolError;
+
+/// What the call knows when the agent session starts (at Twilio `start`).
+#[derive(Clone)]
+pub struct CallStart {
+    /// Twilio's CallSid.
+    pub call_sid: String,
+    /// Twilio's StreamSid.
+    pub stream_sid: String,
+    /// `start.customParameters`: passed to the agent, never logged (names only).
+    pub parameters: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for CallStart {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallStart")
+            .field("call_sid", &self.call_sid)
+            .field("stream_sid", &self.stream_sid)
+            .field("parameters", &self.parameters.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
 
 /// Which agent answers, as the relay sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -124,6 +145,111 @@ pub enum Then {
     Overflow,
 }
 
+/// Every way a call ends, and the single source of its outcome, close code and reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EndReason {
+    /// Twilio sent `stop`.
+    StreamStopped,
+    /// Twilio closed its socket after `stop`.
+    PeerClosedAfterStop,
+    /// Twilio closed its socket without `stop`.
+    PeerClosed,
+    /// Twilio's socket ended without a close frame.
+    PeerGone,
+    /// Twilio's socket was reset.
+    PeerReset,
+    /// Reading Twilio's socket failed.
+    ReadFailed,
+    /// A text frame that is not UTF-8.
+    InvalidUtf8,
+    /// A WebSocket protocol violation.
+    WebSocketProtocol,
+    /// No Twilio message for the idle timeout.
+    IdleTimeout,
+    /// No pong for a whole keepalive interval.
+    KeepaliveTimeout,
+    /// Twilio read too slowly for the write budget.
+    PeerTooSlow,
+    /// The agent could not be reached.
+    AgentUnavailable,
+    /// The agent's socket failed or closed with an error.
+    AgentClosed,
+    /// The agent broke its protocol (an unknown audio format, bad metadata).
+    AgentProtocolError,
+    /// The agent went silent (a half-open socket).
+    AgentUnresponsive,
+    /// The agent ended the conversation; its last words played.
+    AgentEnded,
+    /// `end_call`; the goodbye played.
+    AgentHungUp,
+    /// The call reached `MAX_CALL_SECONDS`.
+    MaxDuration,
+    /// Ended gracefully before the drain deadline.
+    ServerDraining,
+    /// Still live at the drain deadline.
+    ServerShuttingDown,
+    /// Twilio took the transfer's `<Dial>`.
+    Transferred,
+    /// Twilio refused the transfer and no agent is left to tell.
+    TransferFailed,
+    /// A second stream for a live call.
+    Duplicate,
+    /// The call registry could not be written at `start`.
+    RegistryUnavailable,
+    /// The agent plan is full.
+    AgentCapacity,
+    /// The loop ended without a recorded ending.
+    Ended,
+}
+
+impl EndReason {
+    /// (counted outcome, close code sent to Twilio, constant reason).
+    pub const fn parts(self) -> (Outcome, Option<u16>, &'static str) {
+        match self {
+            Self::StreamStopped => (Outcome::normal, Some(1000), "stream stopped"),
+            Self::PeerClosedAfterStop => (Outcome::normal, None, "peer closed"),
+            Self::PeerClosed => (Outcome::disconnected, None, "peer closed"),
+            Self::PeerGone => (Outcome::disconnected, None, "peer gone"),
+            Self::PeerReset => (Outcome::disconnected, None, "peer reset"),
+            Self::ReadFailed => (Outcome::disconnected, None, "read failed"),
+            Self::InvalidUtf8 => (Outcome::protocol_error, Some(1007), "invalid utf-8"),
+            Self::WebSocketProtocol => (
+                Outcome::protocol_error,
+                Some(1002),
+                "websocket protocol error",
+            ),
+            Self::IdleTimeout => (Outcome::idle, Some(1000), "idle timeout"),
+            Self::KeepaliveTimeout => (Outcome::keepalive, Some(1001), "keepalive timeout"),
+            Self::PeerTooSlow => (Outcome::backpressure, Some(1013), "peer too slow"),
+            Self::AgentUnavailable => (Outcome::agent_error, Some(1000), "agent unavailable"),
+            Self::AgentClosed => (Outcome::agent_error, Some(1000), "agent closed"),
+            Self::AgentProtocolError => (Outcome::agent_error, Some(1000), "agent protocol error"),
+            Self::AgentUnresponsive => (Outcome::agent_error, Some(1000), "agent unresponsive"),
+            Self::AgentEnded => (Outcome::normal, Some(1000), "agent ended"),
+            Self::AgentHungUp => (Outcome::normal, Some(1000), "agent hung up"),
+            Self::MaxDuration => (Outcome::normal, Some(1000), "max duration"),
+            Self::ServerDraining => (Outcome::drained, Some(1000), "server draining"),
+            Self::ServerShuttingDown => (Outcome::drained, Some(1001), "server shutting down"),
+            Self::Transferred => (Outcome::normal, Some(1000), "transferred"),
+            Self::TransferFailed => (Outcome::agent_error, Some(1000), "transfer failed"),
+            Self::Duplicate => (Outcome::duplicate, Some(1008), "duplicate stream for call"),
+            Self::RegistryUnavailable => (
+                Outcome::unavailable,
+                Some(1013),
+                "call registry unavailable",
+            ),
+            Self::AgentCapacity => (Outcome::overflow, Some(1000), "agent capacity"),
+            Self::Ended => (Outcome::normal, None, "ended"),
+        }
+    }
+}
+
+impl From<EndReason> for Ending {
+    fn from(reason: EndReason) -> Self {
+        Self::of(reason)
+    }
+}
+
 /// How a call ended, for the close frame, the metrics and the summary line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ending {
@@ -143,12 +269,28 @@ impl Ending {
     pub const fn overflow() -> Self {
         Self {
             then: Then::Overflow,
-            ..Self::new(Outcome::overflow, Some(1000), "agent capacity")
+            ..Self::of(EndReason::AgentCapacity)
         }
     }
 
-    /// An ending with these parts that closes the stream.
-    pub const fn new(outcome: Outcome, close_code: Option<u16>, reason: &'static str) -> Self {
+    /// The ending for `reason`, closing the stream.
+    pub const fn of(reason: EndReason) -> Self {
+        let (outcome, close_code, reason) = reason.parts();
+        Self::new(outcome, close_code, reason)
+    }
+
+    /// The same ending, then this.
+    #[must_use]
+    pub const fn then(self, then: Then) -> Self {
+        Self { then, ..self }
+    }
+
+    /// An ending with these parts that closes the stream (protocol errors carry their own).
+    pub(crate) const fn new(
+        outcome: Outcome,
+        close_code: Option<u16>,
+        reason: &'static str,
+    ) -> Self {
         Self {
             outcome,
             close_code,
@@ -240,18 +382,14 @@ pub enum Output<'a> {
 /// (normal after `stop`), else the reason of the failure.
 pub fn twilio_gone(stopped: bool, how: TwilioEnd) -> Ending {
     match how {
-        TwilioEnd::Closed if stopped => Ending::new(Outcome::normal, None, "peer closed"),
-        TwilioEnd::Closed => Ending::new(Outcome::disconnected, None, "peer closed"),
-        TwilioEnd::Gone => Ending::new(Outcome::disconnected, None, "peer gone"),
-        TwilioEnd::Reset => Ending::new(Outcome::disconnected, None, "peer reset"),
-        TwilioEnd::ReadFailed => Ending::new(Outcome::disconnected, None, "read failed"),
+        TwilioEnd::Closed if stopped => Ending::of(EndReason::PeerClosedAfterStop),
+        TwilioEnd::Closed => Ending::of(EndReason::PeerClosed),
+        TwilioEnd::Gone => Ending::of(EndReason::PeerGone),
+        TwilioEnd::Reset => Ending::of(EndReason::PeerReset),
+        TwilioEnd::ReadFailed => Ending::of(EndReason::ReadFailed),
         TwilioEnd::TooLarge => CallError::from(ProtocolError::PayloadTooLarge).into(),
-        TwilioEnd::InvalidUtf8 => Ending::new(Outcome::protocol_error, Some(1007), "invalid utf-8"),
-        TwilioEnd::Protocol => Ending::new(
-            Outcome::protocol_error,
-            Some(1002),
-            "websocket protocol error",
-        ),
+        TwilioEnd::InvalidUtf8 => Ending::of(EndReason::InvalidUtf8),
+        TwilioEnd::Protocol => Ending::of(EndReason::WebSocketProtocol),
     }
 }
 

@@ -12,13 +12,13 @@ use tokio::time::Instant;
 
 use super::counters::{CallCounters, Drop};
 use super::echo::EchoLine;
-use super::events::{AgentMode, Ending, Input, Output, RelayConfig, TwilioKind};
+use super::events::{
+    AgentMode, CallStart, EndReason, Ending, Input, Output, RelayConfig, TwilioKind,
+};
 use super::playout::{mark_name, parse_mark_name, Accepted, Playout, Release, FRAME_BYTES};
 use super::session::{CallError, Event, Session};
 use super::transcode::{FromAgent, ToAgent};
-use crate::agent::CallStart;
 use crate::elevenlabs::message::InitiationClientData;
-use crate::metrics::Outcome;
 use crate::twilio::message::{self as tw, ProtocolError};
 
 /// Caller frames held while the agent connects and until its metadata (20 ms each): 1 s.
@@ -199,11 +199,7 @@ impl Relay {
             Input::TwilioPong => self.awaiting_pong = false,
             Input::TwilioGone(ending) | Input::Refused(ending) => self.end(ending),
             Input::TwilioTooSlow => {
-                self.end(Ending::new(
-                    Outcome::backpressure,
-                    Some(1013),
-                    "peer too slow",
-                ));
+                self.end(Ending::of(EndReason::PeerTooSlow));
             }
             Input::AgentConnected => self.on_agent_connected(now),
             Input::AgentBusy => {
@@ -213,11 +209,7 @@ impl Relay {
             }
             Input::AgentUnreachable => {
                 self.counters.agent_events.bump("connect_failed");
-                self.end(Ending::new(
-                    Outcome::agent_error,
-                    Some(1000),
-                    "agent unavailable",
-                ));
+                self.end(Ending::of(EndReason::AgentUnavailable));
             }
             Input::AgentText(text) => {
                 self.agent_seen_at = now;
@@ -237,22 +229,14 @@ impl Relay {
                         agent_close_code = code,
                         "agent failed; handing the call back to Twilio"
                     );
-                    self.end(Ending::new(
-                        Outcome::agent_error,
-                        Some(1000),
-                        "agent closed",
-                    ));
+                    self.end(Ending::of(EndReason::AgentClosed));
                 }
             }
             Input::TransferDone { ok } => self.on_transfer_done(ok),
             Input::Tick => self.on_tick(now),
             Input::Drain(deadline) => self.on_drain(deadline, now),
             Input::Shutdown => {
-                self.end(Ending::new(
-                    Outcome::drained,
-                    Some(1001),
-                    "server shutting down",
-                ));
+                self.end(Ending::of(EndReason::ServerShuttingDown));
             }
         }
     }
@@ -267,16 +251,12 @@ impl Relay {
             return;
         }
         if now >= self.idle_at {
-            self.end(Ending::new(Outcome::idle, Some(1000), "idle timeout"));
+            self.end(Ending::of(EndReason::IdleTimeout));
             return;
         }
         if now >= self.ping_at {
             if self.awaiting_pong {
-                self.end(Ending::new(
-                    Outcome::keepalive,
-                    Some(1001),
-                    "keepalive timeout",
-                ));
+                self.end(Ending::of(EndReason::KeepaliveTimeout));
                 return;
             }
             self.awaiting_pong = true;
@@ -306,7 +286,7 @@ impl Relay {
             }
             Ok(Event::Stopped) => {
                 tracing::info!("stream stopped");
-                self.end(Ending::new(Outcome::normal, Some(1000), "stream stopped"));
+                self.end(Ending::of(EndReason::StreamStopped));
             }
             Ok(Event::Started(start)) => self.on_start(*start),
             Ok(Event::Audio(bytes)) => {

@@ -5,7 +5,7 @@ use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
 
-use crate::metrics::Outcome;
+use crate::relay::Outcome;
 use crate::twilio::message::{self, Inbound, ProtocolError, Start};
 use crate::twilio::StreamSid;
 
@@ -41,7 +41,7 @@ impl CallError {
         }
     }
 
-    /// The WebSocket close code (see README, "Close codes").
+    /// The WebSocket close code (see docs/calls.md, "Close codes").
     pub fn close_code(self) -> u16 {
         match self {
             Self::Protocol(ProtocolError::PayloadTooLarge) => 1009,
@@ -55,17 +55,7 @@ impl CallError {
     /// The close reason: a constant, never peer data.
     pub fn reason(self) -> &'static str {
         match self {
-            Self::Protocol(p) => match p {
-                ProtocolError::MalformedJson => "malformed json",
-                ProtocolError::MissingField(_) => "missing field",
-                ProtocolError::MediaBeforeStart => "media before start",
-                ProtocolError::DuplicateStart => "duplicate start",
-                ProtocolError::StreamSidMismatch => "stream sid mismatch",
-                ProtocolError::UnsupportedFormat => "unsupported media format",
-                ProtocolError::BinaryFrame => "binary frames not supported",
-                ProtocolError::PayloadNotBase64 => "payload not base64",
-                ProtocolError::PayloadTooLarge => "payload too large",
-            },
+            Self::Protocol(p) => p.close_reason(),
             Self::CallSidMismatch => "call sid mismatch",
             Self::AccountMismatch => "account mismatch",
         }

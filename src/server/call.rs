@@ -17,14 +17,14 @@ use tokio_tungstenite::WebSocketStream;
 use tracing::Instrument as _;
 
 use super::{AppState, CallClaim};
-use crate::agent::AgentConnector as _;
 use crate::auth::Grant;
+use crate::call::AgentConnector as _;
 use crate::call::{self, Host, Limits, Summary};
 use crate::context::CallContext;
-use crate::metrics::{Metrics, Outcome};
+use crate::metrics::Metrics;
 use crate::registry::slots::{Admission, Slot};
 use crate::registry::ClaimError;
-use crate::relay::{AgentMode, Ending, RelayConfig};
+use crate::relay::{AgentMode, EndReason, Ending, Outcome, RelayConfig};
 use crate::twilio::rest::RestError;
 
 /// The server as the call loop sees it.
@@ -71,7 +71,7 @@ impl Server<'_> {
     async fn claim_call_sid(&self, call_sid: &str) -> Result<CallClaim, Ending> {
         let duplicate = || {
             tracing::warn!("second stream for a live call refused");
-            Ending::new(Outcome::duplicate, Some(1008), "duplicate stream for call")
+            Ending::of(EndReason::Duplicate)
         };
         let mut claim = self.0.claim_call(call_sid).ok_or_else(duplicate)?;
         match claim.claim_fleet().await {
@@ -122,11 +122,7 @@ impl Server<'_> {
 
 fn registry_unavailable(cause: &str) -> Ending {
     tracing::error!(error = %cause, "call registry unavailable, refusing the call");
-    Ending::new(
-        Outcome::unavailable,
-        Some(1013),
-        "call registry unavailable",
-    )
+    Ending::of(EndReason::RegistryUnavailable)
 }
 
 impl Host for Server<'_> {
@@ -153,7 +149,8 @@ impl Host for Server<'_> {
     async fn overflow(&self, call_sid: &str) -> Result<(), RestError> {
         match &self.0.twilio {
             Some(rest) => {
-                let twiml = crate::twilio::twiml::overflow(&self.0.config.overflow);
+                let o = &self.0.config.overflow;
+                let twiml = crate::twilio::twiml::overflow(o.number.as_deref(), &o.message);
                 rest.redirect_twiml(call_sid, &twiml).await
             }
             None => Err(RestError::NotConfigured),

@@ -12,7 +12,7 @@ use hyper::header::{HeaderMap, HeaderValue, CONNECTION, SEC_WEBSOCKET_ACCEPT, UP
 use hyper::{Method, Request, Response, StatusCode, Version};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use super::http::{error_json, Body};
+use super::response::{error_json, Body};
 use super::{call, AppState};
 use crate::auth::{Authenticator, Grant};
 use crate::registry::{CallRegistry, ClaimError};

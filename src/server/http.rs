@@ -6,16 +6,13 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::json;
 
+use super::response::{error_json, json_response, Body};
 use super::{handshake, AppState};
-
-/// The response body type of every route.
-pub type Body = Full<Bytes>;
 
 /// Service name reported by `/` and `/health`.
 pub const SERVICE: &str = "media";
@@ -83,20 +80,6 @@ pub fn stream_route<'a>(path: &'a str, ws_path: &str) -> Option<Option<&'a str>>
 /// The current time as RFC 3339 UTC with milliseconds.
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()
-}
-
-/// A JSON response.
-pub fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Body> {
-    let mut resp = Response::new(Body::new(Bytes::from(body.to_string())));
-    *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    resp
-}
-
-/// A JSON error `{"ok":false,"error":code}`; `code` is a constant, never request data.
-pub fn error_json(status: StatusCode, code: &'static str) -> Response<Body> {
-    json_response(status, &json!({"ok": false, "error": code}))
 }
 
 #[cfg(test)]

@@ -44,6 +44,23 @@ pub enum ProtocolError {
     PayloadTooLarge,
 }
 
+impl ProtocolError {
+    /// The reason of the stream's close frame: a constant, never peer data.
+    pub const fn close_reason(self) -> &'static str {
+        match self {
+            Self::MalformedJson => "malformed json",
+            Self::MissingField(_) => "missing field",
+            Self::MediaBeforeStart => "media before start",
+            Self::DuplicateStart => "duplicate start",
+            Self::StreamSidMismatch => "stream sid mismatch",
+            Self::UnsupportedFormat => "unsupported media format",
+            Self::BinaryFrame => "binary frames not supported",
+            Self::PayloadNotBase64 => "payload not base64",
+            Self::PayloadTooLarge => "payload too large",
+        }
+    }
+}
+
 /// A message from Twilio.
 #[derive(Debug, PartialEq)]
 pub enum Inbound<'a> {

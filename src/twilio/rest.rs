@@ -20,8 +20,9 @@ use crate::secrets::{SecretHandle, SecretSpec, Secrets};
 pub const DEFAULT_API_BASE: &str = "https://api.twilio.com";
 /// Largest response body read.
 const BODY_LIMIT: usize = 256 * 1024;
-/// First retry delay; doubled per attempt (at most 2 s).
-const RETRY_BASE: Duration = Duration::from_millis(100);
+/// Retry delays: 100 ms, doubled per attempt, at most 2 s.
+const RETRY: crate::retry::Backoff =
+    crate::retry::Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
 
 /// How requests are authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -273,7 +274,7 @@ impl TwilioRest {
                 return Err(error);
             }
             tracing::info!(error = %error, attempt, "twilio request failed, retrying");
-            tokio::time::sleep(crate::agent::backoff(RETRY_BASE, attempt)).await;
+            tokio::time::sleep(RETRY.delay(attempt)).await;
             attempt += 1;
         }
     }

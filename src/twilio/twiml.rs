@@ -243,8 +243,8 @@ pub fn say_then_hang_up(message: &str) -> String {
 
 /// What a caller over the agent plan hears (`AGENT_CONCURRENCY_LIMIT`): with a number, a
 /// short line then `<Dial>` to it (people answer); else `message` then `<Hangup/>`.
-pub fn overflow(overflow: &crate::config::Overflow) -> String {
-    match &overflow.number {
+pub fn overflow(number: Option<&str>, message: &str) -> String {
+    match number {
         Some(number) => Element::new("Response")
             .child(Element::new("Say").text(OVERFLOW_HOLD))
             .child(
@@ -253,7 +253,7 @@ pub fn overflow(overflow: &crate::config::Overflow) -> String {
                     .child(Element::new("Number").text(number)),
             )
             .to_document(),
-        None => say_then_hang_up(&overflow.message),
+        None => say_then_hang_up(message),
     }
 }
 

@@ -4,9 +4,8 @@
 use super::{count_accepted, Agent, Pending, Relay, Remote};
 use crate::audio::AudioFormat;
 use crate::elevenlabs::message::{self as el, AgentProtocolError, ServerEvent};
-use crate::metrics::Outcome;
 use crate::relay::counters::Drop;
-use crate::relay::events::{AgentMode, Ending};
+use crate::relay::events::{AgentMode, EndReason, Ending};
 use crate::relay::transcode::{FromAgent, ToAgent};
 use tokio::time::Instant;
 
@@ -27,11 +26,7 @@ impl Relay {
             Ok(e) => e,
             Err(AgentProtocolError::UnknownFormat) => {
                 tracing::warn!("agent announced an unknown audio format");
-                self.end(Ending::new(
-                    Outcome::agent_error,
-                    Some(1000),
-                    "agent protocol error",
-                ));
+                self.end(Ending::of(EndReason::AgentProtocolError));
                 return;
             }
             Err(AgentProtocolError::Malformed) => {
@@ -151,11 +146,7 @@ impl Relay {
             ToAgent::new(input)
         };
         let (Ok(to), Ok(from)) = (to, FromAgent::new(output)) else {
-            self.end(Ending::new(
-                Outcome::agent_error,
-                Some(1000),
-                "agent protocol error",
-            ));
+            self.end(Ending::of(EndReason::AgentProtocolError));
             return;
         };
         if let Agent::Remote(remote) = &mut self.agent {

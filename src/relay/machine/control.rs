@@ -19,8 +19,7 @@ use tokio::time::Instant;
 
 use super::{Agent, Pending, Relay, Remote};
 use crate::elevenlabs::message::{self as el, ToolCall};
-use crate::metrics::Outcome;
-use crate::relay::events::{Ending, Then};
+use crate::relay::events::{EndReason, Ending, Then};
 use crate::twilio::number::is_e164;
 
 /// With the agent leg open, no agent audio for this long means its goodbye is complete.
@@ -198,7 +197,7 @@ impl Relay {
         let Some(c) = self.closing.as_mut() else {
             return;
         };
-        let (outcome, reason) = match c.cause {
+        let reason = match c.cause {
             Cause::Transfer => {
                 // Sent with the agent leg still open: a refusal goes back to the agent.
                 c.transferring = true;
@@ -206,26 +205,14 @@ impl Relay {
                 self.pending.push_back(Pending::Transfer);
                 return;
             }
-            Cause::AgentEnd => (Outcome::normal, "agent ended"),
-            Cause::EndCall => (Outcome::normal, "agent hung up"),
-            Cause::MaxDuration => (Outcome::normal, "max duration"),
-            Cause::Drain => (Outcome::drained, "server draining"),
+            Cause::AgentEnd => EndReason::AgentEnded,
+            Cause::EndCall => EndReason::AgentHungUp,
+            Cause::MaxDuration => EndReason::MaxDuration,
+            Cause::Drain => EndReason::ServerDraining,
         };
         self.closing = None;
-        self.end(self.hang_up(outcome, reason));
-    }
-
-    /// An ending that hangs up through the REST API, or without REST closes the stream
-    /// (Twilio runs what follows `<Connect>`).
-    pub(super) fn hang_up(&self, outcome: Outcome, reason: &'static str) -> Ending {
-        Ending {
-            then: if self.controls_call() {
-                Then::HangUp
-            } else {
-                Then::Close
-            },
-            ..Ending::new(outcome, Some(1000), reason)
-        }
+        // Through REST when this stream controls its call (`end` checks), else a close.
+        self.end(Ending::of(reason).then(Then::HangUp));
     }
 
     /// The transfer's REST request is done. Taken: the call is Twilio's now. Refused: the
@@ -239,7 +226,7 @@ impl Relay {
             return;
         };
         if ok {
-            self.end(Ending::new(Outcome::normal, Some(1000), "transferred"));
+            self.end(Ending::of(EndReason::Transferred));
             return;
         }
         self.counters.control.bump("transfer_failed");
@@ -253,11 +240,7 @@ impl Relay {
                 )));
         } else {
             // No agent left to tell: the stream's close lets Twilio run the fallback.
-            self.end(Ending::new(
-                Outcome::agent_error,
-                Some(1000),
-                "transfer failed",
-            ));
+            self.end(Ending::of(EndReason::TransferFailed));
         }
     }
 
@@ -404,11 +387,7 @@ impl Relay {
                 "agent unresponsive; handing the call back to Twilio"
             );
             self.agent = Agent::Off;
-            self.end(Ending::new(
-                Outcome::agent_error,
-                Some(1000),
-                "agent unresponsive",
-            ));
+            self.end(Ending::of(EndReason::AgentUnresponsive));
             return;
         }
         if now >= self.agent_ping_at {

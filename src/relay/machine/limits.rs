@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use super::control::Cause;
 use super::{Agent, Pending, Relay, Remote};
 use crate::elevenlabs::message as el;
-use crate::metrics::Outcome;
+use crate::relay::events::{EndReason, Ending, Then};
 
 /// The agent is asked to wrap up this long before `MAX_CALL_SECONDS` (a third of the limit
 /// when that is shorter).
@@ -129,7 +129,7 @@ impl Relay {
             self.counters.control.bump("drain_deadline");
             tracing::info!("drain: ending the call before the deadline");
             self.closing = None;
-            self.end(self.hang_up(Outcome::drained, "server draining"));
+            self.end(Ending::of(EndReason::ServerDraining).then(Then::HangUp));
         }
     }
 

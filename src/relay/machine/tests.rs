@@ -8,6 +8,7 @@ use serde_json::Value;
 use tokio::time::Instant;
 
 use super::*;
+use crate::relay::Outcome;
 
 mod control;
 mod limits;

@@ -115,7 +115,7 @@ fn payload_limits_are_checked_before_decoding() {
 
 #[test]
 fn close_codes_and_outcomes() {
-    use crate::metrics::Outcome;
+    use crate::relay::Outcome;
     let e = |p| CallError::Protocol(p);
     assert_eq!(
         (

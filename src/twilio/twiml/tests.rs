@@ -418,19 +418,12 @@ fn voicemail_says_the_message_then_hangs_up() {
 
 #[test]
 fn overflow_dials_the_people_or_says_the_message_and_hangs_up() {
-    use crate::config::Overflow;
-    let dial = overflow(&Overflow {
-        number: Some("+15557770000".into()),
-        message: "unused".into(),
-    });
+    let dial = overflow(Some("+15557770000"), "unused");
     assert_eq!(
         dial,
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?><Response><Say>Please hold while we connect you.</Say><Dial answerOnBridge=\"true\"><Number>+15557770000</Number></Dial></Response>"
     );
-    let say = overflow(&Overflow {
-        number: None,
-        message: "Busy <now> & later".into(),
-    });
+    let say = overflow(None, "Busy <now> & later");
     assert_eq!(say, say_then_hang_up("Busy <now> & later"));
     assert!(say.contains("Busy &lt;now&gt; &amp; later"), "{say}");
 }

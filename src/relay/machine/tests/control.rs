@@ -7,10 +7,10 @@ use serde_json::{json, Value};
 use tokio::time::Instant;
 
 use super::{agent_audio, config, drain, media, twilio_media, Out, MS};
-use crate::metrics::Outcome;
 use crate::relay::events::{ControlPolicy, Ending, Input, Then};
 use crate::relay::machine::Relay;
 use crate::relay::AgentMode;
+use crate::relay::Outcome;
 use crate::twilio::number::Allowlist;
 
 const START: &str = r#"{"event":"start","start":{"streamSid":"MZ1","callSid":"CA1","accountSid":"AC1","customParameters":{"To":"+15550001111","Direction":"inbound"}},"streamSid":"MZ1"}"#;

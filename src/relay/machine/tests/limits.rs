@@ -7,8 +7,8 @@ use tokio::time::Instant;
 
 use super::control::{agent_texts, mark_echo, policy, run_until, talking, tool_call};
 use super::{agent_audio, drain, media, Out, MS};
-use crate::metrics::Outcome;
 use crate::relay::events::{Input, Then};
+use crate::relay::Outcome;
 
 const SECOND: Duration = Duration::from_secs(1);
 

@@ -42,7 +42,7 @@ const DIAL_CALL_STATUS: [&str; 6] = [
 
 /// Something worth counting about a call the Lambda hears of.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(in crate::lambda) enum Outcome {
+pub(super) enum Outcome {
     /// The AMD verdict and how long detection took.
     Amd {
         answered_by: &'static str,
@@ -69,7 +69,7 @@ pub(in crate::lambda) enum Outcome {
 }
 
 /// `DialCallStatus` as a constant label.
-pub(in crate::lambda) fn dial_status_label(status: &str) -> &'static str {
+pub(super) fn dial_status_label(status: &str) -> &'static str {
     label(&DIAL_CALL_STATUS, status)
 }
 
@@ -155,7 +155,7 @@ pub(super) fn emf_line(namespace: &str, outcome: Outcome, timestamp_ms: u64) -> 
 }
 
 /// Prints the EMF line for `outcome` (a lost stdout loses only the metric).
-pub(in crate::lambda) fn publish(namespace: &str, outcome: Outcome) {
+pub(super) fn publish(namespace: &str, outcome: Outcome) {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
