@@ -18,6 +18,9 @@ step "deployment renderer self-test (scripts/render-deploy.py, used by tests/as_
 python3 scripts/render-deploy.py --self-test
 python3 scripts/render-deploy.py > /dev/null
 
+step "docs: every relative link resolves (scripts/check-doc-links.py)"
+python3 scripts/check-doc-links.py
+
 step "import graph (scripts/check-imports.py: no circles between modules)"
 python3 scripts/check-imports.py src
 

@@ -1,9 +1,9 @@
 //! As shipped: the deployment files, deployed. `scripts/render-deploy.py` renders the ECS
 //! container environment from `infra/media-ws.yaml` and the function environment from
 //! `template.yaml` (CloudFormation intrinsics resolved from cfn-lint's template decoder, with
-//! exactly the `--parameter-overrides` the READMEs show), reads
-//! `infra/ec2/media-ws.env.example`, and lists the SSM parameters the READMEs'
-//! `put-parameter` commands create. This test creates those parameters and the stack's
+//! exactly the parameters of `infra/params/media-ws-prod.json` and `samconfig.toml`, which
+//! the deploy commands of docs/deploy.md read), reads `infra/ec2/media-ws.env.example`, and
+//! lists the SSM parameters of `infra/params/ssm-parameters.txt`. This test creates those parameters and the stack's
 //! DynamoDB table in moto, starts the real `media-lambda` and `media-ws` with those
 //! environments — changed only where a deployment injects its own endpoints: the port, the
 //! AWS endpoint, the ECS agent URI and the ElevenLabs API base — and plays Twilio: the signed
@@ -14,7 +14,7 @@
 //! Twilio's own library (twilio-python), not by the code under test.
 //!
 //! A parameter renamed in one file and not another fails here: the renderer refuses any
-//! `ssm:` reference no README creates, and a process given a reference moto lacks exits 2.
+//! `ssm:` reference `infra/params/ssm-parameters.txt` does not create, and a process given a reference moto lacks exits 2.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "as_shipped/alb.rs"]
@@ -42,7 +42,7 @@ const XI_KEY: &str = "xi-as-shipped-key";
 /// request that should not happen fails at once instead of leaving the machine.
 const NO_REST: &str = "http://127.0.0.1:9";
 const SECOND_CALL_SID: &str = "CA0123456789abcdef0123456789abcdef";
-/// The callee of the outbound call: inside the READMEs' `OutboundAllowlist` (`+1555123*`).
+/// The callee of the outbound call: inside the shipped `OutboundAllowlist` (`+1555123*`).
 const ALLOWED_CALLEE: &str = "+15551230001";
 /// A number outside it (one of Twilio's magic test numbers).
 const OTHER_CALLEE: &str = "+15005550006";
@@ -111,7 +111,7 @@ fn twilio_request(url: &str, fields: &[(&str, &str)]) -> Value {
     e
 }
 
-/// The value a test stores under each parameter the READMEs create, by its leaf name.
+/// The value a test stores under each parameter `infra/params/ssm-parameters.txt` names, by its leaf name.
 fn parameter_value(name: &str) -> &'static str {
     match name.rsplit('/').next().unwrap() {
         "shared-secret" => "as-shipped-jwt-secret-0123456789",
@@ -119,7 +119,9 @@ fn parameter_value(name: &str) -> &'static str {
         "mint-api-key" => TEST_MINT_API_KEY,
         "calls-api-key" => TEST_CALLS_API_KEY,
         "elevenlabs-api-key" => XI_KEY,
-        other => panic!("the READMEs create a parameter this test does not know: {other}"),
+        other => panic!(
+            "infra/params/ssm-parameters.txt names a parameter this test does not know: {other}"
+        ),
     }
 }
 
@@ -208,7 +210,7 @@ async fn echoed_call(ws: support::Ws, call_sid: &str) -> Caller {
     caller
 }
 
-/// The fake ElevenLabs agent, private: it wants the key the READMEs store in SSM.
+/// The fake ElevenLabs agent, private: it wants the key the deploy stores in SSM.
 async fn private_agent() -> FakeEl {
     FakeEl::start(Behaviour {
         api_key: Some(XI_KEY),
@@ -217,7 +219,7 @@ async fn private_agent() -> FakeEl {
     .await
 }
 
-/// moto with the parameters the READMEs create and the stack's tables.
+/// moto with the shipped SSM parameters and the stack's tables.
 async fn shipped_aws(rendered: &Value) -> Moto {
     let moto = Moto::start().await;
     for name in rendered["ssm_parameters"].as_array().unwrap() {
@@ -544,7 +546,7 @@ async fn an_outbound_call_runs_on_the_shipped_files() {
 }
 
 /// The stack as deployed from the rendered files, around media-ws tasks a test starts from
-/// `ecs_env`: moto with the READMEs' parameters and the tables, a fake agent, the fake ECS
+/// `ecs_env`: moto with the shipped SSM parameters and the tables, a fake agent, the fake ECS
 /// agent, media-sim's strict Twilio REST API, and the real media-lambda on the Runtime API
 /// (its REST origin swapped for the fake when `lambda_rest`).
 struct Shipped {

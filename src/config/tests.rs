@@ -549,3 +549,34 @@ fn the_agent_limit_needs_the_registry_and_a_usable_overflow() {
     );
     assert!(with(&[]).unwrap().admission.is_none());
 }
+
+/// docs/configuration.md has one row per variable either binary reads, and no other: the
+/// table is checked against the `pub const NAME: &str` of `config::env` and the Lambda's
+/// `env` (defaults, `…_DEFAULT`, are not variables).
+#[test]
+fn the_configuration_doc_lists_every_variable_and_only_those() {
+    fn constants(source: &str) -> std::collections::BTreeSet<String> {
+        source
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("pub const "))
+            .filter_map(|l| l.split_once(": &str"))
+            .map(|(name, _)| name.to_string())
+            .filter(|name| !name.ends_with("_DEFAULT"))
+            .collect()
+    }
+    let mut code = constants(include_str!("env.rs"));
+    code.extend(constants(include_str!("../lambda/config.rs")));
+    let doc: std::collections::BTreeSet<String> = include_str!("../../docs/configuration.md")
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once("` |"))
+        .map(|(name, _)| name.to_string())
+        .collect();
+    let missing: Vec<_> = code.difference(&doc).collect();
+    let stale: Vec<_> = doc.difference(&code).collect();
+    assert!(
+        missing.is_empty() && stale.is_empty(),
+        "docs/configuration.md: missing {missing:?}, not a variable {stale:?}"
+    );
+    assert!(code.len() > 60, "the constants were read: {}", code.len());
+}
