@@ -10,7 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use std::time::Instant;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -23,6 +23,16 @@ use crate::relay::{
 };
 use crate::twilio::rest::RestError;
 use crate::ws::{Conn, Socket};
+
+/// Now on tokio's clock (paused in component tests), as the relay's `std` instant.
+fn clock() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Time since `at` on that clock.
+fn since(at: Instant) -> Duration {
+    clock().saturating_duration_since(at)
+}
 
 /// How long Twilio may stay behind by more than the byte limit before the call is closed
 /// with 1013: the write budget of a peer that stopped reading.
@@ -152,7 +162,7 @@ where
     A: AgentConnector,
     H: Host,
 {
-    let now = Instant::now();
+    let now = clock();
     CallTask {
         tw: Conn::new(twilio, limits.max_buffered_bytes),
         relay: Relay::new(config, bound_call_sid, now),
@@ -225,14 +235,14 @@ impl<'a, T: Socket, A: AgentConnector, H: Host> CallTask<'a, T, A, H> {
     fn write_outputs(&mut self) -> bool {
         let metrics = self.host.metrics();
         loop {
-            let read_at = Instant::now();
+            let read_at = clock();
             let remote = match &mut self.leg {
                 Leg::Open(conn) => Some(conn),
                 _ => None,
             };
             let action = drain(&mut self.relay, &mut self.tw, remote, metrics, read_at);
             if let Some((direction, at)) = self.just_read.take() {
-                metrics.bridge_latency(direction, at.elapsed());
+                metrics.bridge_latency(direction, since(at));
             }
             match action {
                 Some(Action::Start(call)) => self.on_start(call),
@@ -243,7 +253,7 @@ impl<'a, T: Socket, A: AgentConnector, H: Host> CallTask<'a, T, A, H> {
         if self.relay.ending().is_some() {
             return false;
         }
-        let now = Instant::now();
+        let now = clock();
         if now >= self.flushed_at + FLUSH_EVERY {
             metrics.flush_call(&mut self.relay.counters);
             self.flushed_at = now;
@@ -274,19 +284,20 @@ impl<'a, T: Socket, A: AgentConnector, H: Host> CallTask<'a, T, A, H> {
             (Some(sid), host) => {
                 tracing::info!("transfer requested from twilio");
                 let request = Box::pin(async move { host.redirect(&sid, &twiml).await });
-                self.transfer = Some((request, Instant::now()));
+                self.transfer = Some((request, clock()));
             }
             (None, _) => self
                 .relay
-                .handle(Input::TransferDone { ok: false }, Instant::now()),
+                .handle(Input::TransferDone { ok: false }, clock()),
         }
     }
 
     async fn next_wake(&mut self) -> Wake<A::Socket, A::Error, H::Claim> {
-        let mut deadline = self.relay.next_deadline();
-        if let Some(since) = self.tw.over_since() {
-            deadline = deadline.min(since + BACKPRESSURE_CLOSE_AFTER);
+        let mut deadline = self.relay.next_deadline(clock());
+        if let Some(over) = self.tw.over_since() {
+            deadline = deadline.min(over.into_std() + BACKPRESSURE_CLOSE_AFTER);
         }
+        let deadline = tokio::time::Instant::from_std(deadline);
         let watch_stop = !self.shutting_down;
         tokio::select! {
             biased;
@@ -299,9 +310,11 @@ impl<'a, T: Socket, A: AgentConnector, H: Host> CallTask<'a, T, A, H> {
     }
 
     fn on_wake(&mut self, wake: Wake<A::Socket, A::Error, H::Claim>) {
-        let now = Instant::now();
+        let now = clock();
         match wake {
-            Wake::Stop(Stop::Drain(deadline)) => self.relay.handle(Input::Drain(deadline), now),
+            Wake::Stop(Stop::Drain(deadline)) => {
+                self.relay.handle(Input::Drain(deadline.into_std()), now);
+            }
             Wake::Stop(Stop::Close) => {
                 self.shutting_down = true;
                 self.relay.handle(Input::Shutdown, now);
@@ -338,7 +351,7 @@ impl<'a, T: Socket, A: AgentConnector, H: Host> CallTask<'a, T, A, H> {
                 self.leg = Leg::Idle;
                 match result {
                     Ok(socket) => {
-                        let connect_ms = started.elapsed().as_millis() as u64;
+                        let connect_ms = since(started).as_millis() as u64;
                         tracing::info!(connect_ms, "agent connected");
                         self.leg = Leg::Open(Conn::new(socket, AGENT_BACKLOG_BYTES));
                         self.relay.handle(Input::AgentConnected, now);
@@ -356,7 +369,8 @@ impl<'a, T: Socket, A: AgentConnector, H: Host> CallTask<'a, T, A, H> {
                 self.relay.handle(Input::TransferDone { ok }, now);
             }
             Wake::Deadline => {
-                if self.tw.over_limit_for(now) >= BACKPRESSURE_CLOSE_AFTER {
+                let tokio_now = tokio::time::Instant::from_std(now);
+                if self.tw.over_limit_for(tokio_now) >= BACKPRESSURE_CLOSE_AFTER {
                     self.relay.handle(Input::TwilioTooSlow, now);
                 }
                 self.relay.handle(Input::Tick, now);
@@ -388,7 +402,7 @@ impl<'a, T: Socket, A: AgentConnector, H: Host> CallTask<'a, T, A, H> {
         match (rest, self.call_sid.as_deref()) {
             (Some(op), Some(sid)) => {
                 agent_closed.await;
-                let started = Instant::now();
+                let started = clock();
                 let result = match ending.then {
                     Then::Overflow => self.host.overflow(sid).await,
                     _ => self.host.hang_up(sid).await,
@@ -489,7 +503,7 @@ pub fn drain<T: Socket, S: Socket>(
             }
             Output::Twilio(text, TwilioKind::Clear(read_at)) => {
                 tw.send_text(text, false);
-                let latency = read_at.elapsed();
+                let latency = since(read_at);
                 metrics.bargein(latency.as_secs_f64());
                 tracing::debug!(latency_us = latency.as_micros() as u64, "clear sent");
             }
@@ -510,6 +524,11 @@ pub fn drain<T: Socket, S: Socket>(
                 }
             }
             Output::Start(call) => return Some(Action::Start(call)),
+            Output::ConversationStarted(id) => {
+                // ElevenLabs' id, to find the transcript of this call; not content.
+                tracing::Span::current().record("conversation_id", id.as_str());
+                tracing::info!(conversation_id = %id, "agent conversation started");
+            }
             Output::Transfer(twiml) => return Some(Action::Transfer(twiml.to_string())),
         }
         if let Some(bytes) = sent_media {
@@ -532,7 +551,7 @@ fn rest_done(
     started: Instant,
     result: &Result<(), RestError>,
 ) -> bool {
-    let elapsed_ms = started.elapsed().as_millis() as u64;
+    let elapsed_ms = since(started).as_millis() as u64;
     match result {
         Ok(()) => {
             metrics.twilio_rest(op, "ok", None);

@@ -18,7 +18,7 @@ use media_orchestrator::relay::transcode::ToAgent;
 use media_orchestrator::relay::{AgentMode, ControlPolicy, Input, Relay, RelayConfig};
 use media_orchestrator::ws::Conn;
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
-use tokio::time::Instant;
+use std::time::Instant;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;

@@ -1,4 +1,6 @@
-//! `media-ws` end to end: the real binary on a loopback port, driven over real WebSockets.
+//! `media-ws` end to end: the real binary on a loopback port, driven over real WebSockets —
+//! what needs a process: HTTP routes, auth at the upgrade, limits, exit codes, SIGTERM, logs,
+//! ECS and EMF. The call loop's protocol and guards are component tests (src/call/tests/).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -6,7 +8,7 @@ mod support;
 use std::time::Duration;
 
 use base64::Engine as _;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use support::*;
@@ -73,19 +75,6 @@ async fn root_health_metrics_and_404() {
 }
 
 #[tokio::test]
-async fn text_ping_gets_pong() {
-    let s = Server::start(&[]).await;
-    let mut ws = s.connect("/rtm/voice", &[]).await.unwrap();
-    ws.send(Message::text("ping")).await.unwrap();
-    let reply = tokio::time::timeout(T, ws.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    assert_eq!(reply, Message::text("pong"));
-}
-
-#[tokio::test]
 async fn full_call_is_counted_in_metrics() {
     let s = Server::start(&[]).await;
     let mut ws = s.connect("/rtm/voice", &[]).await.unwrap();
@@ -107,28 +96,6 @@ async fn full_call_is_counted_in_metrics() {
     assert_eq!(s.metric("media_calls_total{outcome=\"normal\"}").await, 1.0);
     assert_eq!(s.metric("media_events_total{event=\"start\"}").await, 1.0);
     assert_eq!(s.metric("media_active_calls").await, 0.0);
-}
-
-#[tokio::test]
-async fn unknown_events_are_counted_and_ignored() {
-    let s = Server::start(&[]).await;
-    let mut ws = s.connect("/rtm/voice", &[]).await.unwrap();
-    ws.send(connected()).await.unwrap();
-    ws.send(start()).await.unwrap();
-    ws.send(Message::text(
-        r#"{"event":"brand_new","streamSid":"x","y":{}}"#,
-    ))
-    .await
-    .unwrap();
-    ws.send(media(3, SILENCE_B64)).await.unwrap();
-    ws.send(stop(4)).await.unwrap();
-    assert_eq!(expect_close(&mut ws, T).await.0, 1000);
-    s.wait_log("call closed").await;
-    assert_eq!(s.metric("media_events_total{event=\"unknown\"}").await, 1.0);
-    assert_eq!(
-        s.metric("media_frames_total{direction=\"inbound\"}").await,
-        1.0
-    );
 }
 
 #[tokio::test]
@@ -256,71 +223,6 @@ async fn static_token_good_and_bad() {
 }
 
 #[tokio::test]
-async fn idle_peer_is_closed() {
-    let s = Server::start(&[("IDLE_TIMEOUT_MS", "300")]).await;
-    let mut ws = s.connect("/rtm/voice", &[]).await.unwrap();
-    ws.send(connected()).await.unwrap();
-    let started = std::time::Instant::now();
-    assert_eq!(
-        expect_close(&mut ws, T).await,
-        (1000, "idle timeout".into())
-    );
-    assert!(started.elapsed() >= Duration::from_millis(250));
-    s.wait_log("call closed").await;
-    assert_eq!(s.metric("media_calls_total{outcome=\"idle\"}").await, 1.0);
-}
-
-#[tokio::test]
-async fn bad_payloads_close_with_their_codes() {
-    let s = Server::start(&[("MAX_MEDIA_PAYLOAD_BYTES", "160")]).await;
-    let big = base64::engine::general_purpose::STANDARD.encode([0u8; 161]);
-    let cases = [
-        (media(2, &big), 1009, "payload too large"),
-        (media(2, "not*base64!"), 1007, "payload not base64"),
-        (Message::text("{not json"), 1002, "malformed json"),
-        (
-            Message::binary(vec![1u8, 2, 3]),
-            1003,
-            "binary frames not supported",
-        ),
-    ];
-    for (msg, code, reason) in cases {
-        let mut ws = s.connect("/rtm/voice", &[]).await.unwrap();
-        ws.send(connected()).await.unwrap();
-        ws.send(start()).await.unwrap();
-        ws.send(msg).await.unwrap();
-        assert_eq!(expect_close(&mut ws, T).await, (code, reason.to_string()));
-    }
-    // Media before start.
-    let mut ws = s.connect("/rtm/voice", &[]).await.unwrap();
-    ws.send(connected()).await.unwrap();
-    ws.send(media(1, SILENCE_B64)).await.unwrap();
-    assert_eq!(
-        expect_close(&mut ws, T).await,
-        (1002, "media before start".into())
-    );
-    s.wait_log("media before start").await;
-    for _ in 0..100 {
-        if s.metric("media_calls_total{outcome=\"protocol_error\"}")
-            .await
-            == 3.0
-        {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(
-        s.metric("media_calls_total{outcome=\"payload\"}").await,
-        2.0
-    );
-    assert_eq!(
-        s.metric("media_calls_total{outcome=\"protocol_error\"}")
-            .await,
-        3.0
-    );
-}
-
-#[tokio::test]
 async fn oversize_websocket_message_is_refused_by_the_framing_layer() {
     let s = Server::start(&[("MAX_MEDIA_PAYLOAD_BYTES", "160")]).await;
     let mut ws = s.connect("/rtm/voice", &[]).await.unwrap();
@@ -351,36 +253,6 @@ async fn max_calls_refuses_the_next_handshake() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(s.connect("/rtm/voice", &[]).await.is_ok());
-}
-
-#[tokio::test]
-async fn silent_peer_is_closed_by_keepalive() {
-    let s = Server::start(&[("KEEPALIVE_MS", "200"), ("IDLE_TIMEOUT_MS", "60000")]).await;
-    // A raw client that upgrades and then never reads, so it never answers pings.
-    let mut tcp = tokio::net::TcpStream::connect(s.addr).await.unwrap();
-    tcp.write_all(
-        b"GET /rtm/voice HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
-          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
-    )
-    .await
-    .unwrap();
-    s.wait_log("\"outcome\":\"keepalive\"").await;
-    // A client that answers pings (tungstenite does) survives several intervals.
-    let mut ws = s.connect("/rtm/voice", &[]).await.unwrap();
-    ws.send(connected()).await.unwrap();
-    ws.send(start()).await.unwrap();
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(1000);
-    let mut pings = 0;
-    while tokio::time::Instant::now() < deadline {
-        if let Ok(Some(Ok(Message::Ping(_)))) =
-            tokio::time::timeout(Duration::from_millis(50), ws.next()).await
-        {
-            pings += 1;
-        }
-    }
-    assert!(pings >= 3, "saw {pings} pings");
-    ws.send(stop(2)).await.unwrap();
-    assert_eq!(expect_close(&mut ws, T).await.0, 1000);
 }
 
 #[tokio::test]

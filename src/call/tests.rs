@@ -14,6 +14,7 @@ use tokio_tungstenite::WebSocketStream;
 
 use super::*;
 use crate::elevenlabs::client::ConnectError;
+use tokio::time::Instant;
 
 type Pipe = WebSocketStream<DuplexStream>;
 
@@ -392,3 +393,5 @@ async fn a_drain_ends_a_live_call_gracefully_before_its_deadline_not_with_1001()
         "ended halfway to the deadline or later, before it: {took:?}"
     );
 }
+
+mod guards;

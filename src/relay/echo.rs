@@ -5,7 +5,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use std::time::Instant;
 
 /// Most audio the echo holds (beyond it, the oldest frames are dropped): 10 s.
 pub const MAX_HELD_BYTES: usize = 80_000;

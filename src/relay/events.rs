@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use std::time::Instant;
 
 use super::session::CallError;
 use super::Outcome;
@@ -376,6 +376,9 @@ pub enum Output<'a> {
     /// Put this TwiML (a transfer's `<Dial>`) on the call with Twilio's REST API, with the
     /// agent leg still open; then tell the relay [`Input::TransferDone`].
     Transfer(&'a str),
+    /// The agent's conversation started with this id (ElevenLabs', to find the transcript;
+    /// not content): the driver records it on the call's span.
+    ConversationStarted(String),
 }
 
 /// How the call ends when Twilio's socket does: `closed` when a close frame arrived

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use tokio::time::Instant;
+use std::time::Instant;
 
 use super::counters::{CallCounters, Drop};
 use super::echo::EchoLine;
@@ -36,6 +36,7 @@ enum Pending {
     CallerAudio,
     Start(CallStart),
     Transfer,
+    ConversationStarted(String),
 }
 
 enum Remote {
@@ -401,6 +402,7 @@ impl Relay {
                 Pending::Ping => Output::TwilioPing,
                 Pending::AgentPing => Output::AgentPing,
                 Pending::Start(call) => Output::Start(call),
+                Pending::ConversationStarted(id) => Output::ConversationStarted(id),
                 Pending::Transfer => {
                     self.text = self.transfer_twiml();
                     Output::Transfer(&self.text)
@@ -457,10 +459,10 @@ impl Relay {
         }
     }
 
-    /// When the relay next needs a [`Input::Tick`].
-    pub fn next_deadline(&self) -> Instant {
+    /// When the relay next needs a [`Input::Tick`] (`now`: at once).
+    pub fn next_deadline(&self, now: Instant) -> Instant {
         let mut at = self.idle_at.min(self.ping_at);
-        if let Some(p) = self.playout.next_deadline() {
+        if let Some(p) = self.playout.next_deadline(now) {
             at = at.min(p);
         }
         if let Agent::Echo(line) = &self.agent {

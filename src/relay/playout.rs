@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use std::time::Instant;
 
 /// μ-law bytes in one Twilio frame (20 ms at 8 kHz).
 pub const FRAME_BYTES: usize = 160;
@@ -221,12 +221,12 @@ impl Playout {
         Release::Mark(self.mark_now())
     }
 
-    /// When [`Playout::poll`] may next have something to release.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    /// When [`Playout::poll`] may next have something to release (`now`: at once).
+    pub fn next_deadline(&self, now: Instant) -> Option<Instant> {
         let frame = if self.frames.is_empty() {
             None
         } else {
-            Some(self.playhead.map_or_else(Instant::now, |p| p - self.lead))
+            Some(self.playhead.map_or(now, |p| p - self.lead))
         };
         let mark = if self.unmarked > Duration::ZERO && self.frames.is_empty() {
             self.last_release.map(|t| t + MARK_IDLE)

@@ -7,7 +7,7 @@ use crate::elevenlabs::message::{self as el, AgentProtocolError, ServerEvent};
 use crate::relay::counters::Drop;
 use crate::relay::events::{AgentMode, EndReason, Ending};
 use crate::relay::transcode::{FromAgent, ToAgent};
-use tokio::time::Instant;
+use std::time::Instant;
 
 impl Relay {
     pub(super) fn on_agent_connected(&mut self, now: Instant) {
@@ -43,10 +43,8 @@ impl Relay {
                 self.counters
                     .agent_events
                     .bump("conversation_initiation_metadata");
-                if let Some(id) = conversation_id.as_deref() {
-                    // ElevenLabs' id, to find the transcript of this call; not content.
-                    tracing::Span::current().record("conversation_id", id);
-                    tracing::info!(conversation_id = id, "agent conversation started");
+                if let Some(id) = conversation_id {
+                    self.pending.push_back(Pending::ConversationStarted(id));
                 }
                 self.on_metadata(input, output);
             }

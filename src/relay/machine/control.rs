@@ -15,7 +15,7 @@
 
 use std::time::Duration;
 
-use tokio::time::Instant;
+use std::time::Instant;
 
 use super::{Agent, Pending, Relay, Remote};
 use crate::elevenlabs::message::{self as el, ToolCall};

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use tokio::time::Instant;
+use std::time::Instant;
 
 use super::control::Cause;
 use super::{Agent, Pending, Relay, Remote};

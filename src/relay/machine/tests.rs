@@ -5,7 +5,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use serde_json::Value;
-use tokio::time::Instant;
+use std::time::Instant;
 
 use super::*;
 use crate::relay::Outcome;
@@ -45,6 +45,7 @@ pub(super) enum Out {
     Binary(usize),
     Start(String),
     Transfer(String),
+    Conversation(String),
 }
 
 pub(super) fn drain(r: &mut Relay, now: Instant) -> Vec<Out> {
@@ -61,6 +62,7 @@ pub(super) fn drain(r: &mut Relay, now: Instant) -> Vec<Out> {
             Output::AgentBinary(b) => Out::Binary(b.len()),
             Output::Start(call) => Out::Start(call.call_sid),
             Output::Transfer(twiml) => Out::Transfer(twiml.to_string()),
+            Output::ConversationStarted(id) => Out::Conversation(id),
         });
     }
     out
@@ -159,7 +161,7 @@ fn the_echo_plays_the_caller_back_after_its_delay_with_marks() {
     let mut marks = 0;
     let mut now = t0;
     while now < t0 + Duration::from_secs(2) {
-        now = r.next_deadline().min(t0 + Duration::from_secs(2));
+        now = r.next_deadline(now).min(t0 + Duration::from_secs(2));
         r.handle(Input::Tick, now);
         let out = drain(&mut r, now);
         marks += out
@@ -202,8 +204,12 @@ fn a_remote_agent_gets_initiation_held_audio_then_live_audio() {
         t0,
     );
     r.handle(Input::TwilioText(&media(&[9; 160])), t0);
-    let chunks: Vec<Vec<u8>> = drain(&mut r, t0)
+    let out = drain(&mut r, t0);
+    // The conversation's id goes to the driver (the call's span), first.
+    assert_eq!(out.first(), Some(&Out::Conversation("c1".into())));
+    let chunks: Vec<Vec<u8>> = out
         .into_iter()
+        .skip(1)
         .map(|o| match o {
             Out::Agent(v, true) => STANDARD
                 .decode(v["user_audio_chunk"].as_str().unwrap())
@@ -355,7 +361,7 @@ fn keepalive_pings_and_a_silent_peer_is_closed() {
     let t0 = Instant::now();
     let mut r = started(AgentMode::None, t0);
     let ping_at = t0 + Duration::from_secs(15);
-    assert_eq!(r.next_deadline(), ping_at);
+    assert_eq!(r.next_deadline(t0), ping_at);
     r.handle(Input::Tick, ping_at);
     assert_eq!(drain(&mut r, ping_at), [Out::Ping]);
     // Answered: the next interval pings again; unanswered after that: 1001.

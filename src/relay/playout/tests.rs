@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use tokio::time::Instant;
+use std::time::Instant;
 
 use super::*;
 
@@ -44,14 +44,14 @@ fn releases_at_real_time_with_a_bounded_lead() {
     let first = drain(&mut p, t0);
     // 200 ms lead plus the frame that crosses it.
     assert_eq!(frames(&first), 11);
-    let next = p.next_deadline().unwrap();
+    let next = p.next_deadline(t0).unwrap();
     assert_eq!(next, t0 + MS(20), "one frame every 20 ms from here");
     assert!(p.poll(t0 + MS(19)).is_none() || p.held() < Duration::from_millis(780));
     // Over the next 800 ms the rest goes out at real time, never more than the lead ahead.
     let mut sent = frames(&first);
     let mut t = t0;
     while sent < 50 {
-        t = p.next_deadline().unwrap();
+        t = p.next_deadline(t).unwrap();
         assert!(t <= t0 + MS(1000), "deadline {:?}", t - t0);
         sent += frames(&drain(&mut p, t));
         assert!(
@@ -83,9 +83,9 @@ fn marks_every_500ms_and_at_the_end_of_a_burst() {
     // A short burst gets its mark MARK_IDLE after the last frame.
     p.push(&[0u8; 160], Some(2));
     assert_eq!(frames(&drain(&mut p, t0)), 1);
-    assert_eq!(p.next_deadline(), Some(t0 + MARK_IDLE));
+    assert_eq!(p.next_deadline(t0), Some(t0 + MARK_IDLE));
     assert!(matches!(p.poll(t0 + MARK_IDLE), Some(Release::Mark(_))));
-    assert_eq!(p.next_deadline(), None);
+    assert_eq!(p.next_deadline(t0 + MARK_IDLE), None);
 }
 
 #[test]
@@ -103,7 +103,7 @@ fn echoed_marks_track_what_was_heard_and_correct_the_playhead() {
                 names.push(name);
             }
         }
-        match p.next_deadline() {
+        match p.next_deadline(t) {
             Some(d) => t = d,
             None => break,
         }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use tokio::time::Instant;
+use std::time::Instant;
 
 use super::{agent_audio, config, drain, media, twilio_media, Out, MS};
 use crate::relay::events::{ControlPolicy, Ending, Input, Then};
@@ -75,7 +75,7 @@ pub(super) fn run_until(
         let out = drain(r, now);
         audio.extend(twilio_media(&out));
         sent.extend(marks(&out).into_iter().map(|m| (m, now)));
-        now = r.next_deadline().min(until).max(now + MS);
+        now = r.next_deadline(now).min(until).max(now + MS);
         r.handle(Input::Tick, now);
     }
     let out = drain(r, now);
@@ -469,7 +469,10 @@ fn keypad_digits_reach_the_agent_as_one_message_per_entry() {
         agent_texts(&drain(&mut r, t0 + Duration::from_millis(4_400))).is_empty(),
         "the timeout restarts per digit"
     );
-    assert_eq!(r.next_deadline(), t0 + Duration::from_millis(4_500));
+    assert_eq!(
+        r.next_deadline(t0 + Duration::from_millis(4_400)),
+        t0 + Duration::from_millis(4_500)
+    );
     r.handle(Input::Tick, t0 + Duration::from_millis(4_500));
     assert_eq!(
         agent_texts(&drain(&mut r, t0 + Duration::from_millis(4_500))),
@@ -493,14 +496,14 @@ fn a_dead_agent_hands_the_call_back_to_twilio() {
     r.handle(Input::TwilioText(START), t0);
     r.handle(Input::AgentConnected, t0);
     drain(&mut r, t0);
-    assert_eq!(r.next_deadline(), t0 + Duration::from_secs(5));
+    assert_eq!(r.next_deadline(t0), t0 + Duration::from_secs(5));
     r.handle(Input::Tick, t0 + Duration::from_secs(5));
     assert_eq!(r.ending(), Some(agent_dead));
     // Silent after the metadata: pinged every 5 s, any frame keeps it alive, 12 s of nothing ends it.
     let mut r = talking(policy(false, ""), t0);
     let (mut pings, mut now) = (0, t0);
     while r.ending().is_none() && now < t0 + Duration::from_secs(60) {
-        now = r.next_deadline();
+        now = r.next_deadline(now);
         r.handle(Input::Tick, now);
         pings += drain(&mut r, now)
             .iter()

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::time::Instant;
+use std::time::Instant;
 
 use super::control::{agent_texts, mark_echo, policy, run_until, talking, tool_call};
 use super::{agent_audio, drain, media, Out, MS};
@@ -39,7 +39,11 @@ fn updates_until(
     while now < until && r.ending().is_none() {
         alive(r, now);
         updates.extend(contextual_updates(&drain(r, now)));
-        now = r.next_deadline().min(until).min(now + SECOND).max(now + MS);
+        now = r
+            .next_deadline(now)
+            .min(until)
+            .min(now + SECOND)
+            .max(now + MS);
         r.handle(Input::Tick, now);
     }
     updates.extend(contextual_updates(&drain(r, now)));
