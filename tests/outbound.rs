@@ -651,6 +651,19 @@ async fn an_unanswered_transfer_comes_back_to_the_lambda_which_says_so_and_hangs
     }
 }
 
+/// moto with the registry table, the fake Twilio REST, and the environment that points a
+/// sandbox at that table.
+async fn with_registry() -> (lambda_support::Moto, FakeTwilioRest, Vec<(String, String)>) {
+    let moto = lambda_support::Moto::start().await;
+    moto.create_table(TABLE, "pk", "expires_at").await;
+    let rest = FakeTwilioRest::start("127.0.0.1:0", ACCOUNT_SID, TEST_AUTH_TOKEN)
+        .await
+        .unwrap();
+    let mut registry = moto.env();
+    registry.push(("CALL_REGISTRY_TABLE".into(), TABLE.into()));
+    (moto, rest, registry)
+}
+
 fn with_key(mut e: Value, key: &str) -> Value {
     e["headers"]["idempotency-key"] = key.into();
     e
@@ -659,13 +672,7 @@ fn with_key(mut e: Value, key: &str) -> Value {
 #[tokio::test]
 async fn post_calls_needs_its_own_key_dials_only_the_allowlist_and_places_one_call_per_idempotency_key(
 ) {
-    let moto = lambda_support::Moto::start().await;
-    moto.create_table(TABLE, "pk", "expires_at").await;
-    let rest = FakeTwilioRest::start("127.0.0.1:0", ACCOUNT_SID, TEST_AUTH_TOKEN)
-        .await
-        .unwrap();
-    let mut registry = moto.env();
-    registry.push(("CALL_REGISTRY_TABLE".into(), TABLE.into()));
+    let (moto, rest, registry) = with_registry().await;
     // Two sandboxes of the function: Lambda runs concurrent requests in separate ones.
     let (a, _a) = lambda_for(&rest, &registry).await;
     let (b, _b) = lambda_for(&rest, &registry).await;
@@ -743,13 +750,7 @@ async fn post_calls_needs_its_own_key_dials_only_the_allowlist_and_places_one_ca
 
 #[tokio::test]
 async fn a_retried_amd_callback_leaves_the_voicemail_once() {
-    let moto = lambda_support::Moto::start().await;
-    moto.create_table(TABLE, "pk", "expires_at").await;
-    let rest = FakeTwilioRest::start("127.0.0.1:0", ACCOUNT_SID, TEST_AUTH_TOKEN)
-        .await
-        .unwrap();
-    let mut registry = moto.env();
-    registry.push(("CALL_REGISTRY_TABLE".into(), TABLE.into()));
+    let (_moto, rest, registry) = with_registry().await;
     let (a, _a) = lambda_for(&rest, &registry).await;
     let (b, _b) = lambda_for(&rest, &registry).await;
     let body = json!({"to": CALLEE, "voicemail": "message", "voicemailMessage": "Please call the clinic back."});
@@ -860,17 +861,11 @@ fn sid(n: u8) -> String {
 
 #[tokio::test]
 async fn the_agent_plan_is_never_oversubscribed_across_tasks_and_the_lambda() {
-    let moto = lambda_support::Moto::start().await;
-    moto.create_table(TABLE, "pk", "expires_at").await;
-    let rest = FakeTwilioRest::start("127.0.0.1:0", ACCOUNT_SID, TEST_AUTH_TOKEN)
-        .await
-        .unwrap();
+    let (moto, rest, mut env) = with_registry().await;
     let fake = FakeEl::start(Behaviour::default()).await;
     let el = fake.ws_url();
     let a = limited_task(&moto, &el, &rest).await;
     let mut b = limited_task(&moto, &el, &rest).await;
-    let mut env = moto.env();
-    env.push(("CALL_REGISTRY_TABLE".into(), TABLE.into()));
     env.push(("AGENT_CONCURRENCY_LIMIT".into(), "2".into()));
     let (hangs_up, _l1) = lambda_for(&rest, &env).await;
     env.push(("OVERFLOW_NUMBER".into(), "+15005550999".into()));

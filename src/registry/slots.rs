@@ -121,20 +121,11 @@ impl CallRegistry {
         lease: Duration,
         metrics: &Metrics,
     ) -> Result<(), ClaimError> {
-        let now = unix_now();
+        let until = unix_now().saturating_add(lease.as_secs());
         let request = self
-            .client()
+            .slot_write(slot.index, holder, until)
             .await
-            .put_item()
-            .table_name(self.table())
-            .item(KEY, AttributeValue::S(slot_key(slot.index)))
-            .item(HOLDER, AttributeValue::S(holder.to_string()))
-            .item(
-                EXPIRES_AT,
-                AttributeValue::N(now.saturating_add(lease.as_secs()).to_string()),
-            )
             .condition_expression("#h = :old")
-            .expression_attribute_names("#h", HOLDER)
             .expression_attribute_values(":old", AttributeValue::S(slot.holder.clone()));
         self.timed("hand_over_slot", metrics, request.send()).await
     }
@@ -144,17 +135,11 @@ impl CallRegistry {
     /// # Errors
     /// [`ClaimError::Taken`] when it is no longer ours; unavailable.
     pub async fn renew_slot(&self, slot: &Slot, metrics: &Metrics) -> Result<(), ClaimError> {
-        let now = unix_now();
+        let until = unix_now().saturating_add(self.config.lease.as_secs());
         let request = self
-            .client()
+            .slot_write(slot.index, &slot.holder, until)
             .await
-            .put_item()
-            .table_name(self.table())
-            .item(KEY, AttributeValue::S(slot_key(slot.index)))
-            .item(HOLDER, AttributeValue::S(slot.holder.clone()))
-            .item(EXPIRES_AT, AttributeValue::N(self.lease_end(now)))
             .condition_expression("#h = :me")
-            .expression_attribute_names("#h", HOLDER)
             .expression_attribute_values(":me", AttributeValue::S(slot.holder.clone()));
         self.timed("renew_slot", metrics, request.send()).await
     }
@@ -241,23 +226,34 @@ impl CallRegistry {
         metrics: &Metrics,
     ) -> Result<(), ClaimError> {
         let request = self
-            .client()
+            .slot_write(index, holder, now.saturating_add(lease.as_secs()))
+            .await
+            .condition_expression("attribute_not_exists(#k) OR #e < :now OR #h = :me")
+            .expression_attribute_names("#k", KEY)
+            .expression_attribute_names("#e", EXPIRES_AT)
+            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
+            .expression_attribute_values(":me", AttributeValue::S(holder.to_string()));
+        self.timed("admit", metrics, request.send()).await
+    }
+}
+
+impl CallRegistry {
+    /// The `PutItem` of slot `index` for `holder` until `until` (`#h` names the holder
+    /// attribute); the caller adds its condition.
+    async fn slot_write(
+        &self,
+        index: u32,
+        holder: &str,
+        until: u64,
+    ) -> aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder {
+        self.client()
             .await
             .put_item()
             .table_name(self.table())
             .item(KEY, AttributeValue::S(slot_key(index)))
             .item(HOLDER, AttributeValue::S(holder.to_string()))
-            .item(
-                EXPIRES_AT,
-                AttributeValue::N(now.saturating_add(lease.as_secs()).to_string()),
-            )
-            .condition_expression("attribute_not_exists(#k) OR #e < :now OR #h = :me")
-            .expression_attribute_names("#k", KEY)
-            .expression_attribute_names("#e", EXPIRES_AT)
+            .item(EXPIRES_AT, AttributeValue::N(until.to_string()))
             .expression_attribute_names("#h", HOLDER)
-            .expression_attribute_values(":now", AttributeValue::N(now.to_string()))
-            .expression_attribute_values(":me", AttributeValue::S(holder.to_string()));
-        self.timed("admit", metrics, request.send()).await
     }
 }
 
