@@ -74,7 +74,9 @@ impl Server<'_> {
             Ending::of(EndReason::Duplicate)
         };
         let mut claim = self.0.claim_call(call_sid).ok_or_else(duplicate)?;
-        match claim.claim_fleet().await {
+        // Boxed: the SDK's futures are large, and an unboxed one would size every call's
+        // claim step by them, registry or not.
+        match Box::pin(claim.claim_fleet()).await {
             Ok(()) => Ok(claim),
             Err(ClaimError::Taken) => Err(duplicate()),
             Err(ClaimError::Unavailable(cause)) => Err(registry_unavailable(&cause)),
@@ -95,10 +97,7 @@ impl Server<'_> {
             .call_registry
             .as_ref()
             .map_or(std::time::Duration::from_secs(60), |r| r.lease);
-        match registry
-            .admit(holder, admission.limit, lease, &state.metrics)
-            .await
-        {
+        match Box::pin(registry.admit(holder, admission.limit, lease, &state.metrics)).await {
             Ok(Admission::Admitted { slot, in_use }) => {
                 state.metrics.admission("admitted", Some(in_use));
                 registry.keep_slot(slot.clone());
