@@ -63,34 +63,21 @@ impl CallRegistry {
         let now = unix_now();
         let slots = self.read_slots(limit, metrics).await?;
         let live = |h: &(String, u64)| h.1 >= now;
-        let in_use = slots.values().filter(|h| live(h)).count() as u32;
-        if let Some((&index, _)) = slots.iter().find(|(_, h)| live(h) && h.0 == holder) {
-            // Ours already (the webhook admitted it, or a retry): extend the lease.
-            match self.put_slot(index, holder, lease, now, metrics).await {
-                Ok(()) => {
-                    return Ok(Admission::Admitted {
-                        slot: Slot {
-                            index,
-                            holder: holder.to_string(),
-                        },
-                        in_use,
-                    })
-                }
-                Err(ClaimError::Taken) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        // Free slots, starting at a point that depends on the holder so that concurrent
-        // admissions mostly try different ones.
+        let ours = |h: &(String, u64)| live(h) && h.0 == holder;
+        // Live slots of other calls; an admission makes it one more.
+        let others = slots.values().filter(|h| live(h) && !ours(h)).count() as u32;
+        // Ours first (the webhook admitted this call, or a retry: the lease is extended), then
+        // the free ones from a point that depends on the holder, so that concurrent
+        // admissions mostly try different slots.
         let start = holder
             .bytes()
             .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
             % limit.max(1);
-        for offset in 0..limit {
-            let index = (start + offset) % limit;
-            if slots.get(&index).is_some_and(live) {
-                continue;
-            }
+        let held = slots.iter().filter(|(_, h)| ours(h)).map(|(&i, _)| i);
+        let free = (0..limit)
+            .map(|offset| (start + offset) % limit)
+            .filter(|i| !slots.get(i).is_some_and(live));
+        for index in held.chain(free) {
             match self.put_slot(index, holder, lease, now, metrics).await {
                 Ok(()) => {
                     return Ok(Admission::Admitted {
@@ -98,7 +85,7 @@ impl CallRegistry {
                             index,
                             holder: holder.to_string(),
                         },
-                        in_use: in_use.saturating_add(1),
+                        in_use: others.saturating_add(1),
                     })
                 }
                 // Someone took it since the read: try the next.
