@@ -7,7 +7,7 @@ graphs for cycles: the crate's top-level modules (relay, call, server, ...) and,
 of them, its direct children (server::http, server::handshake, ...). A module's own
 children do not count as an edge (a parent may use what it declares).
 
-    python3 scripts/check-imports.py [src]
+    python3 scripts/check-imports.py [src ...]   (one crate's src/ each; default: src)
 """
 
 import os
@@ -143,15 +143,14 @@ def cycles(g):
     return out
 
 
-def main():
-    root = sys.argv[1] if len(sys.argv) > 1 else "src"
+def check(root):
     found = edges(root)
     bad = []
     for depth in (1, 2):
         for cycle in cycles(graph(found, depth)):
             bad.append(" -> ".join("::".join(m) for m in cycle))
     if bad:
-        print("import circles between modules:", file=sys.stderr)
+        print(f"import circles between modules of {root}:", file=sys.stderr)
         for line in bad:
             print("  " + line, file=sys.stderr)
         for depth in (1, 2):
@@ -165,8 +164,13 @@ def main():
                     )
                     print(f"  {'::'.join(a)} -> {'::'.join(b)}: in {', '.join(users)}", file=sys.stderr)
         return 1
-    print(f"imports: no circles among {len(found)} modules (top level, and children of each)")
+    print(f"imports: {root}: no circles among {len(found)} modules (top level, and children of each)")
     return 0
+
+
+def main():
+    roots = sys.argv[1:] or ["src"]
+    return max(check(root) for root in roots)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,14 @@ step "docs: every relative link resolves (scripts/check-doc-links.py)"
 python3 scripts/check-doc-links.py
 
 step "import graph (scripts/check-imports.py: no circles between modules)"
-python3 scripts/check-imports.py src
+python3 scripts/check-imports.py src crates/relay/src
+
+step "the relay crate is sans-IO: no tokio among its dependencies (cargo tree)"
+if cargo tree --locked -p media-relay -e normal --prefix none | grep -Eq '^(tokio|mio|hyper) '; then
+    echo "crates/relay depends on an I/O runtime:" >&2
+    cargo tree --locked -p media-relay -e normal -i tokio >&2 || true
+    exit 1
+fi
 
 step "cargo fmt --check"
 cargo fmt --all -- --check

@@ -1,8 +1,8 @@
-//! The ElevenLabs conversational agent as an [`Agent`](crate::agent::Agent): its settings,
-//! its messages ([`message`]) and the per-call client ([`client`]).
+//! The ElevenLabs conversational agent as an [`Agent`](crate::agent::Agent): its settings
+//! and the per-call client ([`client`]); its messages are the relay crate's ([`message`]).
 
 pub mod client;
-pub mod message;
+pub use media_relay::elevenlabs::message;
 
 use std::time::Duration;
 

@@ -9,14 +9,15 @@
 //! - [`auth`]: stream tokens: HS256 JWT verification and minting, static tokens.
 //! - [`context`]: an outbound call's agent overrides, dynamic variables and voicemail choice,
 //!   sealed (XChaCha20-Poly1305) for the trip through Twilio's URLs and the stream token.
-//! - [`twilio`]: Media Streams message types and parsing, request signatures, TwiML.
-//! - [`audio`]: G.711 μ-law codec and resampling (pure, synchronous).
+//! - [`twilio`]: request signatures and the REST client; the Media Streams messages and TwiML
+//!   are re-exported from the `media-relay` crate.
+//! - [`audio`]: G.711 μ-law codec and resampling (re-exported from `media-relay`).
 //! - [`agent`]: the agent boundary (one session per call) and the built-in echo agent.
 //! - [`elevenlabs`]: the ElevenLabs conversational agent client.
 //! - [`registry`]: the fleet-wide call registry on DynamoDB (single-use tokens, one stream
 //!   per CallSid across every task).
-//! - [`relay`]: the call as a pure state machine: protocol, playout pacing and barge-in,
-//!   transcoding, endings, counters (no I/O).
+//! - [`relay`]: the call as a sans-IO state machine: protocol, playout pacing and barge-in,
+//!   transcoding, endings, counters (the `media-relay` crate, crates/relay: no tokio).
 //! - [`ws`]: a WebSocket with a write budget ([`ws::Conn`]) over any [`ws::Socket`].
 //! - [`retry`]: the backoff of every retry loop.
 //! - [`call`]: one task per call: both sockets, one `select!`, the call's ports ([`call::Host`],
@@ -26,7 +27,6 @@
 //! messages, `elevenlabs`'s messages) → `relay` → `call` → {`agent`, `server`, `lambda`} →
 //! the binaries.
 //! - [`ecs`]: ECS task scale-in protection and CloudWatch EMF metrics.
-//! - `json` (internal): zero-copy JSON string access shared by the protocol parsers.
 //! - [`metrics`]: the Prometheus registry behind `GET /metrics`.
 //! - [`server`]: the HTTP + WebSocket server: routing, handshake, per-call tasks, drain.
 //! - [`lambda`]: the `media-lambda` function: `/health`, `/token`, the Twilio voice webhook,
@@ -35,18 +35,15 @@
 //! - [`shutdown`]: SIGTERM / SIGINT as a future.
 
 pub mod agent;
-pub mod audio;
 pub mod auth;
 pub mod call;
 pub mod config;
 pub mod context;
 pub mod ecs;
 pub mod elevenlabs;
-mod json;
 pub mod lambda;
 pub mod metrics;
 pub mod registry;
-pub mod relay;
 pub mod retry;
 pub mod secret;
 pub mod secrets;
@@ -55,3 +52,5 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod twilio;
 pub mod ws;
+
+pub use media_relay::{audio, relay};

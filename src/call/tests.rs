@@ -171,7 +171,7 @@ async fn an_echo_call_end_to_end_over_pipes() {
     let (server, mut twilio) = pipe(1 << 16).await;
     let agent = agent(AgentMode::Echo(Duration::from_millis(200)), None);
     let host = host(None);
-    let cfg = RelayConfig::for_tests(agent.mode);
+    let cfg = RelayConfig::with_agent(agent.mode);
     let call = run(
         server,
         &agent,
@@ -218,7 +218,7 @@ async fn a_remote_agent_call_both_ways_and_the_agent_ending_it() {
     // The loop is the agent's client: its end masks, ours is the agent server.
     let agent = agent(AgentMode::Remote { binary: false }, Some(agent_side));
     let host = host(None);
-    let cfg = RelayConfig::for_tests(agent.mode);
+    let cfg = RelayConfig::with_agent(agent.mode);
     let call = run(
         server,
         &agent,
@@ -278,12 +278,8 @@ async fn a_remote_agent_call_both_ways_and_the_agent_ending_it() {
 async fn a_refused_claim_closes_with_its_code() {
     let (server, mut twilio) = pipe(1 << 16).await;
     let agent = agent(AgentMode::Echo(Duration::from_millis(20)), None);
-    let host = host(Some(Ending::new(
-        Outcome::duplicate,
-        Some(1008),
-        "duplicate stream for call",
-    )));
-    let cfg = RelayConfig::for_tests(agent.mode);
+    let host = host(Some(Ending::of(EndReason::Duplicate)));
+    let cfg = RelayConfig::with_agent(agent.mode);
     // Claims are made for bound streams only.
     let call = run(
         server,
@@ -309,7 +305,7 @@ async fn a_twilio_that_stops_reading_is_closed_after_the_write_budget() {
     let (server, mut twilio) = pipe(4096).await;
     let agent = agent(AgentMode::Echo(Duration::from_millis(20)), None);
     let host = host(None);
-    let cfg = RelayConfig::for_tests(agent.mode);
+    let cfg = RelayConfig::with_agent(agent.mode);
     let small = Limits {
         max_buffered_bytes: 2_000,
     };
@@ -356,7 +352,7 @@ async fn drain_closes_a_live_call_with_1001() {
     let agent = agent(AgentMode::None, None);
     let host = host(None);
     let stops = CallStops::new();
-    let cfg = RelayConfig::for_tests(agent.mode);
+    let cfg = RelayConfig::with_agent(agent.mode);
     let call = run(server, &agent, &host, cfg, None, limits(), stops.register());
     let caller = async {
         twilio.send(start()).await.unwrap();
@@ -375,7 +371,7 @@ async fn a_drain_ends_a_live_call_gracefully_before_its_deadline_not_with_1001()
     let agent = agent(AgentMode::Echo(Duration::from_millis(200)), None);
     let host = host(None);
     let stops = CallStops::new();
-    let cfg = RelayConfig::for_tests(agent.mode);
+    let cfg = RelayConfig::with_agent(agent.mode);
     let call = run(server, &agent, &host, cfg, None, limits(), stops.register());
     let started = Instant::now();
     let caller = async {

@@ -33,7 +33,7 @@ where
 }
 
 fn no_agent() -> RelayConfig {
-    RelayConfig::for_tests(AgentMode::None)
+    RelayConfig::with_agent(AgentMode::None)
 }
 
 #[tokio::test(start_paused = true)]

@@ -115,10 +115,10 @@ impl ControlPolicy {
     }
 }
 
-#[cfg(test)]
 impl RelayConfig {
-    /// The defaults of `media-ws` (30 s idle, 15 s keepalive, 200 ms lead) for `agent`.
-    pub fn for_tests(agent: AgentMode) -> Self {
+    /// The defaults of `media-ws` (30 s idle, 15 s keepalive, 200 ms lead) for `agent`,
+    /// without REST: what tests and the simulator start from.
+    pub fn with_agent(agent: AgentMode) -> Self {
         Self {
             max_payload_bytes: 16_000,
             playout_lead: Duration::from_millis(200),

@@ -1,7 +1,7 @@
 use super::{decode, decode_into, encode, encode_into};
 
 /// The shared G.711 vectors (audioop primary, ITU-T G.191 cross-check).
-const FIXTURE: &str = include_str!("../../../tests/fixtures/g711-ulaw.json");
+const FIXTURE: &str = include_str!("../../../../../tests/fixtures/g711-ulaw.json");
 
 fn fixture() -> serde_json::Value {
     serde_json::from_str(FIXTURE).expect("fixture is valid JSON")

@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 
 use super::*;
 
-const VECTORS: &str = include_str!("../../../tests/fixtures/twiml-connect-stream.json");
+const VECTORS: &str = include_str!("../../../../../tests/fixtures/twiml-connect-stream.json");
 const MEDIA_URL: &str = "wss://media.example.com/twilio/media";
 
 #[derive(Deserialize)]

@@ -17,7 +17,7 @@ pub(super) const MS: Duration = Duration::from_millis(1);
 const START: &str = r#"{"event":"start","start":{"streamSid":"MZ1","callSid":"CA1","accountSid":"AC1","customParameters":{"lang":"en","token":"secret"}},"streamSid":"MZ1"}"#;
 
 pub(super) fn config(agent: AgentMode) -> RelayConfig {
-    RelayConfig::for_tests(agent)
+    RelayConfig::with_agent(agent)
 }
 
 pub(super) fn media(frame: &[u8]) -> String {

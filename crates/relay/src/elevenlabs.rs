@@ -1,0 +1,3 @@
+//! The ElevenLabs conversational agent's WebSocket messages ([`message`]).
+
+pub mod message;
