@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Cold start of the release media-lambda: N fresh processes against a Lambda Runtime API on
-# loopback (tests/lambda_support/runtime_api.rs), secrets from moto on loopback and, for
+# loopback (crates/test-support/src/lambda/runtime_api.rs), secrets from moto on loopback and, for
 # comparison, as plain values. Prints a Markdown table (median, p90, min, max) for
 #   ready       = process spawn -> first GET /2018-06-01/runtime/invocation/next
 #   first event = event handed out -> response posted (POST /token)
@@ -26,4 +26,4 @@ echo "==> release binary: $(stat -c %s "${bin}") bytes"
 
 echo "==> ${runs} runs per row"
 MEDIA_LAMBDA_BIN="${bin}" BENCH_RUNS="${runs}" \
-  cargo test --locked --release --test lambda_cold_start -- --ignored --nocapture --test-threads 1
+  cargo test --locked --release --test it lambda_cold_start -- --ignored --nocapture --test-threads 1

@@ -14,7 +14,7 @@ python3 -m pip install --quiet --disable-pip-version-check -r scripts/requiremen
 command -v pyenv >/dev/null 2>&1 && pyenv rehash
 hash -r
 
-step "deployment renderer self-test (scripts/render-deploy.py, used by tests/as_shipped.rs)"
+step "deployment renderer self-test (scripts/render-deploy.py, used by tests/it/as_shipped.rs)"
 python3 scripts/render-deploy.py --self-test
 python3 scripts/render-deploy.py > /dev/null
 

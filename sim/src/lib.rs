@@ -22,7 +22,7 @@ pub mod load;
 pub mod outbound;
 pub mod procstat;
 pub mod stats;
-pub mod twilio_rest;
+pub use media_test_support::twilio_rest;
 pub mod wav;
 
 use std::path::PathBuf;

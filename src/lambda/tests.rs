@@ -1,5 +1,5 @@
 //! The handler called directly with the `events/*.json` fixtures (the Runtime API tests in
-//! `tests/media_lambda.rs` drive the real binary).
+//! `tests/it/media_lambda.rs` drive the real binary).
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1,5 +1,5 @@
 //! The outbound routes called directly with the `events/calls*.json` fixtures; creating
-//! calls and the AMD actions against a fake Twilio REST API are in `tests/outbound.rs`.
+//! calls and the AMD actions against a fake Twilio REST API are in `tests/it/outbound.rs`.
 
 use serde_json::{json, Value};
 
@@ -26,7 +26,7 @@ const OUTBOUND: &[(&str, &str)] = &[
 fn calls_event(body: &Value) -> Value {
     let mut e = event("calls");
     e["body"] = body.to_string().into();
-    // No registry here: idempotency is tested in tests/outbound.rs.
+    // No registry here: idempotency is tested in tests/it/outbound.rs.
     if let Some(h) = e["headers"].as_object_mut() {
         h.remove("idempotency-key");
     }

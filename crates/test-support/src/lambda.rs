@@ -1,12 +1,8 @@
 //! Harness for `media-lambda`: a Lambda Runtime API on loopback that hands out events and
 //! collects responses, the real binary running against it, an API Gateway front, and moto's
-//! SSM server. Not every test binary uses every part (hence `unused_imports`).
-#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
+//! SSM and DynamoDB server.
 
 pub mod api_gateway;
-// Both harnesses (each included on its own by test crates) share this one file.
-#[allow(clippy::duplicate_mod)]
-pub mod bin;
 pub mod moto;
 pub mod process;
 pub mod runtime_api;
@@ -29,14 +25,9 @@ pub const ACCOUNT_SID: &str = "AC0123456789abcdef0123456789abcdef";
 /// The URL the `events/twiml.json` request was made to.
 pub const EVENT_URL: &str = "https://abc123defg.execute-api.us-east-1.amazonaws.com/twiml";
 
-/// The repository root (this package's, or the workspace's when a member includes this).
+/// The repository root (this crate lives in crates/test-support).
 fn repo_root() -> std::path::PathBuf {
-    let here = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    if here.join("events").is_dir() {
-        here.to_path_buf()
-    } else {
-        here.parent().unwrap().to_path_buf()
-    }
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
 /// An `events/<name>.json` file.

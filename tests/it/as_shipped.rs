@@ -17,13 +17,10 @@
 //! `ssm:` reference `infra/params/ssm-parameters.txt` does not create, and a process given a reference moto lacks exits 2.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "as_shipped/alb.rs"]
 mod alb;
-mod lambda_support;
-mod support;
-#[path = "../sim/src/twilio_rest.rs"]
-#[allow(dead_code)] // media-sim's fake; this test uses part of it
-mod twilio_rest;
+use media_test_support::lambda as lambda_support;
+use media_test_support::media_ws as support;
+use media_test_support::twilio_rest;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

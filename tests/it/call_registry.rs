@@ -4,11 +4,9 @@
 //! new calls with 503 and leaves live calls alone.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod lambda_support;
-mod support;
-#[path = "../sim/src/twilio_rest.rs"]
-#[allow(dead_code)]
-mod twilio_rest;
+use media_test_support::lambda as lambda_support;
+use media_test_support::media_ws as support;
+use media_test_support::twilio_rest;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! scripts/test.sh) play a Twilio call with the echo agent and try refused tokens.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use media_test_support::media_ws as support;
 
 use support::Server;
 

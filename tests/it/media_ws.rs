@@ -3,7 +3,7 @@
 //! ECS and EMF. The call loop's protocol and guards are component tests (src/call/tests/).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use media_test_support::media_ws as support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! `events/*.json` files and variants; secrets from moto's SSM.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod lambda_support;
+use media_test_support::lambda as lambda_support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -1,6 +1,5 @@
 //! Test harness: runs the real `media-ws` binary on an ephemeral loopback port, captures its
 //! log lines, and plays Twilio over a real WebSocket client.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -160,14 +159,11 @@ impl Server {
     }
 }
 
-// Both harnesses (each included on its own by test crates) share this one file.
-#[allow(clippy::duplicate_mod)]
-#[path = "../lambda_support/bin.rs"]
-mod bin;
+use crate::bins;
 
-/// The `media-ws` binary (see [`bin::workspace_bin`]).
+/// The `media-ws` binary (see [`bins::workspace_bin`]).
 pub fn media_ws_bin() -> String {
-    bin::workspace_bin("media-ws", option_env!("CARGO_BIN_EXE_media-ws"))
+    bins::workspace_bin("media-ws")
 }
 
 /// A loopback port with nothing listening on it (bound, read, released).

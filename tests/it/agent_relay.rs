@@ -2,7 +2,7 @@
 //! and the built-in echo agent or a fake ElevenLabs server on loopback.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use media_test_support::media_ws as support;
 
 use std::time::Duration;
 

@@ -6,7 +6,7 @@
 //!   secret, after the SSM-backed ones were loaded at init).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod lambda_support;
+use media_test_support::lambda as lambda_support;
 
 use std::time::{Duration, Instant};
 

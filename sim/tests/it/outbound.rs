@@ -5,15 +5,14 @@
 //! AMD verdict, the voicemail redirect ending the stream, the final status callback.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod lambda_offline;
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use media_test_support::lambda;
+use media_test_support::media_ws as support;
 
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use lambda_offline::{api_gateway, LambdaProcess, RuntimeApi};
+use lambda::{api_gateway, LambdaProcess, RuntimeApi};
 use serde_json::json;
 use support::fake_el::{Behaviour, FakeEl};
 use support::{free_port, http_request_with_body, Server};

@@ -1,7 +1,6 @@
 //! A fake ElevenLabs agent server: a real WebSocket server on loopback speaking the agent
 //! protocol (signed-URL endpoint, initiation, metadata, audio, pings, interruptions), with
 //! configurable formats and faults, recording everything it receives.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

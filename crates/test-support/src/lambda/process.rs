@@ -1,5 +1,4 @@
 //! The real `media-lambda` process attached to a [`RuntimeApi`], its logs collected.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -8,12 +7,12 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use super::bin::workspace_bin;
 use super::RuntimeApi;
+use crate::bins::workspace_bin;
 
 /// The `media-lambda` binary (see [`workspace_bin`]).
 pub fn media_lambda_bin() -> String {
-    workspace_bin("media-lambda", option_env!("CARGO_BIN_EXE_media-lambda"))
+    workspace_bin("media-lambda")
 }
 
 /// A running `media-lambda` process attached to a [`RuntimeApi`].

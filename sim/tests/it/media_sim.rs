@@ -5,8 +5,7 @@
 //! directions are transcoded).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use media_test_support::media_ws as support;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;

@@ -6,8 +6,7 @@
 //! during a goodbye.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use media_test_support::media_ws as support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -3,8 +3,8 @@
 //! not; and Twilio's signature on the upgrade when `VERIFY_TWILIO_SIGNATURE` is on.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod lambda_support;
-mod support;
+use media_test_support::lambda as lambda_support;
+use media_test_support::media_ws as support;
 
 use std::time::Duration;
 
