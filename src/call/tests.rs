@@ -390,4 +390,5 @@ async fn a_drain_ends_a_live_call_gracefully_before_its_deadline_not_with_1001()
     );
 }
 
+mod agent;
 mod guards;

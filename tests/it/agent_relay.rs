@@ -1,5 +1,7 @@
 //! The agent relay end to end: the real `media-ws` binary between a simulated Twilio caller
-//! and the built-in echo agent or a fake ElevenLabs server on loopback.
+//! and the built-in echo agent or a fake ElevenLabs server on loopback — what needs the
+//! process: the real client (signed URLs, retries), the registry, concurrency, the logs.
+//! The call loop's own behaviour with an agent is in `src/call/tests/agent.rs`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use media_test_support::media_ws as support;
@@ -10,7 +12,6 @@ use media_orchestrator::audio::{mulaw, resample::Resampler};
 use serde_json::json;
 use support::fake_el::{Behaviour, FakeEl};
 use support::*;
-use tokio_tungstenite::tungstenite::Message;
 
 const NO_GAP: Duration = Duration::ZERO;
 const REAL_TIME: Duration = Duration::from_millis(20);
@@ -147,125 +148,6 @@ async fn pcm_16000_is_transcoded_sample_accurately_both_ways() {
 }
 
 #[tokio::test]
-async fn barge_in_clears_at_once_and_drops_the_interrupted_response() {
-    let fake = FakeEl::start(Behaviour {
-        echo: false,
-        ..Behaviour::default()
-    })
-    .await;
-    let s = server_with(&fake, &[("PLAYOUT_LEAD_MS", "200")]).await;
-    let c = caller(&s, json!({})).await;
-    fake.wait("connected", |cs| cs.len() == 1 && cs[0].init.is_some())
-        .await;
-    // Three seconds of response 1 arrive at once; playout keeps Twilio only ~200 ms ahead.
-    fake.send_audio(0, &vec![0x11; 24_000], 1);
-    c.wait("playback started", |l| l.media_messages >= 5).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = c.snapshot();
-    assert!(
-        before.audio.len() < 8 * (200 + 300 + 250),
-        "released only at real time plus the lead: {} bytes",
-        before.audio.len()
-    );
-    fake.send_json(
-        0,
-        json!({"type":"interruption","interruption_event":{"event_id":1}}),
-    );
-    fake.send_audio(0, &[0x33; 1600], 1); // late audio of the interrupted response
-    fake.send_audio(0, &[0x22; 1600], 2); // the next response
-    let log = c
-        .wait("next response", |l| {
-            l.audio.iter().filter(|b| **b == 0x22).count() == 1600
-        })
-        .await;
-    let clear_at = log
-        .items
-        .iter()
-        .position(|i| i == "clear")
-        .expect("clear sent");
-    let after_clear = &log.items[clear_at + 1..];
-    assert!(after_clear.iter().filter(|i| *i == "media").count() >= 10);
-    assert!(
-        !log.audio.contains(&0x33),
-        "late audio of the interrupted response is dropped"
-    );
-    let first = log.audio.iter().filter(|b| **b == 0x11).count();
-    assert!(
-        first < 24_000 / 2,
-        "most of response 1 was never sent: {first}"
-    );
-    assert_eq!(s.metric("media_bargein_seconds_count").await, 1.0);
-}
-
-#[tokio::test]
-async fn agent_pings_are_answered_with_the_same_event_id() {
-    let fake = FakeEl::start(Behaviour::default()).await;
-    let s = server_with(&fake, &[]).await;
-    let c = caller(&s, json!({})).await;
-    fake.wait("connected", |cs| cs.len() == 1 && cs[0].init.is_some())
-        .await;
-    fake.send_json(
-        0,
-        json!({"type":"ping","ping_event":{"event_id":42,"ping_ms":null}}),
-    );
-    fake.send_json(0, json!({"type":"user_transcript","user_transcription_event":{"user_transcript":"hello","event_id":3}}));
-    fake.send_json(
-        0,
-        json!({"type":"ping","ping_event":{"event_id":43,"ping_ms":12}}),
-    );
-    fake.wait("pongs", |cs| cs[0].pongs.len() == 2).await;
-    assert_eq!(fake.conversation(0).pongs, [42, 43]);
-    // Per-call counters reach the metrics when the call ends (or every 10 s while it lasts).
-    c.send(stop(2));
-    c.wait("close", |l| l.close.is_some()).await;
-    s.wait_log("call closed").await;
-    assert_eq!(
-        s.metric("media_agent_events_total{kind=\"user_transcript\"}")
-            .await,
-        1.0
-    );
-}
-
-#[tokio::test]
-async fn caller_audio_during_connect_and_before_metadata_is_not_lost() {
-    let fake = FakeEl::start(Behaviour {
-        metadata_delay: Duration::from_millis(400),
-        echo: false,
-        ..Behaviour::default()
-    })
-    .await;
-    let s = server_with(&fake, &[]).await;
-    let c = caller(&s, json!({})).await;
-    let audio = tone(4, 15); // 300 ms, sent before the agent is ready
-    c.play(&audio, 2, NO_GAP).await;
-    fake.wait("held audio delivered", |cs| {
-        cs.len() == 1 && cs[0].audio.len() >= audio.len()
-    })
-    .await;
-    assert_eq!(fake.conversation(0).audio, audio);
-}
-
-#[tokio::test]
-async fn legacy_binary_mode_sends_pcm16le_16k_frames() {
-    let fake = FakeEl::start(Behaviour {
-        echo: false,
-        ..Behaviour::default()
-    })
-    .await;
-    let s = server_with(&fake, &[("EL_FORWARD_BINARY", "true")]).await;
-    let c = caller(&s, json!({})).await;
-    let audio = tone(5, 5);
-    c.play(&audio, 2, NO_GAP).await;
-    fake.wait("binary audio", |cs| {
-        cs.len() == 1 && cs[0].binary.len() >= audio.len() * 4
-    })
-    .await;
-    let expected = pcm16k_of(&audio);
-    assert_eq!(fake.conversation(0).binary, expected);
-    assert_eq!(fake.conversation(0).audio_messages, 0);
-}
-
-#[tokio::test]
 async fn private_agents_connect_through_a_signed_url() {
     let fake = FakeEl::start(Behaviour {
         api_key: Some("xi-test-key"),
@@ -357,57 +239,6 @@ async fn unreachable_agent_ends_the_stream_normally_after_bounded_retries() {
     );
     s.wait_log("\"outcome\":\"agent_error\"").await;
     drop(silent);
-}
-
-#[tokio::test]
-async fn agent_closing_mid_call_closes_the_stream_with_a_reason() {
-    let fake = FakeEl::start(Behaviour::default()).await;
-    let s = server_with(&fake, &[]).await;
-    let c = caller(&s, json!({})).await;
-    fake.wait("connected", |cs| cs.len() == 1 && cs[0].init.is_some())
-        .await;
-    fake.close(0, 1011);
-    let log = c.wait("close", |l| l.close.is_some()).await;
-    assert_eq!(log.close, Some((1000, "agent closed".into())));
-    s.wait_log("\"outcome\":\"agent_error\"").await;
-
-    let c = Caller::new(s.connect("/rtm/voice", &[]).await.unwrap());
-    c.send(connected());
-    c.send(start_with("CA11111111111111111111111111111111", json!({})));
-    fake.wait("second", |cs| cs.len() == 2 && cs[1].init.is_some())
-        .await;
-    fake.close(1, 1000);
-    let log = c.wait("close", |l| l.close.is_some()).await;
-    assert_eq!(log.close, Some((1000, "agent ended".into())));
-}
-
-#[tokio::test]
-async fn a_stalled_agent_costs_bounded_memory_and_drops_are_counted() {
-    let fake = FakeEl::start(Behaviour {
-        stall_after_metadata: true,
-        echo: false,
-        ..Behaviour::default()
-    })
-    .await;
-    let s = server_with(&fake, &[]).await;
-    let c = caller(&s, json!({})).await;
-    fake.wait("connected", |cs| cs.len() == 1 && cs[0].init.is_some())
-        .await;
-    // Ten minutes of audio as fast as possible: the agent reads none of it, so once the
-    // kernel's buffers are full (megabytes on loopback) the bridge drops caller audio rather
-    // than queueing it.
-    let seq = c.play(&tone(6, 30_000), 2, NO_GAP).await;
-    c.send(Message::text("ping"));
-    c.wait("still responsive", |l| l.items.iter().any(|i| i == "pong"))
-        .await;
-    c.send(stop(seq));
-    let log = c.wait("close", |l| l.close.is_some()).await;
-    assert_eq!(log.close, Some((1000, "stream stopped".into())));
-    s.wait_log("call closed").await;
-    let dropped = s
-        .metric("media_dropped_frames_total{reason=\"agent_slow\"}")
-        .await;
-    assert!(dropped > 1000.0, "dropped {dropped}");
 }
 
 #[tokio::test]
