@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import copy
 
+from . import DeployError, files, resolve, rules
 
-def run(rd) -> int:  # rd: the scripts/render-deploy.py module
+
+def run(render) -> int:  # render: scripts/render-deploy.py's, which reads and checks every file
     failures: list[str] = []
 
     def check(name: str, cond: bool, detail: str = "") -> None:
@@ -20,7 +22,7 @@ def run(rd) -> int:  # rd: the scripts/render-deploy.py module
     def expect_error(name: str, fn, needle: str) -> None:
         try:
             fn()
-        except rd.DeployError as e:
+        except DeployError as e:
             check(name, needle in str(e), f"error {str(e)!r} lacks {needle!r}")
         else:
             check(name, False, "no error raised")
@@ -29,11 +31,11 @@ def run(rd) -> int:  # rd: the scripts/render-deploy.py module
         try:
             fn()
             check(name, True)
-        except rd.DeployError as e:
+        except DeployError as e:
             check(name, False, str(e))
 
     # --- the resolver, on a small template ------------------------------------------
-    tpl = rd.decode("selftest.yaml", """
+    tpl = resolve.decode("selftest.yaml", """
 Parameters:
   Path: {Type: String, Default: /app/prod, AllowedPattern: '^(/[a-z]+)+$'}
   Mode: {Type: String, AllowedValues: [a, b], Default: a}
@@ -76,7 +78,7 @@ Resources:
 """)
 
     def props(overrides):
-        s = rd.Stack(tpl, "selftest.yaml", "st", overrides)
+        s = resolve.Stack(tpl, "selftest.yaml", "st", overrides)
         return s.resolve(s.resources["Thing"]["Properties"])
 
     p = props({})
@@ -103,50 +105,50 @@ Resources:
     expect_error("Number", lambda: props({"Drain": "ten"}), "is not a Number")
     expect_error("AWS::EC2::VPC::Id", lambda: props({"Vpc": "vpc-xyz"}), "not a valid AWS::EC2::VPC::Id")
     expect_error("missing required parameter",
-                 lambda: rd.Stack(rd.decode("t.yaml", "Parameters: {X: {Type: String}}\nResources: {}\n"), "t.yaml",
+                 lambda: resolve.Stack(resolve.decode("t.yaml", "Parameters: {X: {Type: String}}\nResources: {}\n"), "t.yaml",
                                   "st", {}), "X has no Default")
 
     # --- the files the deploy commands read -------------------------------------------
-    ssm = rd.read_ssm_list("# c\n\n/a/b/one random\n  /a/b/two  TWILIO_AUTH_TOKEN\n", "s.txt")
+    ssm = files.read_ssm_list("# c\n\n/a/b/one random\n  /a/b/two  TWILIO_AUTH_TOKEN\n", "s.txt")
     check("SSM list: names, comments", ssm == ["/a/b/one", "/a/b/two"], repr(ssm))
     expect_error("SSM list: a comment after a name (the shell loop would read it as the value)",
-                 lambda: rd.read_ssm_list("/a/x random # why\n", "s.txt"), "line 1 is not")
-    expect_error("SSM list: a name listed twice", lambda: rd.read_ssm_list("/a/x random\n/a/x random\n", "s.txt"),
+                 lambda: files.read_ssm_list("/a/x random # why\n", "s.txt"), "line 1 is not")
+    expect_error("SSM list: a name listed twice", lambda: files.read_ssm_list("/a/x random\n/a/x random\n", "s.txt"),
                  "listed twice")
     expect_error("SSM list: a value source that is neither random nor a variable",
-                 lambda: rd.read_ssm_list("/a/x $(cat key)\n", "s.txt"), "line 1 is not")
-    expect_error("SSM list: empty", lambda: rd.read_ssm_list("# none\n", "s.txt"), "lists no SSM parameter")
-    got = rd.read_cfn_parameters('[{"ParameterKey": "A", "ParameterValue": "1"}]', "p.json")
+                 lambda: files.read_ssm_list("/a/x $(cat key)\n", "s.txt"), "line 1 is not")
+    expect_error("SSM list: empty", lambda: files.read_ssm_list("# none\n", "s.txt"), "lists no SSM parameter")
+    got = files.read_cfn_parameters('[{"ParameterKey": "A", "ParameterValue": "1"}]', "p.json")
     check("CloudFormation parameter list", got == {"A": "1"}, repr(got))
     expect_error("CloudFormation parameter list: a key given twice",
-                 lambda: rd.read_cfn_parameters('[{"ParameterKey": "A", "ParameterValue": "1"}, '
+                 lambda: files.read_cfn_parameters('[{"ParameterKey": "A", "ParameterValue": "1"}, '
                                                 '{"ParameterKey": "A", "ParameterValue": "2"}]', "p.json"),
                  "A is given twice")
     expect_error("CloudFormation parameter list: a number, not a string",
-                 lambda: rd.read_cfn_parameters('[{"ParameterKey": "A", "ParameterValue": 1}]', "p.json"),
+                 lambda: files.read_cfn_parameters('[{"ParameterKey": "A", "ParameterValue": 1}]', "p.json"),
                  "is not {")
     expect_error("CloudFormation parameter list: the Key=Value form is not this file's",
-                 lambda: rd.read_cfn_parameters('["A=1"]', "p.json"), "is not {")
+                 lambda: files.read_cfn_parameters('["A=1"]', "p.json"), "is not {")
     sam = '[default.deploy.parameters]\nstack_name = "fn"\nparameter_overrides = [%s]\n'
-    got = rd.read_samconfig(sam % '"A=1", "B=+1555*", "C=\'\'", "D=\'two words\'"', "samconfig.toml")
+    got = files.read_samconfig(sam % '"A=1", "B=+1555*", "C=\'\'", "D=\'two words\'"', "samconfig.toml")
     check("samconfig: stack_name and parameter_overrides as sam deploy parses them",
           got == ("fn", {"A": "1", "B": "+1555*", "C": "", "D": "two words"}), repr(got))
     expect_error("samconfig: an empty value without quotes (sam deploy refuses it)",
-                 lambda: rd.read_samconfig(sam % '"C="', "samconfig.toml"), "C= is not a valid format")
-    got = rd.read_samconfig(sam.replace("[%s]", "%s") % '"A=1 B=\'x y\'"', "samconfig.toml")
+                 lambda: files.read_samconfig(sam % '"C="', "samconfig.toml"), "C= is not a valid format")
+    got = files.read_samconfig(sam.replace("[%s]", "%s") % '"A=1 B=\'x y\'"', "samconfig.toml")
     check("samconfig: the one-string form", got == ("fn", {"A": "1", "B": "x y"}), repr(got))
     expect_error("samconfig: an unquoted value with a space (sam deploy would cut it)",
-                 lambda: rd.read_samconfig(sam % '"Msg=Sorry, all lines are busy"', "samconfig.toml"),
+                 lambda: files.read_samconfig(sam % '"Msg=Sorry, all lines are busy"', "samconfig.toml"),
                  "sam deploy reads it as {'Msg': 'Sorry,'}")
-    expect_error("samconfig: no stack_name", lambda: rd.read_samconfig(
+    expect_error("samconfig: no stack_name", lambda: files.read_samconfig(
         '[default.deploy.parameters]\nparameter_overrides = "A=1"\n', "samconfig.toml"), "no stack_name")
-    expect_error("samconfig: another template", lambda: rd.read_samconfig(
+    expect_error("samconfig: another template", lambda: files.read_samconfig(
         (sam % '"A=1"') + 'template_file = "infra/media-ws.yaml"\n', "samconfig.toml"), "not template.yaml")
-    expect_error("samconfig: no deploy section", lambda: rd.read_samconfig("version = 0.1\n", "samconfig.toml"),
+    expect_error("samconfig: no deploy section", lambda: files.read_samconfig("version = 0.1\n", "samconfig.toml"),
                  "no [default.deploy.parameters]")
 
     # --- the shipped infra/media-ws.yaml: its Rules and stop timings --------------------
-    shipped = rd.decode(rd.ECS_TEMPLATE)
+    shipped = files.template(files.ECS_TEMPLATE)
     valid = {
         "ImageUri": "123456789012.dkr.ecr.us-east-1.amazonaws.com/media-ws:1",
         "VpcId": "vpc-0123456789abcdef0",
@@ -157,7 +159,7 @@ Resources:
     }
 
     def ecs(overrides, template=shipped):
-        return rd.render_ecs(rd.Stack(template, rd.ECS_TEMPLATE, "st", overrides))
+        return rules.render_ecs(resolve.Stack(template, files.ECS_TEMPLATE, "st", overrides))
 
     def without(key):
         return {k: v for k, v in valid.items() if k != key}
@@ -223,14 +225,14 @@ Resources:
                  lambda: ecs(valid, ecs_env("PUBLIC_STREAM_BASE", "wss://x/y")), "differs from the StreamUrlBase output")
 
     # --- the shipped template.yaml: outbound calls, their key and allowlist, the grant ---
-    lam_tpl = rd.decode(rd.LAMBDA_TEMPLATE)
+    lam_tpl = files.template(files.LAMBDA_TEMPLATE)
     lam_valid = {"StreamUrlBase": "wss://media.example.com/rtm/voice"}
     outbound = {**lam_valid, "TwilioAccountSid": "AC0123456789abcdef0123456789abcdef",
                 "OutboundFrom": "+15551230000", "OutboundAllowlist": "+15551230001,+4420*"}
     arn = "arn:aws:dynamodb:us-east-1:123456789012:table/media-ws-prod-CallRegistryTable"
 
     def lam(overrides, template=lam_tpl):
-        return rd.render_lambda(rd.Stack(template, rd.LAMBDA_TEMPLATE, "st", overrides))
+        return rules.render_lambda(resolve.Stack(template, files.LAMBDA_TEMPLATE, "st", overrides))
 
     r = lam(lam_valid)
     check("shipped lambda: no allowlist, no CALLS_API_KEY (POST /calls 501), no DynamoDB access",
@@ -246,7 +248,7 @@ Resources:
     r = lam({**outbound, "CallRegistryTable": "media-ws-prod-CallRegistryTable"})
     check("shipped lambda: CallRegistryTable gives CALL_REGISTRY_TABLE and the five actions on it only",
           (r["env"]["CALL_REGISTRY_TABLE"], r["role_actions"].get("dynamodb"), r["dynamodb_resources"])
-          == ("media-ws-prod-CallRegistryTable", rd.LAMBDA_REGISTRY_ACTIONS, [arn]),
+          == ("media-ws-prod-CallRegistryTable", rules.LAMBDA_REGISTRY_ACTIONS, [arn]),
           repr((r["env"].get("CALL_REGISTRY_TABLE"), r["role_actions"], r["dynamodb_resources"])))
     expect_error("shipped lambda: OutboundAllowlist without TwilioAccountSid refused (OutboundNeedsAccount)",
                  lambda: lam({**lam_valid, "OutboundAllowlist": "+15551230001"}), "rule OutboundNeedsAccount fails")
@@ -285,7 +287,7 @@ Resources:
                  lambda: lam(lam_valid, lam_patched(env_set("OUTBOUND_FROM", "+15551230000"))),
                  "OUTBOUND_FROM but outbound calls are off")
     check("allowlist parser: spaces trimmed, empty entries skipped",
-          rd.allowlist_entries(" +15551230000, ,+4420* ") == ["+15551230000", "+4420*"])
+          rules.allowlist_entries(" +15551230000, ,+4420* ") == ["+15551230000", "+4420*"])
 
     def grant(change):
         return lam_patched(lambda props: change(props["Policies"][0]["Statement"][2]["Fn::If"][1]))
@@ -312,10 +314,10 @@ Resources:
     tables = {"CallRegistryTable": {"name": "media-ws-prod-CallRegistryTable", "hash_key": "pk",
                                     "ttl_attribute": "expires_at"}}
     expect_error("media-lambda's CALL_REGISTRY_TABLE must be the media-ws stack's table",
-                 lambda: rd.check_shared_registry({"CALL_REGISTRY_TABLE": "other"}, tables, "x"),
+                 lambda: rules.check_shared_registry({"CALL_REGISTRY_TABLE": "other"}, tables, "x"),
                  "is not a table of the media-ws stack")
     expect_error("the shared table must have the registry's key and TTL",
-                 lambda: rd.check_shared_registry({"CALL_REGISTRY_TABLE": "media-ws-prod-CallRegistryTable"},
+                 lambda: rules.check_shared_registry({"CALL_REGISTRY_TABLE": "media-ws-prod-CallRegistryTable"},
                                                   {"T": {**tables["CallRegistryTable"], "hash_key": "id"}}, "x"),
                  "the registry needs pk / expires_at")
 
@@ -323,7 +325,7 @@ Resources:
     busy = "Sorry, all of our lines are busy right now. Please call again in a few minutes."
     r = ecs(valid)
     check("shipped media-ws: the task role may PutItem, DeleteItem and BatchGetItem on its table only",
-          r["actions"].get("dynamodb") == rd.ECS_REGISTRY_ACTIONS, repr(r["actions"]))
+          r["actions"].get("dynamodb") == rules.ECS_REGISTRY_ACTIONS, repr(r["actions"]))
     check("shipped media-ws: no limit by default (AGENT_CONCURRENCY_LIMIT, OVERFLOW_NUMBER absent)",
           "AGENT_CONCURRENCY_LIMIT" not in r["env"] and "OVERFLOW_NUMBER" not in r["env"]
           and r["env"].get("OVERFLOW_MESSAGE") == busy, repr(r["env"]))
@@ -366,7 +368,7 @@ Resources:
           (r["env"].get("AGENT_CONCURRENCY_LIMIT"), r["env"].get("OVERFLOW_NUMBER")) == ("20", "+15557770000"),
           repr(r["env"]))
     check("shipped lambda: the admission needs no DynamoDB action beyond the five",
-          r["role_actions"].get("dynamodb") == rd.LAMBDA_REGISTRY_ACTIONS, repr(r["role_actions"]))
+          r["role_actions"].get("dynamodb") == rules.LAMBDA_REGISTRY_ACTIONS, repr(r["role_actions"]))
     expect_error("shipped lambda: AgentConcurrencyLimit without CallRegistryTable refused (AgentLimitNeedsRegistry)",
                  lambda: lam({**outbound, "AgentConcurrencyLimit": "20"}), "rule AgentLimitNeedsRegistry fails")
     expect_error("shipped lambda: AgentConcurrencyLimit without CallRegistryTable refused with outbound calls off too",
@@ -388,7 +390,7 @@ Resources:
                  "is not an E.164 number")
 
     def alarm(overrides):
-        st = rd.Stack(lam_tpl, rd.LAMBDA_TEMPLATE, "st", overrides)
+        st = resolve.Stack(lam_tpl, files.LAMBDA_TEMPLATE, "st", overrides)
         if "AdmissionOverflowAlarm" not in st.of_type("AWS::CloudWatch::Alarm"):
             return None
         return st.resolve(st.resources["AdmissionOverflowAlarm"]["Properties"])
@@ -401,76 +403,79 @@ Resources:
           == ("Voice/Prod", "Admissions", [{"Name": "Result", "Value": "overflow"}], "Sum", 300, 1, 0,
               "GreaterThanThreshold", "notBreaching"), repr(a))
     check("shipped lambda: no limit, no alarm", alarm(with_table) is None)
-    emitted = "".join(p.read_text(encoding="utf-8") for p in sorted((rd.REPO / "src/lambda").rglob("*.rs")))
+    emitted = "".join(p.read_text(encoding="utf-8") for p in sorted((files.REPO / "src/lambda").rglob("*.rs")))
     check("the alarm's metric, dimension and value are ones the function emits (src/lambda/)",
           all(f'"{word}"' in emitted for word in ("Admissions", "Result", "AgentSlotsInUse", "overflow")))
 
     expect_error("media-lambda and media-ws with different limits refused",
-                 lambda: rd.check_agent_limits({"AGENT_CONCURRENCY_LIMIT": "20"}, {"AGENT_CONCURRENCY_LIMIT": "10"}, "x"),
+                 lambda: rules.check_agent_limits({"AGENT_CONCURRENCY_LIMIT": "20"}, {"AGENT_CONCURRENCY_LIMIT": "10"}, "x"),
                  "give them the same AgentConcurrencyLimit")
     expect_error("a limit on media-lambda only refused (its slots would expire after the ringing)",
-                 lambda: rd.check_agent_limits({"AGENT_CONCURRENCY_LIMIT": "20"}, {}, "x"),
+                 lambda: rules.check_agent_limits({"AGENT_CONCURRENCY_LIMIT": "20"}, {}, "x"),
                  "set the media-ws stack's AgentConcurrencyLimit to 20 too")
     for lam_env, ecs_env_, what in (
         ({"AGENT_CONCURRENCY_LIMIT": "20"}, {"AGENT_CONCURRENCY_LIMIT": "20"}, "the same limit on both"),
         ({}, {"AGENT_CONCURRENCY_LIMIT": "20"}, "a limit on media-ws only (overflow at the stream's start)"),
         ({"AGENT_CONCURRENCY_LIMIT": ""}, {}, "no limit on either"),
     ):
-        accepted(f"accepted: {what}", lambda: rd.check_agent_limits(lam_env, ecs_env_, "x"))
+        accepted(f"accepted: {what}", lambda: rules.check_agent_limits(lam_env, ecs_env_, "x"))
     expect_error("an EC2 env file with AGENT_CONCURRENCY_LIMIT and no CALL_REGISTRY_TABLE refused",
-                 lambda: rd.check_admission({"AGENT_CONCURRENCY_LIMIT": "20"}, "e.env", "env file"),
+                 lambda: rules.check_admission({"AGENT_CONCURRENCY_LIMIT": "20"}, "e.env", "env file"),
                  "without CALL_REGISTRY_TABLE")
     expect_error("an EC2 env file with OVERFLOW_NUMBER not E.164 refused (media-ws reads it without a limit too)",
-                 lambda: rd.check_admission({"OVERFLOW_NUMBER": "+1555-777"}, "e.env", "env file"),
+                 lambda: rules.check_admission({"OVERFLOW_NUMBER": "+1555-777"}, "e.env", "env file"),
                  "is not an E.164 number")
 
     # --- placeholders: shell variables and other stacks' outputs ------------------------
-    ecs_st = rd.Stack(shipped, rd.ECS_TEMPLATE, "svc-prod", valid)
-    got = rd.fill({"CallRegistryTable": "<svc-prod.Outputs.CallRegistryTableName>", "I": "<REGISTRY>/x:<TAG>"},
+    ecs_st = resolve.Stack(shipped, files.ECS_TEMPLATE, "svc-prod", valid)
+    got = files.fill({"CallRegistryTable": "<svc-prod.Outputs.CallRegistryTableName>", "I": "<REGISTRY>/x:<TAG>"},
                   {"svc-prod": ecs_st}, "s.toml")
     check("placeholders: an output of the rendered stack, shell variables",
           got == {"CallRegistryTable": "svc-prod-CallRegistryTable",
                   "I": "123456789012.dkr.ecr.us-east-1.amazonaws.com/x:0123456789ab"}, repr(got))
     expect_error("placeholders: an output of a stack these files do not deploy",
-                 lambda: rd.fill({"X": "<other.Outputs.CallRegistryTableName>"}, {"svc-prod": ecs_st}, "s.toml"),
+                 lambda: files.fill({"X": "<other.Outputs.CallRegistryTableName>"}, {"svc-prod": ecs_st}, "s.toml"),
                  "which is not deployed from these files")
     expect_error("placeholders: an output the stack does not have",
-                 lambda: rd.fill({"X": "<svc-prod.Outputs.Nope>"}, {"svc-prod": ecs_st}, "s.toml"), "has no output Nope")
-    expect_error("placeholders: an unknown one", lambda: rd.fill({"X": "<your value>"}, {}, "p.json"),
+                 lambda: files.fill({"X": "<svc-prod.Outputs.Nope>"}, {"svc-prod": ecs_st}, "s.toml"), "has no output Nope")
+    expect_error("placeholders: an unknown one", lambda: files.fill({"X": "<your value>"}, {}, "p.json"),
                  "placeholder <your value> is neither")
 
     # --- EC2: the env file, the unit's TimeoutStopSec against it ------------------------
-    env = rd.parse_env_file("# c\n\nA=1\nB=\"two words\"\n;x\nC='3'\n", "e.env")
+    env = files.parse_env_file("# c\n\nA=1\nB=\"two words\"\n;x\nC='3'\n", "e.env")
     check("env file", env == {"A": "1", "B": "two words", "C": "3"}, repr(env))
-    expect_error("env file: a line that is not KEY=value", lambda: rd.parse_env_file("export A=1\n", "e.env"),
+    expect_error("env file: a line that is not KEY=value", lambda: files.parse_env_file("export A=1\n", "e.env"),
                  "line 1 is not KEY=value")
-    check("TimeoutStopSec 75s", rd.unit_timeout_stop("[Service]\nTimeoutStopSec=75s\n", "u") == 75)
-    check("TimeoutStopSec 1min 15s", rd.unit_timeout_stop("[Service]\nTimeoutStopSec=1min 15s\n", "u") == 75)
-    check("TimeoutSec, last one wins", rd.unit_timeout_stop("[Service]\nTimeoutStopSec=40\nTimeoutSec=80\n", "u") == 80)
-    check("no TimeoutStopSec: systemd's 90 s", rd.unit_timeout_stop("[Unit]\nTimeoutStopSec=5\n[Service]\n", "u") == 90)
+    check("TimeoutStopSec 75s", files.unit_timeout_stop("[Service]\nTimeoutStopSec=75s\n", "u") == 75)
+    check("TimeoutStopSec 1min 15s", files.unit_timeout_stop("[Service]\nTimeoutStopSec=1min 15s\n", "u") == 75)
+    check("TimeoutSec, last one wins", files.unit_timeout_stop("[Service]\nTimeoutStopSec=40\nTimeoutSec=80\n", "u") == 80)
+    check("no TimeoutStopSec: systemd's 90 s", files.unit_timeout_stop("[Unit]\nTimeoutStopSec=5\n[Service]\n", "u") == 90)
     expect_error("TimeoutStopSec=infinity refused",
-                 lambda: rd.unit_timeout_stop("[Service]\nTimeoutStopSec=infinity\n", "u"), "not a finite systemd time span")
+                 lambda: files.unit_timeout_stop("[Service]\nTimeoutStopSec=infinity\n", "u"),
+                 "not a finite systemd time span")
     ec2 = {"MAX_CALL_SECONDS": "3300", "DRAIN_TIMEOUT_MS": "60000"}
-    accepted("EC2 TimeoutStopSec above drain + 5 accepted", lambda: rd.check_ec2_stop(ec2, 66, "e.env", "u.service"))
-    expect_error("EC2 TimeoutStopSec not above drain + 5 refused", lambda: rd.check_ec2_stop(ec2, 65, "e.env", "u.service"),
+    accepted("EC2 TimeoutStopSec above drain + 5 accepted", lambda: rules.check_ec2_stop(ec2, 66, "e.env", "u.service"))
+    expect_error("EC2 TimeoutStopSec not above drain + 5 refused",
+                 lambda: rules.check_ec2_stop(ec2, 65, "e.env", "u.service"),
                  "TimeoutStopSec (65 s) must be above DRAIN_TIMEOUT_MS + 5 s (65 s)")
     expect_error("EC2 env without MAX_CALL_SECONDS refused",
-                 lambda: rd.check_ec2_stop({"DRAIN_TIMEOUT_MS": "60000"}, 75, "e.env", "u.service"),
+                 lambda: rules.check_ec2_stop({"DRAIN_TIMEOUT_MS": "60000"}, 75, "e.env", "u.service"),
                  "env file has no MAX_CALL_SECONDS")
-    expect_error("MAX_CALL_SECONDS=0 refused", lambda: rd.check_ec2_stop({"MAX_CALL_SECONDS": "0"}, 75, "e.env", "u.service"),
+    expect_error("MAX_CALL_SECONDS=0 refused",
+                 lambda: rules.check_ec2_stop({"MAX_CALL_SECONDS": "0"}, 75, "e.env", "u.service"),
                  "MAX_CALL_SECONDS=0 (no limit)")
 
     # --- across the files ---------------------------------------------------------------
     created = ["/p/a", "/p/b"]
     accepted("ssm: references listed and below the path",
-             lambda: rd.check_ssm_refs({"A": "ssm:/p/a", "B": "plain"}, created, "t.yaml", "env", "/p"))
+             lambda: rules.check_ssm_refs({"A": "ssm:/p/a", "B": "plain"}, created, "t.yaml", "env", "/p"))
     expect_error("ssm: a reference the SSM list lacks",
-                 lambda: rd.check_ssm_refs({"A": "ssm:/p/c"}, created, "t.yaml", "env", "/p"),
+                 lambda: rules.check_ssm_refs({"A": "ssm:/p/c"}, created, "t.yaml", "env", "/p"),
                  "parameter /p/c is not in infra/params/ssm-parameters.txt")
     expect_error("ssm: a reference outside SsmParameterPath",
-                 lambda: rd.check_ssm_refs({"A": "ssm:/p/a"}, created, "t.yaml", "env", "/q"),
+                 lambda: rules.check_ssm_refs({"A": "ssm:/p/a"}, created, "t.yaml", "env", "/q"),
                  "lies outside SsmParameterPath /q")
-    result = rd.render()
+    result = render()
     check("the shipped files render: five SSM parameters, one registry table shared, the stream URL agreed",
           len(result["ssm_parameters"]) == 5
           and result["lambda"]["env"]["CALL_REGISTRY_TABLE"] == result["ecs"]["env"]["CALL_REGISTRY_TABLE"]
