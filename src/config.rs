@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::ecs::{Emf, TaskProtection};
 use crate::elevenlabs::ElevenLabsConfig;
+use crate::relay::StreamConfig;
 use crate::secrets::SecretSpec;
 
 mod call_control;
@@ -71,51 +72,25 @@ pub enum AgentKind {
     ElevenLabs(ElevenLabsConfig),
 }
 
-/// Settings of the `media-ws` server.
+/// Settings of the `media-ws` server, by concern: each part is what one component takes
+/// (the server, every call's relay, the agent, call control, the registry).
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// TCP port (0 = any free port).
-    pub port: u16,
-    /// WebSocket path, starting with `/` and without a trailing `/`.
-    pub ws_path: String,
-    /// Handshake authentication.
-    pub auth: AuthMode,
-    /// Clock skew tolerated on JWT times.
-    pub jwt_leeway: Duration,
-    /// No message from the peer for this long closes the call.
-    pub idle_timeout: Duration,
-    /// WebSocket ping interval.
-    pub keepalive: Duration,
-    /// Per-connection outbound queue bound, in bytes.
-    pub max_buffered_bytes: usize,
-    /// Largest decoded media payload, in bytes.
-    pub max_media_payload_bytes: usize,
-    /// Concurrent call limit.
-    pub max_calls: usize,
-    /// How long calls may run on after SIGTERM (they are asked to end gracefully before it).
-    pub drain_timeout: Duration,
-    /// A call's longest life (`MAX_CALL_SECONDS`; `None`: no limit).
-    pub max_call: Option<Duration>,
-    /// Time allowed for a client to send its HTTP request after connecting.
-    pub handshake_timeout: Duration,
-    /// Log format.
-    pub log_format: LogFormat,
+    /// The HTTP/WebSocket server: port, path, handshake, connection guards, drain.
+    pub server: ServerConfig,
+    /// What every call's relay holds Twilio's stream to (payload size, playout, idle,
+    /// keepalive, the account).
+    pub stream: StreamConfig,
     /// The agent.
     pub agent: AgentKind,
-    /// How far ahead of playback agent audio is released to Twilio.
-    pub playout_lead: Duration,
-    /// Most agent audio held per call.
-    pub playout_max: Duration,
+    /// Log format.
+    pub log_format: LogFormat,
     /// ECS task scale-in protection while calls are live.
     pub task_protection: Option<TaskProtection>,
     /// CloudWatch EMF publishing of the active-call count.
     pub emf: Option<Emf>,
-    /// Verify Twilio's signature on upgrades, when configured.
-    pub stream_signature: Option<StreamSignatureConfig>,
     /// Lifetime of secrets read from SSM.
     pub secrets_ttl: Duration,
-    /// The only Twilio account whose streams are accepted, when set.
-    pub twilio_account_sid: Option<String>,
     /// The fleet-wide call registry, when configured.
     pub call_registry: Option<CallRegistryConfig>,
     /// Fleet-wide admission against the agent plan (`AGENT_CONCURRENCY_LIMIT`).
@@ -124,6 +99,29 @@ pub struct Config {
     pub overflow: Overflow,
     /// Endings, transfers, the dead-agent timers and the keypad.
     pub call_control: CallControlConfig,
+}
+
+/// The HTTP/WebSocket server's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// TCP port (0 = any free port).
+    pub port: u16,
+    /// WebSocket path, starting with `/` and without a trailing `/`.
+    pub ws_path: String,
+    /// Handshake authentication.
+    pub auth: AuthMode,
+    /// Clock skew tolerated on JWT times.
+    pub jwt_leeway: Duration,
+    /// Verify Twilio's signature on upgrades, when configured.
+    pub stream_signature: Option<StreamSignatureConfig>,
+    /// Time allowed for a client to send its HTTP request after connecting.
+    pub handshake_timeout: Duration,
+    /// Per-connection outbound queue bound, in bytes.
+    pub max_buffered_bytes: usize,
+    /// Concurrent call limit.
+    pub max_calls: usize,
+    /// How long calls may run on after SIGTERM (they are asked to end gracefully before it).
+    pub drain_timeout: Duration,
 }
 
 /// Fleet-wide admission against the agent plan (`AGENT_CONCURRENCY_LIMIT`), both binaries.
@@ -271,9 +269,7 @@ impl Config {
             ));
         }
         let stream_signature = stream_signature(src, &ws_path)?;
-        let keepalive = millis(src, KEEPALIVE_MS, KEEPALIVE_MS_DEFAULT)?;
-        let idle_timeout = millis(src, IDLE_TIMEOUT_MS, IDLE_TIMEOUT_MS_DEFAULT)?;
-        Ok(Self {
+        let server = ServerConfig {
             port: number(src, PORT, PORT_DEFAULT, 0)?,
             ws_path,
             auth,
@@ -283,15 +279,9 @@ impl Config {
                 JWT_LEEWAY_SECONDS_DEFAULT,
                 0,
             )?),
-            idle_timeout,
-            keepalive,
+            stream_signature,
+            handshake_timeout: millis(src, HANDSHAKE_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS_DEFAULT)?,
             max_buffered_bytes: number(src, MAX_BUFFERED_BYTES, MAX_BUFFERED_BYTES_DEFAULT, 1024)?,
-            max_media_payload_bytes: number(
-                src,
-                MAX_MEDIA_PAYLOAD_BYTES,
-                MAX_MEDIA_PAYLOAD_BYTES_DEFAULT,
-                160,
-            )?,
             max_calls: number(src, MAX_CALLS, MAX_CALLS_DEFAULT, 1)?,
             drain_timeout: Duration::from_millis(number(
                 src,
@@ -299,13 +289,14 @@ impl Config {
                 DRAIN_TIMEOUT_MS_DEFAULT,
                 0,
             )?),
-            max_call: match number(src, MAX_CALL_SECONDS, MAX_CALL_SECONDS_DEFAULT, 0)? {
-                0 => None,
-                secs => Some(Duration::from_secs(secs)),
-            },
-            handshake_timeout: millis(src, HANDSHAKE_TIMEOUT_MS, HANDSHAKE_TIMEOUT_MS_DEFAULT)?,
-            log_format: log_format(src)?,
-            agent,
+        };
+        let stream = StreamConfig {
+            max_payload_bytes: number(
+                src,
+                MAX_MEDIA_PAYLOAD_BYTES,
+                MAX_MEDIA_PAYLOAD_BYTES_DEFAULT,
+                160,
+            )?,
             playout_lead: Duration::from_millis(number(
                 src,
                 PLAYOUT_LEAD_MS,
@@ -318,16 +309,23 @@ impl Config {
                 PLAYOUT_MAX_MS_DEFAULT,
                 1_000,
             )?),
+            idle_timeout: millis(src, IDLE_TIMEOUT_MS, IDLE_TIMEOUT_MS_DEFAULT)?,
+            keepalive: millis(src, KEEPALIVE_MS, KEEPALIVE_MS_DEFAULT)?,
+            account_sid: twilio_account_sid(src)?,
+        };
+        Ok(Self {
+            server,
+            stream,
+            agent,
+            log_format: log_format(src)?,
             task_protection: task_protection(src)?,
             emf: emf(src)?,
-            stream_signature,
             secrets_ttl: Duration::from_secs(number(
                 src,
                 SECRETS_TTL_SECONDS,
                 SECRETS_TTL_SECONDS_DEFAULT,
                 1,
             )?),
-            twilio_account_sid: twilio_account_sid(src)?,
             admission: admission(src, registry.as_ref())?,
             overflow: overflow(src)?,
             call_registry: registry,

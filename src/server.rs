@@ -52,8 +52,6 @@ pub struct AppState {
     pub registry: Option<Arc<CallRegistry>>,
     /// Twilio's REST API (hang-up, transfer), when configured.
     pub twilio: Option<crate::twilio::rest::TwilioRest>,
-    /// How calls end and answer tools (shared by every call).
-    pub control: crate::relay::ControlPolicy,
     call_slots: Arc<Semaphore>,
     live_call_sids: Mutex<HashSet<String>>,
     active_calls: tokio::sync::watch::Sender<i64>,
@@ -80,9 +78,13 @@ impl AppState {
     /// # Errors
     /// An I/O error when the ElevenLabs agent's TLS roots cannot be loaded.
     pub fn with_secrets(config: Config, secrets: &Secrets) -> std::io::Result<Self> {
-        let auth =
-            Authenticator::with_secrets(&config.auth, config.jwt_leeway, Clock::System, secrets);
-        let stream_signature = config.stream_signature.as_ref().map(|s| {
+        let auth = Authenticator::with_secrets(
+            &config.server.auth,
+            config.server.jwt_leeway,
+            Clock::System,
+            secrets,
+        );
+        let stream_signature = config.server.stream_signature.as_ref().map(|s| {
             StreamSignatureVerifier::new(secrets.handle(&s.auth_token), s.public_base.clone())
         });
         let agent = Agent::from_config(&config.agent, secrets)?;
@@ -92,22 +94,8 @@ impl AppState {
             .as_ref()
             .map(|rest| crate::twilio::rest::TwilioRest::new(rest, secrets))
             .transpose()?;
-        let cc = &config.call_control;
-        let control = crate::relay::ControlPolicy {
-            rest: twilio.is_some(),
-            end_grace: cc.end_grace,
-            transfer_allowlist: Arc::new(cc.transfer_allowlist.clone()),
-            transfer_caller_id: cc.transfer_caller_id.as_deref().map(Arc::from),
-            transfer_timeout_secs: cc.transfer_timeout_secs,
-            agent_silence: cc.agent_silence,
-            metadata_timeout: cc.agent_metadata_timeout,
-            keypad_timeout: cc.keypad_timeout,
-            max_call: config.max_call,
-            transfer_action_url: cc.transfer_action_url.as_deref().map(Arc::from),
-        };
         Ok(Self {
             twilio,
-            control,
             auth,
             stream_signature,
             metrics: Metrics::new(),
@@ -118,7 +106,7 @@ impl AppState {
                 .map(|c| Arc::new(CallRegistry::new(c))),
             live_call_sids: Mutex::new(HashSet::new()),
             active_calls: tokio::sync::watch::Sender::new(0),
-            call_slots: Arc::new(Semaphore::new(config.max_calls)),
+            call_slots: Arc::new(Semaphore::new(config.server.max_calls)),
             draining: AtomicBool::new(false),
             stops: crate::call::CallStops::new(),
             calls: TaskTracker::new(),
@@ -156,11 +144,11 @@ impl AppState {
     /// and message/frame caps derived from the largest media payload accepted.
     pub fn websocket_config(&self) -> WebSocketConfig {
         // base64 grows 4/3; the JSON envelope of a media message is ~200 bytes.
-        let max_message = self.config.max_media_payload_bytes * 4 / 3 + 4096;
+        let max_message = self.config.stream.max_payload_bytes * 4 / 3 + 4096;
         WebSocketConfig::default()
             .read_buffer_size(4096)
             .write_buffer_size(0)
-            .max_write_buffer_size(self.config.max_buffered_bytes.saturating_mul(2))
+            .max_write_buffer_size(self.config.server.max_buffered_bytes.saturating_mul(2))
             .max_message_size(Some(max_message))
             .max_frame_size(Some(max_message))
     }
@@ -251,7 +239,7 @@ pub async fn run(
     let connections = TaskTracker::new();
     let stop_accepting = CancellationToken::new();
     if let Ok(addr) = listener.local_addr() {
-        tracing::info!(%addr, ws_path = %state.config.ws_path, "listening");
+        tracing::info!(%addr, ws_path = %state.config.server.ws_path, "listening");
     }
     let mut background = tokio::task::JoinSet::new();
     if let Some(tp) = state.config.task_protection.clone() {
@@ -285,11 +273,11 @@ async fn drain(state: &AppState) -> DrainReport {
     let calls_at_start = state.metrics.active_calls();
     tracing::info!(
         active_calls = calls_at_start,
-        drain_timeout_ms = state.config.drain_timeout.as_millis() as u64,
+        drain_timeout_ms = state.config.server.drain_timeout.as_millis() as u64,
         "draining"
     );
     state.calls.close();
-    let deadline = tokio::time::Instant::now() + state.config.drain_timeout;
+    let deadline = tokio::time::Instant::now() + state.config.server.drain_timeout;
     state.stops.drain(deadline);
     let drained_cleanly = tokio::time::timeout_at(deadline, state.calls.wait())
         .await
@@ -350,7 +338,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, state: Arc<AppSta
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "set_nodelay failed");
     }
-    let handshake_timeout = state.config.handshake_timeout;
+    let handshake_timeout = state.config.server.handshake_timeout;
     let service = hyper::service::service_fn(move |req| {
         let state = Arc::clone(&state);
         async move { Ok::<_, std::convert::Infallible>(http::route(req, &state, peer).await) }

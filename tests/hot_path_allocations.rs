@@ -15,7 +15,9 @@ use media_orchestrator::audio::AudioFormat;
 use media_orchestrator::call::drain;
 use media_orchestrator::metrics::Metrics;
 use media_orchestrator::relay::transcode::ToAgent;
-use media_orchestrator::relay::{AgentMode, ControlPolicy, Input, Relay, RelayConfig};
+use media_orchestrator::relay::{
+    AgentMode, ControlPolicy, Input, Relay, RelayConfig, StreamConfig,
+};
 use media_orchestrator::ws::Conn;
 use stats_alloc::{Region, StatsAlloc, INSTRUMENTED_SYSTEM};
 use std::time::Instant;
@@ -54,12 +56,11 @@ async fn pipe() -> (
 
 fn relay_config(agent: AgentMode) -> RelayConfig {
     RelayConfig {
-        max_payload_bytes: 16_000,
-        playout_lead: Duration::from_millis(200),
-        playout_max: Duration::from_secs(30),
-        idle_timeout: Duration::from_secs(3600),
-        keepalive: Duration::from_secs(3600),
-        account_sid: None,
+        stream: StreamConfig {
+            idle_timeout: Duration::from_secs(3600),
+            keepalive: Duration::from_secs(3600),
+            ..StreamConfig::default()
+        },
         agent,
         control: ControlPolicy {
             agent_silence: Duration::from_secs(3600),

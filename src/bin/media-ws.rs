@@ -53,7 +53,7 @@ async fn serve() -> ExitCode {
         return ExitCode::from(2);
     }
     let config = &state.config;
-    if config.auth == AuthMode::Open && matches!(config.agent, AgentKind::ElevenLabs(_)) {
+    if config.server.auth == AuthMode::Open && matches!(config.agent, AgentKind::ElevenLabs(_)) {
         tracing::warn!(
             "ALLOW_UNAUTHENTICATED=true: streams open ElevenLabs conversations without a token"
         );
@@ -62,7 +62,7 @@ async fn serve() -> ExitCode {
     match &cc.rest {
         Some(rest) => tracing::info!(
             api_base = %rest.api_base,
-            transfers = !cc.transfer_allowlist.is_empty(),
+            transfers = !cc.policy.transfer_allowlist.is_empty(),
             "call control on: agent endings hang up through Twilio's REST API"
         ),
         None => tracing::info!(
@@ -74,10 +74,10 @@ async fn serve() -> ExitCode {
         registry.warm().await;
         tracing::info!(table = registry.table(), "call registry on");
     }
-    let listener = match tokio::net::TcpListener::bind(("0.0.0.0", config.port)).await {
+    let listener = match tokio::net::TcpListener::bind(("0.0.0.0", config.server.port)).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!("media-ws: cannot bind port {}: {e}", config.port);
+            eprintln!("media-ws: cannot bind port {}: {e}", config.server.port);
             return ExitCode::from(1);
         }
     };
@@ -97,7 +97,7 @@ async fn serve() -> ExitCode {
 
 async fn healthcheck() -> ExitCode {
     let port = match Config::from_env() {
-        Ok(c) => c.port,
+        Ok(c) => c.server.port,
         Err(e) => {
             eprintln!("media-ws: {e}");
             return ExitCode::from(2);

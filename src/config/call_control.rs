@@ -1,35 +1,24 @@
 //! How calls end and are controlled: Twilio's REST API (hang-up, transfer), the final-mark
 //! grace, the transfer allowlist, the dead-agent timers and the keypad.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::env::*;
 use super::parse::{invalid, millis};
 use super::{number, secret_spec, twilio_account_sid, ConfigError, Source};
+use crate::relay::ControlPolicy;
 use crate::twilio::number::{is_e164, Allowlist};
 use crate::twilio::rest::{RestConfig, RestCredentials, DEFAULT_API_BASE};
 
-/// Call-control settings of `media-ws`.
+/// Call-control settings of `media-ws`: the REST client's, and the relay's policy as is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallControlConfig {
     /// Twilio's REST API, when `TWILIO_ACCOUNT_SID` and a credential are set.
     pub rest: Option<RestConfig>,
-    /// Longest wait for the final mark's echo.
-    pub end_grace: Duration,
-    /// Numbers `transfer_to_number` may dial (empty: none).
-    pub transfer_allowlist: Allowlist,
-    /// `callerId` of a transfer.
-    pub transfer_caller_id: Option<String>,
-    /// The transfer's `<Dial action>` (media-lambda's `/transfer/result`).
-    pub transfer_action_url: Option<String>,
-    /// Ring time of a transfer, seconds.
-    pub transfer_timeout_secs: u32,
-    /// Agent silence that counts as a dead agent.
-    pub agent_silence: Duration,
-    /// Longest wait for the agent's metadata.
-    pub agent_metadata_timeout: Duration,
-    /// Keypad inter-digit timeout.
-    pub keypad_timeout: Duration,
+    /// Endings, transfers, the dead-agent timers, the keypad and `MAX_CALL_SECONDS`, as every
+    /// call's relay gets them (`rest` is set when [`Self::rest`] is).
+    pub policy: ControlPolicy,
 }
 
 impl CallControlConfig {
@@ -75,21 +64,26 @@ impl CallControlConfig {
                  (or TWILIO_API_KEY_SID and TWILIO_API_KEY_SECRET)",
             ));
         }
-        Ok(Self {
-            rest,
+        let policy = ControlPolicy {
+            rest: rest.is_some(),
             end_grace: millis(src, END_GRACE_MS, END_GRACE_MS_DEFAULT)?,
-            transfer_allowlist,
-            transfer_caller_id,
-            transfer_action_url,
+            transfer_allowlist: Arc::new(transfer_allowlist),
+            transfer_caller_id: transfer_caller_id.as_deref().map(Arc::from),
             transfer_timeout_secs,
             agent_silence: millis(src, AGENT_SILENCE_MS, AGENT_SILENCE_MS_DEFAULT)?,
-            agent_metadata_timeout: millis(
+            metadata_timeout: millis(
                 src,
                 AGENT_METADATA_TIMEOUT_MS,
                 AGENT_METADATA_TIMEOUT_MS_DEFAULT,
             )?,
             keypad_timeout: millis(src, KEYPAD_TIMEOUT_MS, KEYPAD_TIMEOUT_MS_DEFAULT)?,
-        })
+            max_call: match number(src, MAX_CALL_SECONDS, MAX_CALL_SECONDS_DEFAULT, 0)? {
+                0 => None,
+                secs => Some(Duration::from_secs(secs)),
+            },
+            transfer_action_url: transfer_action_url.as_deref().map(Arc::from),
+        };
+        Ok(Self { rest, policy })
     }
 }
 

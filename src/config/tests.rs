@@ -12,18 +12,30 @@ fn cfg(pairs: &[(&'static str, &'static str)]) -> Result<Config, ConfigError> {
     Config::from_source(&map)
 }
 
+/// The relay's own defaults (what component tests and the simulator start from) are
+/// media-ws's: the server's configuration is the relay's struct, unmapped.
+#[test]
+fn the_relay_defaults_are_the_servers() {
+    let c = cfg(&[]).unwrap();
+    assert_eq!(c.stream, crate::relay::StreamConfig::default());
+    assert_eq!(
+        c.call_control.policy,
+        crate::relay::ControlPolicy::without_rest()
+    );
+}
+
 #[test]
 fn defaults_match_the_documented_values() {
     let c = cfg(&[]).unwrap();
-    assert_eq!(c.port, 8080);
-    assert_eq!(c.ws_path, "/rtm/voice");
-    assert_eq!(c.auth, AuthMode::Open);
-    assert_eq!(c.idle_timeout, Duration::from_millis(30_000));
-    assert_eq!(c.keepalive, Duration::from_millis(15_000));
-    assert_eq!(c.max_buffered_bytes, 1_048_576);
-    assert_eq!(c.max_media_payload_bytes, 16_000);
-    assert_eq!(c.max_calls, 2_000);
-    assert_eq!(c.drain_timeout, Duration::from_millis(25_000));
+    assert_eq!(c.server.port, 8080);
+    assert_eq!(c.server.ws_path, "/rtm/voice");
+    assert_eq!(c.server.auth, AuthMode::Open);
+    assert_eq!(c.stream.idle_timeout, Duration::from_millis(30_000));
+    assert_eq!(c.stream.keepalive, Duration::from_millis(15_000));
+    assert_eq!(c.server.max_buffered_bytes, 1_048_576);
+    assert_eq!(c.stream.max_payload_bytes, 16_000);
+    assert_eq!(c.server.max_calls, 2_000);
+    assert_eq!(c.server.drain_timeout, Duration::from_millis(25_000));
     assert_eq!(c.log_format, LogFormat::Json);
 }
 
@@ -58,7 +70,7 @@ fn shared_secret_wins_and_splits_for_rotation() {
         ("MEDIA_AUTH_TOKEN", "static"),
     ])
     .unwrap();
-    let AuthMode::Jwt(SecretSpec::Value(list)) = c.auth else {
+    let AuthMode::Jwt(SecretSpec::Value(list)) = c.server.auth else {
         panic!("expected jwt mode with a value")
     };
     let keys = parse_secret_list(env::MEDIA_SHARED_SECRET, list.expose()).unwrap();
@@ -70,7 +82,7 @@ fn shared_secret_wins_and_splits_for_rotation() {
 fn static_token_mode_and_empty_secret_entries() {
     let c = cfg(&[("MEDIA_AUTH_TOKEN", "tok")]).unwrap();
     assert_eq!(
-        c.auth,
+        c.server.auth,
         AuthMode::StaticToken(SecretSpec::Value(Secret::new("tok".into())))
     );
     let err = cfg(&[("MEDIA_SHARED_SECRET", "a,,b")]).unwrap_err();
@@ -81,8 +93,8 @@ fn static_token_mode_and_empty_secret_entries() {
 #[test]
 fn empty_values_count_as_unset() {
     let c = cfg(&[("PORT", ""), ("MEDIA_AUTH_TOKEN", "")]).unwrap();
-    assert_eq!(c.port, 8080);
-    assert_eq!(c.auth, AuthMode::Open);
+    assert_eq!(c.server.port, 8080);
+    assert_eq!(c.server.auth, AuthMode::Open);
 }
 
 #[test]
@@ -168,12 +180,12 @@ fn ecs_settings() {
 fn secrets_may_be_ssm_references() {
     let c = cfg(&[("MEDIA_SHARED_SECRET", "ssm:/media/shared")]).unwrap();
     assert_eq!(
-        c.auth,
+        c.server.auth,
         AuthMode::Jwt(SecretSpec::Ssm("/media/shared".into()))
     );
     let c = cfg(&[("MEDIA_AUTH_TOKEN", "ssm:/media/token")]).unwrap();
     assert_eq!(
-        c.auth,
+        c.server.auth,
         AuthMode::StaticToken(SecretSpec::Ssm("/media/token".into()))
     );
     let err = cfg(&[("MEDIA_SHARED_SECRET", "ssm:/bad name")]).unwrap_err();
@@ -186,10 +198,10 @@ fn secrets_may_be_ssm_references() {
 
 #[test]
 fn twilio_signature_on_the_upgrade() {
-    assert_eq!(cfg(&[]).unwrap().stream_signature, None);
+    assert_eq!(cfg(&[]).unwrap().server.stream_signature, None);
     // Off unless asked for, even with a token.
     let c = cfg(&[("TWILIO_AUTH_TOKEN", "tok")]).unwrap();
-    assert_eq!(c.stream_signature, None);
+    assert_eq!(c.server.stream_signature, None);
     let c = cfg(&[
         ("VERIFY_TWILIO_SIGNATURE", "true"),
         ("TWILIO_AUTH_TOKEN", "ssm:/twilio/token"),
@@ -197,14 +209,14 @@ fn twilio_signature_on_the_upgrade() {
     ])
     .unwrap();
     assert_eq!(
-        c.stream_signature,
+        c.server.stream_signature,
         Some(StreamSignatureConfig {
             auth_token: SecretSpec::Ssm("/twilio/token".into()),
             public_base: Some("wss://media.example.com".into()),
         })
     );
     let c = cfg(&[("VERIFY_TWILIO_SIGNATURE", "1"), ("TWILIO_AUTH_TOKEN", "t")]).unwrap();
-    assert_eq!(c.stream_signature.unwrap().public_base, None);
+    assert_eq!(c.server.stream_signature.unwrap().public_base, None);
 
     for (pairs, var) in [
         (
@@ -247,7 +259,7 @@ fn public_stream_base_takes_the_origin_or_the_stream_url_base() {
             ("WS_PATH", ws_path),
             ("PUBLIC_STREAM_BASE", value),
         ])
-        .map(|c| c.stream_signature.and_then(|s| s.public_base))
+        .map(|c| c.server.stream_signature.and_then(|s| s.public_base))
     };
     // What the shipped templates set (the Lambda's STREAM_URL_BASE) and the bare origin agree.
     for value in [
@@ -300,13 +312,14 @@ fn a_paid_agent_never_runs_open_by_accident() {
 #[test]
 fn twilio_account_sid_and_call_registry() {
     let c = cfg(&[]).unwrap();
-    assert_eq!(c.twilio_account_sid, None);
+    assert_eq!(c.stream.account_sid, None);
     assert_eq!(c.call_registry, None);
     let sid = "AC0123456789abcdef0123456789abcdef";
     assert_eq!(
         cfg(&[("TWILIO_ACCOUNT_SID", sid)])
             .unwrap()
-            .twilio_account_sid
+            .stream
+            .account_sid
             .as_deref(),
         Some(sid)
     );
@@ -412,8 +425,12 @@ fn twilio_rest_takes_an_auth_token_or_an_api_key_and_needs_the_account() {
         ("END_GRACE_MS", "3000"),
     ])
     .unwrap();
-    assert!(c.call_control.transfer_allowlist.allows("+15551239999"));
-    assert_eq!(c.call_control.end_grace, Duration::from_secs(3));
+    assert!(c
+        .call_control
+        .policy
+        .transfer_allowlist
+        .allows("+15551239999"));
+    assert_eq!(c.call_control.policy.end_grace, Duration::from_secs(3));
 }
 
 #[test]
@@ -424,23 +441,34 @@ fn a_call_has_a_longest_life_and_transfers_an_action_url() {
     };
     let c = cfg(&[OPEN]).unwrap();
     assert_eq!(
-        c.max_call,
+        c.call_control.policy.max_call,
         Some(Duration::from_secs(3300)),
         "55 minutes by default"
     );
-    assert_eq!(c.call_control.transfer_action_url, None);
+    assert_eq!(c.call_control.policy.transfer_action_url, None);
     assert_eq!(
-        cfg(&[OPEN, ("MAX_CALL_SECONDS", "0")]).unwrap().max_call,
+        cfg(&[OPEN, ("MAX_CALL_SECONDS", "0")])
+            .unwrap()
+            .call_control
+            .policy
+            .max_call,
         None
     );
     assert_eq!(
-        cfg(&[OPEN, ("MAX_CALL_SECONDS", "600")]).unwrap().max_call,
+        cfg(&[OPEN, ("MAX_CALL_SECONDS", "600")])
+            .unwrap()
+            .call_control
+            .policy
+            .max_call,
         Some(Duration::from_secs(600))
     );
     assert_eq!(err(&[OPEN, ("MAX_CALL_SECONDS", "1h")]), "MAX_CALL_SECONDS");
     let url = "https://api.example.com/prod/transfer/result";
     let c = cfg(&[OPEN, ("TRANSFER_ACTION_URL", url)]).unwrap();
-    assert_eq!(c.call_control.transfer_action_url.as_deref(), Some(url));
+    assert_eq!(
+        c.call_control.policy.transfer_action_url.as_deref(),
+        Some(url)
+    );
     for bad in [
         "/transfer/result",
         "https:///x",

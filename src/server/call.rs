@@ -181,16 +181,10 @@ impl Host for Server<'_> {
 
 /// The relay settings of this server's calls.
 fn relay_config(state: &AppState, context: Option<Arc<CallContext>>) -> RelayConfig {
-    let cfg = &state.config;
     RelayConfig {
-        max_payload_bytes: cfg.max_media_payload_bytes,
-        playout_lead: cfg.playout_lead,
-        playout_max: cfg.playout_max,
-        idle_timeout: cfg.idle_timeout,
-        keepalive: cfg.keepalive,
-        account_sid: cfg.twilio_account_sid.clone(),
+        stream: state.config.stream.clone(),
         agent: state.agent.mode(),
-        control: state.control.clone(),
+        control: state.config.call_control.policy.clone(),
         context,
     }
 }
@@ -213,18 +207,18 @@ pub(crate) async fn accept(
         conversation_id = tracing::field::Empty,
     );
     async move {
-        let upgraded = match tokio::time::timeout(state.config.handshake_timeout, on_upgrade).await
-        {
-            Ok(Ok(upgraded)) => upgraded,
-            Ok(Err(e)) => {
-                tracing::debug!(error = %e, "upgrade failed");
-                return;
-            }
-            Err(_) => {
-                tracing::debug!("upgrade timed out");
-                return;
-            }
-        };
+        let upgraded =
+            match tokio::time::timeout(state.config.server.handshake_timeout, on_upgrade).await {
+                Ok(Ok(upgraded)) => upgraded,
+                Ok(Err(e)) => {
+                    tracing::debug!(error = %e, "upgrade failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!("upgrade timed out");
+                    return;
+                }
+            };
         let ws = WebSocketStream::from_raw_socket(
             TokioIo::new(upgraded),
             Role::Server,
@@ -232,7 +226,7 @@ pub(crate) async fn accept(
         )
         .await;
         let limits = Limits {
-            max_buffered_bytes: state.config.max_buffered_bytes,
+            max_buffered_bytes: state.config.server.max_buffered_bytes,
         };
         let host = Server(&state);
         let call = call::run(

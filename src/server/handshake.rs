@@ -132,7 +132,7 @@ async fn claim_token(
     let (Some(jti), Some(exp)) = (grant.jti.as_deref(), grant.expires_at) else {
         return Err("token_no_jti");
     };
-    let until = exp.saturating_add(state.config.jwt_leeway.as_secs());
+    let until = exp.saturating_add(state.config.server.jwt_leeway.as_secs());
     match registry.claim_token(jti, until, &state.metrics).await {
         Ok(()) => Ok(()),
         Err(ClaimError::Taken) => Err("token_replayed"),

@@ -24,7 +24,7 @@ pub async fn route(
     peer: SocketAddr,
 ) -> Response<Body> {
     let path = req.uri().path();
-    if let Some(path_token) = stream_route(path, &state.config.ws_path) {
+    if let Some(path_token) = stream_route(path, &state.config.server.ws_path) {
         let path_token = path_token.map(str::to_string);
         return handshake::upgrade(req, state, path_token, peer).await;
     }
@@ -35,7 +35,7 @@ pub async fn route(
         }
         "/" => json_response(
             StatusCode::OK,
-            &json!({"ok": true, "service": SERVICE, "wsPath": state.config.ws_path, "time": now_rfc3339()}),
+            &json!({"ok": true, "service": SERVICE, "wsPath": state.config.server.ws_path, "time": now_rfc3339()}),
         ),
         "/health" => {
             let ok = !state.is_draining();

@@ -17,7 +17,7 @@ pub mod transcode;
 pub use counters::{CallCounters, Drop};
 pub use events::{
     twilio_gone, AgentMode, CallStart, ControlPolicy, EndReason, Ending, Input, Output,
-    RelayConfig, Then, TwilioEnd, TwilioKind,
+    RelayConfig, StreamConfig, Then, TwilioEnd, TwilioKind,
 };
 pub use machine::{Relay, PRE_METADATA_FRAMES};
 pub use outcome::Outcome;

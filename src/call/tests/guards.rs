@@ -124,7 +124,7 @@ async fn bad_payloads_close_with_their_codes() {
     ];
     for (msg, code, reason, outcome) in cases {
         let mut cfg = no_agent();
-        cfg.max_payload_bytes = 160;
+        cfg.stream.max_payload_bytes = 160;
         let (summary, (_, _, close), _) = call_with(cfg, |mut twilio| async move {
             match msg {
                 Some(msg) => {
@@ -145,7 +145,7 @@ async fn bad_payloads_close_with_their_codes() {
 async fn a_peer_that_never_answers_pings_is_closed_by_the_keepalive() {
     // Idle only after 2 minutes: the keepalive (15 s) is what must act.
     let mut cfg = no_agent();
-    cfg.idle_timeout = Duration::from_secs(120);
+    cfg.stream.idle_timeout = Duration::from_secs(120);
     // A peer that never reads never answers pings: no pong a whole interval after the ping,
     // 1001 (without the keepalive, the call would last until the peer left at 40 s).
     let (summary, (), _) = call_with(cfg.clone(), |mut twilio| async move {

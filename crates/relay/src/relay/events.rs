@@ -47,12 +47,13 @@ pub enum AgentMode {
     },
 }
 
-/// What the relay needs to know about the call's settings.
-#[derive(Debug, Clone)]
-pub struct RelayConfig {
+/// What the relay holds Twilio's stream to: the server's configuration
+/// (`media_orchestrator::config::Config::stream`) is this struct.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamConfig {
     /// Largest decoded media payload.
     pub max_payload_bytes: usize,
-    /// Playout lead and buffer.
+    /// How far ahead of playback agent audio is released to Twilio.
     pub playout_lead: Duration,
     /// Most agent audio held.
     pub playout_max: Duration,
@@ -62,6 +63,28 @@ pub struct RelayConfig {
     pub keepalive: Duration,
     /// Only this account's streams are accepted.
     pub account_sid: Option<String>,
+}
+
+impl Default for StreamConfig {
+    /// media-ws's defaults: 16 000-byte payloads, 200 ms lead, 30 s held, 30 s idle, 15 s
+    /// keepalive, any account.
+    fn default() -> Self {
+        Self {
+            max_payload_bytes: 16_000,
+            playout_lead: Duration::from_millis(200),
+            playout_max: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(30),
+            keepalive: Duration::from_secs(15),
+            account_sid: None,
+        }
+    }
+}
+
+/// What the relay needs to know about the call's settings.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// The stream's limits and guards.
+    pub stream: StreamConfig,
     /// The agent.
     pub agent: AgentMode,
     /// Endings, tools, the dead-agent timers and the keypad.
@@ -72,7 +95,7 @@ pub struct RelayConfig {
 }
 
 /// How the relay ends calls and answers the agent's tools.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ControlPolicy {
     /// Twilio's REST API is configured: endings hang up, transfers are possible.
     pub rest: bool,
@@ -109,7 +132,7 @@ impl ControlPolicy {
             agent_silence: Duration::from_secs(12),
             metadata_timeout: Duration::from_secs(5),
             keypad_timeout: Duration::from_secs(2),
-            max_call: None,
+            max_call: Some(Duration::from_secs(3_300)),
             transfer_action_url: None,
         }
     }
@@ -120,12 +143,7 @@ impl RelayConfig {
     /// without REST: what tests and the simulator start from.
     pub fn with_agent(agent: AgentMode) -> Self {
         Self {
-            max_payload_bytes: 16_000,
-            playout_lead: Duration::from_millis(200),
-            playout_max: Duration::from_secs(30),
-            idle_timeout: Duration::from_secs(30),
-            keepalive: Duration::from_secs(15),
-            account_sid: None,
+            stream: StreamConfig::default(),
             agent,
             control: ControlPolicy::without_rest(),
             context: None,

@@ -111,10 +111,10 @@ impl Relay {
     /// A relay for a stream whose token was bound to `bound_call_sid`, starting at `now`.
     pub fn new(config: RelayConfig, bound_call_sid: Option<String>, now: Instant) -> Self {
         let bound = bound_call_sid.is_some();
-        let session = Session::new(bound_call_sid, config.max_payload_bytes)
-            .with_account(config.account_sid.clone());
+        let session = Session::new(bound_call_sid, config.stream.max_payload_bytes)
+            .with_account(config.stream.account_sid.clone());
         Self {
-            playout: Playout::new(config.playout_lead, config.playout_max),
+            playout: Playout::new(config.stream.playout_lead, config.stream.playout_max),
             session,
             agent: Agent::Off,
             held: VecDeque::new(),
@@ -127,8 +127,8 @@ impl Relay {
             agent_text: String::new(),
             caller_out: CallerOut::default(),
             initiation: None,
-            idle_at: now + config.idle_timeout,
-            ping_at: now + config.keepalive,
+            idle_at: now + config.stream.idle_timeout,
+            ping_at: now + config.stream.keepalive,
             awaiting_pong: false,
             ending: None,
             closing: None,
@@ -189,7 +189,7 @@ impl Relay {
         }
         match input {
             Input::TwilioText(text) => {
-                self.idle_at = now + self.config.idle_timeout;
+                self.idle_at = now + self.config.stream.idle_timeout;
                 if text == "ping" {
                     self.pending.push_back(Pending::Pong);
                 } else {
@@ -261,7 +261,7 @@ impl Relay {
                 return;
             }
             self.awaiting_pong = true;
-            self.ping_at = now + self.config.keepalive;
+            self.ping_at = now + self.config.stream.keepalive;
             self.pending.push_back(Pending::Ping);
         }
         if let Agent::Echo(line) = &mut self.agent {

@@ -414,7 +414,7 @@ fn held_audio_is_bounded_and_binary_mode_sends_raw_pcm() {
 fn the_account_must_match_when_configured() {
     let t0 = Instant::now();
     let mut cfg = config(AgentMode::None);
-    cfg.account_sid = Some("AC2".into());
+    cfg.stream.account_sid = Some("AC2".into());
     let mut r = Relay::new(cfg, None, t0);
     r.handle(Input::TwilioText(START), t0);
     assert_eq!(
