@@ -17,12 +17,13 @@
 
 use std::collections::HashSet;
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata as _};
 use aws_sdk_dynamodb::types::AttributeValue;
 use tokio::sync::OnceCell;
 
+use crate::auth::Clock;
 use crate::config::CallRegistryConfig;
 use crate::metrics::Metrics;
 
@@ -59,18 +60,44 @@ pub struct CallRegistry {
     held: Mutex<HashSet<String>>,
     /// Agent slots this process holds for live calls, renewed with the claims.
     held_slots: Mutex<Vec<slots::Slot>>,
+    /// What leases and expiries are measured on (the system clock; fixed in tests).
+    clock: Clock,
 }
 
 impl CallRegistry {
     /// A registry for `config`; the AWS client is built on first use (or by [`Self::warm`]).
     pub fn new(config: CallRegistryConfig) -> Self {
+        Self::with_clock(config, Clock::System)
+    }
+
+    /// A registry whose leases and expiries are written and compared on `clock`: a test
+    /// sees a lease lapse by moving the clock, not by waiting for it.
+    pub fn with_clock(config: CallRegistryConfig, clock: Clock) -> Self {
         Self {
             config,
             holder: uuid::Uuid::new_v4().simple().to_string(),
             client: OnceCell::new(),
             held: Mutex::new(HashSet::new()),
             held_slots: Mutex::new(Vec::new()),
+            clock,
         }
+    }
+
+    /// A registry over an already-built DynamoDB client (its own timeouts and retries), on
+    /// `clock`: what an embedding service or a test with its own SDK config uses.
+    pub fn with_client(
+        config: CallRegistryConfig,
+        clock: Clock,
+        client: aws_sdk_dynamodb::Client,
+    ) -> Self {
+        let registry = Self::with_clock(config, clock);
+        let _ = registry.client.set(client);
+        registry
+    }
+
+    /// Now on the registry's clock, in Unix seconds.
+    fn now(&self) -> u64 {
+        self.clock.now()
     }
 
     /// The table name.
@@ -154,7 +181,7 @@ impl CallRegistry {
         call_sid: &str,
         metrics: &Metrics,
     ) -> Result<(), ClaimError> {
-        let now = unix_now();
+        let now = self.now();
         let request = self
             .client()
             .await
@@ -340,10 +367,4 @@ where
             ClaimError::Unavailable(text.chars().take(200).collect())
         }
     }
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use aws_sdk_dynamodb::types::AttributeValue;
 use sha2::{Digest as _, Sha256};
 
-use super::{unix_now, CallRegistry, ClaimError, EXPIRES_AT, KEY, WRITER};
+use super::{CallRegistry, ClaimError, EXPIRES_AT, KEY, WRITER};
 use crate::metrics::Metrics;
 
 /// How long an idempotency key holds its first answer.
@@ -92,7 +92,7 @@ impl CallRegistry {
         token: &str,
         metrics: &Metrics,
     ) -> Result<Ticket, ClaimError> {
-        let until = unix_now().saturating_add(WEBHOOK_DEDUPE_WINDOW.as_secs());
+        let until = self.now().saturating_add(WEBHOOK_DEDUPE_WINDOW.as_secs());
         let key = format!("{kind}#{}", hex(&Sha256::digest(token.as_bytes())));
         let writer = uuid::Uuid::new_v4().simple().to_string();
         let ticket = Ticket {
@@ -129,7 +129,7 @@ impl CallRegistry {
     ) -> Result<Begin, ClaimError> {
         let item = idempotency_item(route, key);
         let nonce = uuid::Uuid::new_v4().simple().to_string();
-        let now = unix_now();
+        let now = self.now();
         let put = self
             .client()
             .await
@@ -202,7 +202,7 @@ impl CallRegistry {
             .expression_attribute_values(
                 ":until",
                 AttributeValue::N(
-                    unix_now()
+                    self.now()
                         .saturating_add(IDEMPOTENCY_WINDOW.as_secs())
                         .to_string(),
                 ),

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 
-use super::{unix_now, CallRegistry, ClaimError, EXPIRES_AT, HOLDER, KEY};
+use super::{CallRegistry, ClaimError, EXPIRES_AT, HOLDER, KEY};
 use crate::metrics::Metrics;
 
 /// Keys per `BatchGetItem` request (DynamoDB's limit).
@@ -60,7 +60,7 @@ impl CallRegistry {
         lease: Duration,
         metrics: &Metrics,
     ) -> Result<Admission, ClaimError> {
-        let now = unix_now();
+        let now = self.now();
         let slots = self.read_slots(limit, metrics).await?;
         let live = |h: &(String, u64)| h.1 >= now;
         let ours = |h: &(String, u64)| live(h) && h.0 == holder;
@@ -108,7 +108,7 @@ impl CallRegistry {
         lease: Duration,
         metrics: &Metrics,
     ) -> Result<(), ClaimError> {
-        let until = unix_now().saturating_add(lease.as_secs());
+        let until = self.now().saturating_add(lease.as_secs());
         let request = self
             .slot_write(slot.index, holder, until)
             .await
@@ -122,7 +122,7 @@ impl CallRegistry {
     /// # Errors
     /// [`ClaimError::Taken`] when it is no longer ours; unavailable.
     pub async fn renew_slot(&self, slot: &Slot, metrics: &Metrics) -> Result<(), ClaimError> {
-        let until = unix_now().saturating_add(self.config.lease.as_secs());
+        let until = self.now().saturating_add(self.config.lease.as_secs());
         let request = self
             .slot_write(slot.index, &slot.holder, until)
             .await

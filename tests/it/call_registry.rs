@@ -244,6 +244,69 @@ async fn a_redirect_right_after_a_call_ends_streams_again_on_another_task() {
     );
 }
 
+/// Leases on the registry's own clock (moto's table, no process, no waiting): a claim or an
+/// agent slot is another task's to take exactly when its lease has run out.
+#[tokio::test]
+async fn claims_and_agent_slots_lapse_when_their_lease_runs_out_on_the_registry_clock() {
+    use media_orchestrator::config::CallRegistryConfig;
+    use media_orchestrator::metrics::Metrics;
+    use media_orchestrator::registry::{slots::Admission, CallRegistry, ClaimError};
+    let moto = moto_with_table().await;
+    let lease = Duration::from_secs(30);
+    let config = CallRegistryConfig {
+        table: TABLE.into(),
+        lease,
+        timeout: Duration::from_secs(5),
+    };
+    let task_at =
+        |t: u64| CallRegistry::with_client(config.clone(), Clock::Fixed(t), moto.dynamodb.clone());
+    let metrics = Metrics::new();
+    let t0 = 1_900_000_000;
+
+    let a = task_at(t0);
+    a.claim_call(CALL_SID, &metrics).await.unwrap();
+    // Another task, to the last second of the lease: taken.
+    for t in [t0, t0 + 29, t0 + 30] {
+        assert_eq!(
+            task_at(t).claim_call(CALL_SID, &metrics).await,
+            Err(ClaimError::Taken),
+            "at t0+{}",
+            t - t0
+        );
+    }
+    // The lease has run out (a task killed without releasing): the next task takes it.
+    task_at(t0 + 31)
+        .claim_call(CALL_SID, &metrics)
+        .await
+        .unwrap();
+
+    // One agent slot, held by call A for 30 s: call B waits until it lapses.
+    let admit = |t: u64, holder: &'static str| {
+        let registry = task_at(t);
+        let metrics = &metrics;
+        async move { registry.admit(holder, 1, lease, metrics).await.unwrap() }
+    };
+    assert!(matches!(
+        admit(t0, "CAaaaa").await,
+        Admission::Admitted { in_use: 1, .. }
+    ));
+    assert_eq!(admit(t0 + 30, "CAbbbb").await, Admission::Full);
+    // Call A's retry within its lease keeps its own slot.
+    assert!(matches!(
+        admit(t0 + 10, "CAaaaa").await,
+        Admission::Admitted { .. }
+    ));
+    assert_eq!(
+        admit(t0 + 40, "CAbbbb").await,
+        Admission::Full,
+        "renewed at t0+10"
+    );
+    assert!(matches!(
+        admit(t0 + 41, "CAbbbb").await,
+        Admission::Admitted { in_use: 1, .. }
+    ));
+}
+
 #[tokio::test]
 async fn a_dead_task_releases_its_calls_when_the_lease_runs_out() {
     let moto = moto_with_table().await;
@@ -253,12 +316,30 @@ async fn a_dead_task_releases_its_calls_when_the_lease_runs_out() {
     // Renewed while alive (every second with a 3 s lease): still held after two leases.
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_second_stream_refused(&b).await;
-    // The task dies without releasing anything: the claim expires on its own.
+    // The task dies without releasing anything: its claim is left to lapse. Another task
+    // takes it once the last renewal's lease is over — seen on a clock one lease ahead
+    // instead of waiting for it (the lapse itself: the test above).
     a.signal("KILL");
     a.wait_exit(T).await;
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let again = live_call(&b, &mint(Some(CALL_SID))).await;
-    hang_up(&again).await;
+    let now = Clock::System.now();
+    let config = media_orchestrator::config::CallRegistryConfig {
+        table: TABLE.into(),
+        lease: Duration::from_secs(3),
+        timeout: T,
+    };
+    let metrics = media_orchestrator::metrics::Metrics::new();
+    let at = |t| {
+        media_orchestrator::registry::CallRegistry::with_client(
+            config.clone(),
+            Clock::Fixed(t),
+            moto.dynamodb.clone(),
+        )
+    };
+    assert!(
+        at(now).claim_call(CALL_SID, &metrics).await.is_err(),
+        "held to the end of the dead task's lease"
+    );
+    at(now + 4).claim_call(CALL_SID, &metrics).await.unwrap();
 }
 
 #[tokio::test]
