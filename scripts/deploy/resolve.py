@@ -1,5 +1,5 @@
 """One CloudFormation template, decoded by cfn-lint, resolved with one set of parameter values:
-parameter checks, Rules, Conditions, Ref, Sub, If, Join, Select, FindInMap and GetAtt."""
+parameter checks (parameters.py), Rules, Conditions, Ref, Sub, If, Join, Select, FindInMap and GetAtt."""
 
 from __future__ import annotations
 
@@ -7,19 +7,11 @@ import re
 from pathlib import Path
 
 from . import DeployError
+from .parameters import cfn_str, checked
 
 PSEUDO = {"AWS::Region": "us-east-1", "AWS::AccountId": "123456789012", "AWS::Partition": "aws",
           "AWS::URLSuffix": "amazonaws.com"}
-AWS_ID_PATTERNS = {"AWS::EC2::VPC::Id": r"vpc-[0-9a-f]{8,17}", "AWS::EC2::Subnet::Id": r"subnet-[0-9a-f]{8,17}",
-                   "AWS::EC2::SecurityGroup::Id": r"sg-[0-9a-f]{8,17}"}
 NOVALUE = object()  # AWS::NoValue: the enclosing list item or map key disappears
-
-
-def cfn_str(value) -> str:
-    """A scalar as CloudFormation passes it around: always a string."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
 def decode(label: str, text: str | None = None, path: Path | None = None) -> dict:
@@ -53,7 +45,7 @@ class Stack:
         for pname, decl in self.decl.items():
             if pname not in overrides and "Default" not in decl:
                 raise DeployError(label, f"parameter {pname} has no Default and is not given")
-            self.parameters[pname] = self._checked(pname, decl, cfn_str(overrides.get(pname, decl.get("Default"))))
+            self.parameters[pname] = checked(label, pname, decl, cfn_str(overrides.get(pname, decl.get("Default"))))
         for rname, rule in (template.get("Rules") or {}).items():
             if "RuleCondition" in rule and not self.truth(rule["RuleCondition"]):
                 continue
@@ -61,32 +53,6 @@ class Stack:
                 if not self.truth(assertion["Assert"]):
                     desc = str(assertion.get("AssertDescription", "(no AssertDescription)")).strip()
                     raise DeployError(label, f"rule {rname} fails: {desc}")
-
-    def _checked(self, name: str, decl: dict, value: str) -> str:
-        """value, if CloudFormation accepts it for that parameter."""
-        def fail(why: str):
-            return DeployError(self.label, f"parameter {name}={value!r} {why}")
-
-        ptype, allowed = str(decl.get("Type", "String")), [cfn_str(a) for a in decl.get("AllowedValues") or []]
-        if allowed and value not in allowed:
-            raise fail(f"not in AllowedValues {allowed}")
-        if ptype == "String":
-            if "AllowedPattern" in decl and not re.fullmatch(str(decl["AllowedPattern"]), value):
-                raise fail(f"does not match AllowedPattern {decl['AllowedPattern']}")
-            if not int(decl.get("MinLength", 0)) <= len(value) <= int(decl.get("MaxLength", len(value))):
-                raise fail(f"is outside MinLength/MaxLength {decl.get('MinLength')}/{decl.get('MaxLength')}")
-        if ptype == "Number":
-            if not re.fullmatch(r"-?[0-9]+(\.[0-9]+)?", value):
-                raise fail("is not a Number")
-            if "MinValue" in decl and float(value) < float(decl["MinValue"]):
-                raise fail(f"is below MinValue {decl['MinValue']}")
-            if "MaxValue" in decl and float(value) > float(decl["MaxValue"]):
-                raise fail(f"is above MaxValue {decl['MaxValue']}")
-        inner = ptype[5:-1] if ptype.startswith("List<") else ptype
-        for item in (value.split(",") if inner != ptype else [value]) if inner in AWS_ID_PATTERNS else []:
-            if not re.fullmatch(AWS_ID_PATTERNS[inner], item.strip()):
-                raise fail(f"has {item!r}, not a valid {inner}")
-        return value
 
     def condition(self, name: str) -> bool:
         if name not in self._conditions:
