@@ -181,7 +181,8 @@ async fn private_agents_connect_through_a_signed_url() {
 #[tokio::test]
 async fn unreachable_agent_ends_the_stream_normally_after_bounded_retries() {
     // A port with nothing listening.
-    let url = format!("ws://127.0.0.1:{}/v1/convai/conversation", free_port());
+    let refused = refused_port();
+    let url = format!("ws://127.0.0.1:{}/v1/convai/conversation", refused.port);
     let s = Server::start(&[
         ("AGENT", "elevenlabs"),
         ("ALLOW_UNAUTHENTICATED", "true"),

@@ -367,12 +367,12 @@ async fn healthcheck_subcommand_probes_the_server() {
         .unwrap();
     assert!(status.success());
     drop(s);
-    // Nothing listening on a fresh ephemeral port.
-    let free = support::free_port();
+    // Nothing listening on the port.
+    let refused = support::refused_port();
     let status = tokio::process::Command::new(env!("CARGO_BIN_EXE_media-ws"))
         .arg("healthcheck")
         .env_clear()
-        .env("PORT", free.to_string())
+        .env("PORT", refused.port.to_string())
         .status()
         .await
         .unwrap();

@@ -166,13 +166,31 @@ pub fn media_ws_bin() -> String {
     bins::workspace_bin("media-ws")
 }
 
-/// A loopback port with nothing listening on it (bound, read, released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A loopback port that refuses connections for as long as it lives: bound, so nothing else
+/// can take it, and never listening, so every connect gets a reset.
+pub struct RefusedPort {
+    _socket: tokio::net::TcpSocket,
+    /// The port.
+    pub port: u16,
+}
+
+/// A [`RefusedPort`] (race-free: the port stays ours).
+pub fn refused_port() -> RefusedPort {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    let port = socket.local_addr().unwrap().port();
+    RefusedPort {
+        _socket: socket,
+        port,
+    }
+}
+
+/// A loopback port for a *child process* to listen on, when the port must be known before
+/// the child starts (it is handed to another process first). Held bound until this call
+/// returns, so only the kernel's next ephemeral choice in the moment before the child binds
+/// could race it; in-process servers bind port 0 themselves instead.
+pub fn port_for_child() -> u16 {
+    refused_port().port
 }
 
 /// A one-shot HTTP/1.1 request: (status, body).

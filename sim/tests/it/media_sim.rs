@@ -183,11 +183,11 @@ async fn bad_input_is_one_error_line_and_a_failure_exit() {
     assert!(!out.status.success());
     assert!(stderr_line(&out).contains("not a usable WAV"));
 
-    // Unreachable: a port that was free a moment ago.
+    // Unreachable: a port nothing listens on.
     let wav_in = temp_path("ok.wav");
     write_test_wav(&wav_in);
-    let port = support::free_port();
-    let url = format!("ws://127.0.0.1:{port}/rtm/voice");
+    let refused = support::refused_port();
+    let url = format!("ws://127.0.0.1:{}/rtm/voice", refused.port);
     let out = sim(&["call", &url, "--wav", wav_in.to_str().unwrap()]).await;
     assert!(!out.status.success());
     assert!(stderr_line(&out).contains("cannot connect"));
@@ -280,7 +280,7 @@ async fn load_through_the_builtin_echo_delivers_every_frame() {
 #[tokio::test]
 async fn load_through_agent_listen_transcodes_both_ways_and_delivers_every_frame() {
     // A port for media-sim's echo agent: free now; media-ws dials it only at each call's start.
-    let port = support::free_port();
+    let port = support::port_for_child();
     let agent = format!("127.0.0.1:{port}");
     let agent_url = format!("ws://{agent}/v1/convai/conversation");
     let s = Server::start(&[
@@ -337,8 +337,8 @@ async fn load_through_agent_listen_transcodes_both_ways_and_delivers_every_frame
 async fn call_reports_a_server_that_ends_the_call_early() {
     // The agent is unreachable: media-ws ends the stream with 1000 "agent unavailable" while
     // the caller is still talking; the call stops sending and reports the close, not a loss.
-    let port = support::free_port();
-    let agent_url = format!("ws://127.0.0.1:{port}/v1/convai/conversation");
+    let refused = support::refused_port();
+    let agent_url = format!("ws://127.0.0.1:{}/v1/convai/conversation", refused.port);
     let s = Server::start(&[
         ("AGENT", "elevenlabs"),
         ("ALLOW_UNAUTHENTICATED", "true"),

@@ -15,7 +15,7 @@ use std::time::Duration;
 use lambda::{api_gateway, LambdaProcess, RuntimeApi};
 use serde_json::json;
 use support::fake_el::{Behaviour, FakeEl};
-use support::{free_port, http_request_with_body, Server};
+use support::{http_request_with_body, Server};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 
 const SIM: &str = env!("CARGO_BIN_EXE_media-sim");
@@ -62,35 +62,16 @@ async fn media_sim_plays_twilio_for_an_outbound_call_answered_by_a_machine() {
         ("TWILIO_ACCOUNT_SID", ACCOUNT),
     ])
     .await;
-    let rest_port = free_port();
     let api = Arc::new(RuntimeApi::start().await);
-    let env: Vec<(String, String)> = [
-        ("MINT_API_KEY", MINT_KEY.to_string()),
-        ("CALLS_API_KEY", CALLS_KEY.to_string()),
-        ("OUTBOUND_ALLOWLIST", CALLEE.to_string()),
-        ("MEDIA_SHARED_SECRET", SECRET.to_string()),
-        ("TWILIO_AUTH_TOKEN", AUTH_TOKEN.to_string()),
-        ("TWILIO_ACCOUNT_SID", ACCOUNT.to_string()),
-        ("TWILIO_API_BASE", format!("http://127.0.0.1:{rest_port}")),
-        (
-            "STREAM_URL_BASE",
-            "wss://media.example.com/rtm/voice".to_string(),
-        ),
-        ("OUTBOUND_FROM", "+15005550001".to_string()),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
-    let lambda = LambdaProcess::start(&api, &env);
-    api.wait_ready(Duration::from_secs(20)).await;
     let front = api_gateway::start(Arc::clone(&api)).await;
 
+    // media-sim plays Twilio first, on a port it picks: media-lambda is given its address.
     let wav = callee_wav();
     let mut sim = tokio::process::Command::new(SIM)
         .args([
             "twilio",
             "--listen",
-            &format!("127.0.0.1:{rest_port}"),
+            "127.0.0.1:0",
             "--account-sid",
             ACCOUNT,
             "--webhook-base",
@@ -120,9 +101,11 @@ async fn media_sim_plays_twilio_for_an_outbound_call_answered_by_a_machine() {
     let sink = Arc::clone(&out);
     tokio::spawn(async move {
         while let Ok(Some(line)) = lines.next_line().await {
+            // "twilio rest api on http://127.0.0.1:PORT (account AC…): waiting for calls"
             if line.contains("waiting for calls") {
-                if let Some(tx) = ready_tx.take() {
-                    let _ = tx.send(());
+                let base = line.split_whitespace().nth(4).map(str::to_string);
+                if let (Some(tx), Some(base)) = (ready_tx.take(), base) {
+                    let _ = tx.send(base);
                 }
             }
             let mut out = sink.lock().unwrap();
@@ -130,10 +113,31 @@ async fn media_sim_plays_twilio_for_an_outbound_call_answered_by_a_machine() {
             out.push('\n');
         }
     });
-    tokio::time::timeout(Duration::from_secs(10), ready_rx)
+    let rest_base = tokio::time::timeout(Duration::from_secs(10), ready_rx)
         .await
         .expect("media-sim twilio did not start")
         .unwrap();
+    assert!(rest_base.starts_with("http://127.0.0.1:"), "{rest_base}");
+
+    let env: Vec<(String, String)> = [
+        ("MINT_API_KEY", MINT_KEY.to_string()),
+        ("CALLS_API_KEY", CALLS_KEY.to_string()),
+        ("OUTBOUND_ALLOWLIST", CALLEE.to_string()),
+        ("MEDIA_SHARED_SECRET", SECRET.to_string()),
+        ("TWILIO_AUTH_TOKEN", AUTH_TOKEN.to_string()),
+        ("TWILIO_ACCOUNT_SID", ACCOUNT.to_string()),
+        ("TWILIO_API_BASE", rest_base),
+        (
+            "STREAM_URL_BASE",
+            "wss://media.example.com/rtm/voice".to_string(),
+        ),
+        ("OUTBOUND_FROM", "+15005550001".to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect();
+    let lambda = LambdaProcess::start(&api, &env);
+    api.wait_ready(Duration::from_secs(20)).await;
 
     // The backend places the call, as with curl against the deployed API.
     let body = json!({"to": CALLEE, "firstMessage": "Hello from the clinic.",
