@@ -12,7 +12,8 @@ use crate::twilio::number::Allowlist;
 use crate::twilio::rest::RestConfig;
 use crate::twilio::twiml::Fallback;
 
-/// Environment variable names and their defaults.
+/// Environment variable names and their defaults: `X_DEFAULT` is `X`'s value when unset.
+#[allow(missing_docs)]
 pub mod env {
     /// Bearer key backend callers present to `POST /token` (value or `ssm:` reference).
     pub const MINT_API_KEY: &str = "MINT_API_KEY";
@@ -29,15 +30,14 @@ pub mod env {
     pub const PUBLIC_WEBHOOK_URL: &str = "PUBLIC_WEBHOOK_URL";
     /// Lifetime of the token `/twiml` embeds, and `/token`'s default.
     pub const TOKEN_TTL_SECONDS: &str = "TOKEN_TTL_SECONDS";
-    /// Default for [`TOKEN_TTL_SECONDS`]: long enough for Twilio to connect.
+    /// Long enough for Twilio to connect.
     pub const TOKEN_TTL_SECONDS_DEFAULT: u64 = 300;
     /// Upper bound of `ttlSeconds` in `/token` requests.
     pub const TOKEN_MAX_TTL_SECONDS: &str = "TOKEN_MAX_TTL_SECONDS";
-    /// Default for [`TOKEN_MAX_TTL_SECONDS`].
     pub const TOKEN_MAX_TTL_SECONDS_DEFAULT: u64 = 3600;
     /// Comma-separated webhook form fields copied into `<Parameter>`s.
     pub const TWIML_PARAMETERS: &str = "TWIML_PARAMETERS";
-    /// Default for [`TWIML_PARAMETERS`]: identifiers only, no phone numbers.
+    /// Identifiers only, no phone numbers.
     pub const TWIML_PARAMETERS_DEFAULT: &str = "CallSid,AccountSid,Direction";
     /// Text of a `<Say>` after `</Connect>` (played when the stream ends).
     pub const FALLBACK_SAY: &str = "FALLBACK_SAY";
@@ -47,7 +47,6 @@ pub mod env {
     pub const TRANSFER_FAILED_SAY: &str = "TRANSFER_FAILED_SAY";
     /// How long a secret read from SSM is used before it is fetched again.
     pub const SECRETS_TTL_SECONDS: &str = crate::config::env::SECRETS_TTL_SECONDS;
-    /// Default for [`SECRETS_TTL_SECONDS`].
     pub const SECRETS_TTL_SECONDS_DEFAULT: u64 = crate::config::env::SECRETS_TTL_SECONDS_DEFAULT;
     /// Twilio REST origin for outbound calls and AMD actions (as in `media-ws`).
     pub const TWILIO_API_BASE: &str = crate::config::env::TWILIO_API_BASE;
@@ -59,7 +58,6 @@ pub mod env {
     /// How long an outbound call's sealed context stays valid: queueing, ringing and answer
     /// must fit in it.
     pub const OUTBOUND_CONTEXT_TTL_SECONDS: &str = "OUTBOUND_CONTEXT_TTL_SECONDS";
-    /// Default for [`OUTBOUND_CONTEXT_TTL_SECONDS`].
     pub const OUTBOUND_CONTEXT_TTL_SECONDS_DEFAULT: u64 = 1800;
     /// Bearer key of `POST /calls` (value or `ssm:` reference), separate from
     /// [`MINT_API_KEY`]: a key that mints stream tokens cannot dial. Unset: no outbound calls.
@@ -72,7 +70,6 @@ pub mod env {
     pub const CALL_REGISTRY_TABLE: &str = crate::config::env::CALL_REGISTRY_TABLE;
     /// CloudWatch namespace of the outbound-call metrics (EMF lines on stdout).
     pub const EMF_NAMESPACE: &str = crate::config::env::EMF_NAMESPACE;
-    /// Default for [`EMF_NAMESPACE`].
     pub const EMF_NAMESPACE_DEFAULT: &str = crate::config::env::EMF_NAMESPACE_DEFAULT;
 }
 
