@@ -160,6 +160,21 @@ async fn listen(client: &mut Pipe) -> (Vec<u8>, usize, Option<(u16, String)>) {
     (audio, marks, None)
 }
 
+/// The agent's side: the caller audio of `user_audio_chunk`s (decoded) until `bytes` came.
+async fn caller_audio(el: &mut Pipe, bytes: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    while got.len() < bytes {
+        let Some(Ok(Message::Text(t))) = el.next().await else {
+            panic!("agent socket ended")
+        };
+        let v: Value = serde_json::from_str(t.as_str()).unwrap();
+        if let Some(chunk) = v["user_audio_chunk"].as_str() {
+            got.extend(STANDARD.decode(chunk).unwrap());
+        }
+    }
+    got
+}
+
 fn limits() -> Limits {
     Limits {
         max_buffered_bytes: 1 << 20,
@@ -235,18 +250,7 @@ async fn a_remote_agent_call_both_ways_and_the_agent_ending_it() {
         let init: Value = serde_json::from_str(init.as_str()).unwrap();
         assert_eq!(init["dynamic_variables"]["lang"], "en");
         el.send(text(json!({"type":"conversation_initiation_metadata","conversation_initiation_metadata_event":{"agent_output_audio_format":"ulaw_8000","user_input_audio_format":"ulaw_8000"}}))).await.unwrap();
-        let mut got = Vec::new();
-        while got.len() < 3 * 160 {
-            let Some(Ok(Message::Text(t))) = el.next().await else {
-                panic!("agent socket ended")
-            };
-            let v: Value = serde_json::from_str(t.as_str()).unwrap();
-            got.extend(
-                STANDARD
-                    .decode(v["user_audio_chunk"].as_str().unwrap())
-                    .unwrap(),
-            );
-        }
+        let got = caller_audio(&mut el, 3 * 160).await;
         el.send(text(json!({"type":"audio","audio_event":{"audio_base_64":STANDARD.encode([7u8; 480]),"event_id":1}}))).await.unwrap();
         tokio::time::sleep(Duration::from_millis(500)).await;
         let done = tokio_tungstenite::tungstenite::protocol::CloseFrame {

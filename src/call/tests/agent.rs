@@ -1,6 +1,6 @@
 //! The call loop against a remote agent, moved here from the process tests
 //! (tests/it/agent_relay.rs): barge-in, the agent's pings, audio held before its metadata,
-//! legacy binary audio, an agent that fails or stalls. One call over in-memory pipes on a
+//! transcoding both ways, legacy binary audio, an agent that fails or stalls. One call over in-memory pipes on a
 //! paused clock; the agent's side is scripted as the ElevenLabs protocol has it.
 
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -73,13 +73,18 @@ async fn until_closed(el: &mut Pipe) {
     }
 }
 
-/// Twilio's side in order: "media", "mark", "clear" and the audio heard, until `enough`
-/// holds, then a `stop` and the rest up to the close.
+/// Twilio's side: `start`, the caller's `audio` in 20 ms frames, then in order "media",
+/// "mark", "clear" and the audio heard, until `enough` holds; then a `stop` and the rest up
+/// to the close.
 async fn twilio_until(
     tw: &mut Pipe,
+    audio: &[u8],
     enough: impl Fn(&[u8]) -> bool,
 ) -> (Vec<&'static str>, Vec<u8>, Option<(u16, String)>) {
     tw.send(start()).await.unwrap();
+    for frame in audio.chunks(160) {
+        tw.send(media(frame)).await.unwrap();
+    }
     let (mut items, mut audio, mut stopped) = (Vec::new(), Vec::new(), false);
     while let Some(Ok(msg)) = tw.next().await {
         match msg {
@@ -122,7 +127,7 @@ async fn barge_in_clears_at_once_and_drops_the_interrupted_response() {
     let (_, (items, heard, close), (), metrics) = agent_call(
         false,
         1 << 16,
-        |mut tw| async move { twilio_until(&mut tw, |a| count(a, 0x22) == 1600).await },
+        |mut tw| async move { twilio_until(&mut tw, &[], |a| count(a, 0x22) == 1600).await },
         |mut el| async move {
             open(&mut el, "ulaw_8000").await;
             // Three seconds of response 1 at once: playout keeps Twilio only the lead ahead.
@@ -170,7 +175,7 @@ async fn agent_pings_are_answered_with_their_event_ids_and_events_counted() {
     let (summary, (_, _, close), pongs, metrics) = agent_call(
         false,
         1 << 16,
-        |mut tw| async move { twilio_until(&mut tw, |_| false).await },
+        |mut tw| async move { twilio_until(&mut tw, &[], |_| false).await },
         |mut el| async move {
             open(&mut el, "ulaw_8000").await;
             el.send(text(
@@ -235,18 +240,7 @@ async fn caller_audio_before_the_agent_metadata_reaches_it_whole_and_in_order() 
             el.send(text(json!({"type":"conversation_initiation_metadata","conversation_initiation_metadata_event":{"agent_output_audio_format":"ulaw_8000","user_input_audio_format":"ulaw_8000"}})))
                 .await
                 .unwrap();
-            let mut got = Vec::new();
-            while got.len() < 15 * 160 {
-                let Some(Ok(Message::Text(t))) = el.next().await else {
-                    panic!("agent socket ended")
-                };
-                let v: Value = serde_json::from_str(t.as_str()).unwrap();
-                got.extend(
-                    STANDARD
-                        .decode(v["user_audio_chunk"].as_str().unwrap())
-                        .unwrap(),
-                );
-            }
+            let got = caller_audio(&mut el, 15 * 160).await;
             el.close(None).await.unwrap();
             got
         },
@@ -263,6 +257,48 @@ fn pcm16k_of(audio: &[u8]) -> Vec<u8> {
     let mut up = Vec::new();
     Resampler::new(8000, 16000).unwrap().process(&pcm, &mut up);
     up.iter().flat_map(|s| s.to_le_bytes()).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn pcm_16000_is_transcoded_sample_accurately_both_ways() {
+    let sent: Vec<u8> = (0..30u8).flat_map(|i| [0x30 + i; 160]).collect();
+    let to_agent = pcm16k_of(&sent);
+    // Agent -> caller: 16 kHz PCM in odd-sized chunks comes out resampled and μ-law encoded.
+    let agent: Vec<i16> = (0..16000)
+        .map(|i| ((f64::from(i) * 0.2).sin() * 9000.0) as i16)
+        .collect();
+    let mut down = Vec::new();
+    Resampler::new(16000, 8000)
+        .unwrap()
+        .process(&agent, &mut down);
+    let mut to_caller = Vec::new();
+    mulaw::encode_into(&down, &mut to_caller);
+    let wanted = to_caller.len();
+    let (_, (_, heard, _), got, _) = agent_call(
+        false,
+        1 << 16,
+        |mut tw| async move { twilio_until(&mut tw, &sent, |a| a.len() >= wanted).await },
+        |mut el| async move {
+            open(&mut el, "pcm_16000").await;
+            let got = caller_audio(&mut el, 30 * 160 * 4).await;
+            let bytes: Vec<u8> = agent.iter().flat_map(|s| s.to_le_bytes()).collect();
+            for (i, chunk) in bytes.chunks(3333).enumerate() {
+                el.send(agent_audio(chunk, 1 + i as u64)).await.unwrap();
+            }
+            until_closed(&mut el).await;
+            got
+        },
+    )
+    .await;
+    assert_eq!(
+        got, to_agent,
+        "caller audio: G.711 decode, 8 -> 16 kHz, S16LE"
+    );
+    assert_eq!(
+        heard[..wanted],
+        to_caller[..],
+        "agent audio: 16 -> 8 kHz, G.711"
+    );
 }
 
 #[tokio::test(start_paused = true)]
