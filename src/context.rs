@@ -1,13 +1,8 @@
-//! The per-call context of an outbound call — the agent's overrides and dynamic variables,
-//! the voicemail choice — and how it travels without being readable on the way.
-//!
-//! `POST /calls` cannot keep it anywhere: the Lambda is stateless and Twilio's call logs keep
-//! every request URL (a prompt may name a patient). So it is *sealed*: serialized with its
-//! audience and expiry, encrypted and authenticated with XChaCha20-Poly1305 (random 192-bit
-//! nonce) under a key HKDF-SHA256 derives from each `MEDIA_SHARED_SECRET` entry, and carried
-//! as `v1.<base64url(nonce ‖ ciphertext)>` — in the answer and AMD callback URLs, then in the
-//! stream token's `ctx` claim. The associated data names the audience and what the seal is
-//! bound to (the CallSid for the stream), so a sealed value is useless anywhere else.
+//! The per-call context of an outbound call (agent overrides, dynamic variables, the voicemail
+//! choice), sealed so it travels through Twilio unread: the Lambda is stateless and Twilio's call
+//! logs keep every request URL, where a prompt may name a patient. XChaCha20-Poly1305 under keys
+//! HKDF derives from `MEDIA_SHARED_SECRET`; the associated data binds the audience (and, for
+//! the stream, the CallSid), so a sealed value is useless anywhere else.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;

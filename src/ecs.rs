@@ -1,11 +1,8 @@
-//! ECS integration of `media-ws`: task scale-in protection while calls are live (through the
-//! ECS agent's `$ECS_AGENT_URI/task-protection/v1/state`), and the active-calls metric as
-//! CloudWatch Embedded Metric Format lines on stdout for target tracking.
-//!
-//! Protection is switched on when the task goes from idle to busy, for a fixed
-//! `TASK_PROTECTION_MINUTES`, and off when it is idle again. It is deliberately not renewed
-//! while busy: ECS holds back deployments as well as scale-in for a protected task, so a
-//! never-idle task must not be able to block a deployment forever.
+//! ECS integration of `media-ws`: scale-in protection while calls are live (the ECS agent's
+//! `task-protection/v1/state`) and the active-calls metric as EMF lines on stdout. Protection is
+//! set for `TASK_PROTECTION_MINUTES` when the task turns busy and cleared when it is idle, never
+//! renewed while busy: it also holds back deployments, and a never-idle task must not block one
+//! forever.
 
 use std::io::Write as _;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -1,9 +1,6 @@
-//! The `media-lambda` function: `GET /health`, `POST /token` (stream tokens for backend
-//! callers), `POST /twiml` (Twilio's voice webhook answering `<Connect><Stream>`) and
-//! outbound calls: `POST /calls`, with Twilio's `POST /calls/answer` and `POST /calls/amd`.
-//! Owns routing, request checks and responses; tokens come from [`crate::auth`], signatures
-//! from [`crate::twilio::signature`], TwiML from [`crate::twilio::twiml`], secrets from
-//! [`crate::secrets`], Twilio's REST API from [`crate::twilio::rest`].
+//! The `media-lambda` function: `/health`, `/token` (stream tokens for backends), Twilio's voice
+//! webhook `/twiml`, outbound calls under `/calls`, and `/transfer/result`. Owns routing, request
+//! checks and responses; tokens, signatures, TwiML and secrets come from their own modules.
 
 mod admission;
 pub mod config;

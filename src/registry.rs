@@ -1,19 +1,9 @@
-//! The fleet-wide call registry on DynamoDB (`CALL_REGISTRY_TABLE`): a token opens one
-//! stream, once, on any task, and a live CallSid has one stream across the fleet.
-//!
-//! One table, one string hash key `pk`, a number `expires_at` (the table's TTL attribute):
-//! - `jti#<jti>`: written at the handshake with `attribute_not_exists(pk)`, expiring with the
-//!   token (its `exp` plus the verifier's leeway), never deleted: a replay finds it. The item
-//!   carries a per-handshake `writer` nonce, and the condition lets that writer through: the
-//!   SDK's retry of a write that landed but answered late is ours, not a replay.
-//! - `call#<CallSid>`: written at `start` when absent or expired, with this process as
-//!   `holder` and a lease renewed while the call lives ([`CallRegistry::renew_held`]);
-//!   deleted by its holder at the end, expiring on its own if the task dies. TTL deletion
-//!   is lazy, so every condition checks `expires_at` itself.
-//!
-//! Only `PutItem` and `DeleteItem` are used. Failures are typed: [`ClaimError::Taken`] (the
-//! condition failed) or [`ClaimError::Unavailable`] (timeout, throttling, network, IAM);
-//! callers fail closed on either for new calls and never end a live call over it.
+//! The fleet-wide call registry on DynamoDB (`CALL_REGISTRY_TABLE`): a token opens one stream,
+//! once, and a live CallSid has one stream across the fleet (`jti#…` and `call#…` items).
+//! A `jti#` item is never deleted (a replay finds it); its per-handshake `writer` nonce lets
+//! through the SDK's retry of a write that landed but answered late. TTL deletion is lazy, so
+//! every condition checks `expires_at` itself. Callers fail closed on a [`ClaimError`] for a
+//! new call and never end a live one over it.
 
 use std::collections::HashSet;
 use std::sync::Mutex;

@@ -1,12 +1,7 @@
-//! Secret variables that hold either a value or an `ssm:/param/name` reference. Owns the one
-//! SSM client (created only when a reference exists), batched `GetParameters` with
-//! decryption, the TTL cache and the last-good-value policy. It does not parse other config.
-//!
-//! Start-up: build a [`Secrets`] store, ask it for a [`SecretHandle`] per variable, then
-//! [`Secrets::load`] once (a missing parameter fails, named). Consumers read
-//! [`SecretHandle::current`] whenever they need the value; rotation is picked up by
-//! [`Secrets::refresh_stale`] (Lambda: before each event) or [`Secrets::refresh_loop`]
-//! (long-running servers).
+//! Secret variables holding a value or an `ssm:/param/name` reference, behind one SSM client
+//! (made only if a reference exists): batched `GetParameters`, a TTL cache, the last good value
+//! kept when SSM fails. [`Secrets::load`] once at start-up, then [`Secrets::refresh_stale`]
+//! before each Lambda event or [`Secrets::refresh_loop`] in a server.
 
 use std::collections::HashMap;
 use std::fmt;

@@ -1,9 +1,7 @@
-//! One simulated Twilio call: connects like Twilio (token in the path), sends `connected`,
-//! `start` (sequence "1"), real-time 20 ms `media` frames and `stop` in Twilio's exact shapes
-//! (string `sequenceNumber`/`chunk`/`timestamp`, incremented for every message sent), models
-//! Twilio's playback buffer to echo `mark`s when their audio has played (at once on `clear`),
-//! and records what came back: audio, marks, clears, the close code, and round-trip latency
-//! measured on audio position. Does not judge the result; callers decide what is a failure.
+//! One simulated Twilio call in Twilio's exact shapes: token in the path, `connected`, `start`,
+//! real-time 20 ms `media`, `stop` (string `sequenceNumber`/`chunk`/`timestamp`), and `mark`s
+//! echoed when their audio has played (at once on `clear`). Records what came back, with
+//! round-trip latency by audio position; what counts as a failure is for its users to decide.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};

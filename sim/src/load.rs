@@ -1,18 +1,7 @@
-//! Load generation: N simulated calls started evenly over a ramp, each playing `duration` of
-//! a tone in real time to an echo (the built-in one or [`super::agent_echo`]), then `stop`.
-//! Aggregates outcomes, frame counts, latency percentiles and, for a local server
-//! (`server_pid`), its CPU per relayed frame and RSS per call.
-//!
-//! Definitions:
-//! - A call is **ok** when the server closed it with 1000 after our `stop`; otherwise it
-//!   fails under `http_<status>`, `connect`, `close_<code>` or `lost`.
-//! - **Relayed frames** are the frames the callers sent (the server relays each to the
-//!   agent) plus the frames they received (each relayed from the agent): one 20 ms frame
-//!   moved in one direction.
-//! - **CPU per frame** is measured over the steady-state window, when every call is running
-//!   (from `ramp` + 1 s to `duration` − 0.5 s after the start; the whole run if that window is
-//!   under a second), so handshakes are not in it. **RSS per call** = (largest RSS seen −
-//!   RSS before the first call) / calls.
+//! Load generation: N simulated calls started evenly over `ramp`, each playing a tone in real
+//! time to an echo, then `stop`. Aggregates outcomes, frames, latency and, for a local server,
+//! CPU per relayed frame and RSS per call as `docs/media-sim.md` defines them (the CPU window
+//! is the whole run when the steady-state one would be under a second).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,12 +1,8 @@
-//! Twilio's side of an outbound call that the fake REST API ([`crate::twilio_rest`]) created:
-//! it rings, then requests the call's `Url` signed as Twilio signs it, dials the `<Stream url>`
-//! of the TwiML it gets and plays the callee's audio in real time ([`crate::caller`]). After
-//! `amd_after` it posts the AMD verdict to `AsyncAmdStatusCallback`. When a REST update for
-//! the call arrives (a redirect to the voicemail TwiML, or a hang-up), it ends the stream as
-//! Twilio does. At the end it posts the final status to `StatusCallback`.
-//!
-//! Webhooks go over plain HTTP to `webhook_base` (e.g. `cargo lambda watch`) with the `Host`
-//! of the URL the call was created with. The signature covers that URL exactly as given.
+//! Twilio's side of an outbound call that [`crate::twilio_rest`] created: it rings, fetches the
+//! call's `Url`, streams to the TwiML's `<Stream url>` through [`crate::caller`], posts the AMD
+//! verdict and the final status, and ends the stream on a REST update. Webhooks go over plain
+//! HTTP to `webhook_base` with the `Host` of the URL the call was created with: the signature
+//! covers that URL exactly as given.
 
 use std::sync::Arc;
 use std::time::Duration;

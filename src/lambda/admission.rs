@@ -1,10 +1,8 @@
-//! Admission against the agent plan (`AGENT_CONCURRENCY_LIMIT`) at the door: the voice
-//! webhook and the answer webhook hold an agent slot for the call until its stream starts
-//! (then `media-ws` holds it for the call's life), or answer the overflow TwiML; `POST /calls`
-//! holds one from the create until the callee answers, or answers 429.
-//!
-//! A registry that cannot be read lets the call through (logged, counted as `error`):
-//! `media-ws` checks again at `start` and fails closed there.
+//! Admission against the agent plan (`AGENT_CONCURRENCY_LIMIT`) at the door: the voice and answer
+//! webhooks hold a slot until the stream starts (then `media-ws` holds it) or answer the overflow
+//! TwiML; `POST /calls` holds one from the create until the callee answers, or answers 429. An
+//! unreadable registry lets the call through (logged, counted as `error`): `media-ws` checks
+//! again at `start` and fails closed there.
 
 use std::time::Duration;
 

@@ -1,12 +1,7 @@
-//! Outbound calls. `POST /calls` (bearer `MINT_API_KEY`) validates the request and creates
-//! the call with Twilio's REST API: `Url` is this API's `/calls/answer`, answering-machine
-//! detection runs asynchronously (`DetectMessageEnd`, verdict POSTed to `/calls/amd`). The
-//! per-call context never reaches Twilio in clear: it rides sealed (see [`crate::context`])
-//! in those two URLs' `ctx` query. `/calls/answer` (signed by Twilio) answers
-//! `<Connect><Stream>` with a token bound to the CallSid carrying the context; `/calls/amd`
-//! (signed) hangs up or leaves the voicemail when a machine answered; `/calls/status`
-//! (signed) receives the final status. Verdicts and statuses become CloudWatch metrics
-//! ([`outcome`]).
+//! Outbound calls: `POST /calls` (bearer `MINT_API_KEY`) places the call through Twilio's REST
+//! API with asynchronous AMD; Twilio's signed `/calls/answer`, `/calls/amd` and `/calls/status`
+//! connect the stream, act on the verdict and take the final status. The per-call context rides
+//! sealed ([`crate::context`]) in the answer and AMD URLs, never in clear.
 
 use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};

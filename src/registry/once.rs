@@ -1,11 +1,8 @@
-//! Things that must happen once across every task and Lambda sandbox, in the same table as
-//! the claims: a webhook Twilio retried (`amd#<I-Twilio-Idempotency-Token>`) and a
-//! `POST /calls` the client retried (`idem#<sha256 of Idempotency-Key>`).
-//!
-//! An idempotency record is written `pending` by the first request (with its nonce), the
-//! call is placed, and the record is completed with the answer: a retry inside the window
-//! gets that answer; a concurrent one waits for it. A failed first attempt deletes its record
-//! so that a retry can try again.
+//! Once-only actions across every task and Lambda sandbox, in the claims' table: a webhook
+//! Twilio retried (`I-Twilio-Idempotency-Token`) and a `POST /calls` the client retried
+//! (`Idempotency-Key`). The first request writes its record `pending`, then completes it with
+//! its answer, which a retry in the window gets; a concurrent retry is told the key is in use,
+//! and a failed first attempt deletes the record so that a retry can try again.
 
 use std::time::Duration;
 

@@ -1,14 +1,7 @@
-//! Fleet-wide admission against the agent plan (`AGENT_CONCURRENCY_LIMIT`): a call holds one
-//! of `limit` slot items, `slot#0` … `slot#<limit-1>`, each a lease (`holder`, `expires_at`)
-//! in the call-registry table. No counter can drift: a slot is free when absent or expired,
-//! so the slots of a task that died come back when their leases run out.
-//!
-//! Admission reads every slot in one consistent `BatchGetItem` (in chunks of 100), renews the
-//! one this holder already has (the Lambda admitted the call, the stream takes it over), or
-//! takes a free one with a conditional `PutItem` (losing a race moves on to the next free
-//! slot). The voice webhook holds its slot for a short lease until the stream starts;
-//! `media-ws` then holds it for the call's life, renewed with the CallSid claims, and
-//! deletes it at the end.
+//! Fleet-wide admission against the agent plan (`AGENT_CONCURRENCY_LIMIT`): a call holds one of
+//! `limit` leased items, `slot#0` … `slot#<limit-1>`, in the call-registry table. No counter can
+//! drift: a slot is free when absent or expired, so a dead task's slots come back when their
+//! leases run out.
 
 use std::collections::HashMap;
 use std::time::Duration;

@@ -1,9 +1,7 @@
-//! The per-call relay between Twilio and the agent, as pure state machines with no I/O:
-//! [`session`] is Twilio's protocol, [`playout`] paces agent audio into the call and handles
-//! barge-in, [`transcode`] converts formats per direction, [`echo`] is the built-in echo's
-//! delay line, and [`Relay`] ties them into one call — protocol, playout, barge-in, guards,
-//! endings and per-call [`counters`]. The call loop (`crate::call`) owns the sockets; nothing
-//! here imports it, the agent or the metrics (the import graph is a DAG: codecs → relay → call).
+//! The per-call relay between Twilio and the agent, as pure state machines with no I/O: [`Relay`]
+//! ties [`session`] (Twilio's protocol), [`playout`], [`transcode`] and [`echo`] into one call.
+//! The call loop (`crate::call`) owns the sockets; nothing here imports it, the agent or the
+//! metrics (the import graph is a DAG: codecs → relay → call).
 
 pub mod counters;
 pub mod echo;

@@ -1,16 +1,7 @@
-//! A loopback Twilio REST API for calls, strict the way Twilio is: HTTP Basic with the
-//! account's SID and Auth Token (401 + 20003 otherwise), form-encoded, only documented fields.
-//! - Update, `POST /2010-04-01/Accounts/{AC…}/Calls/{CA…}.json`: `Status` one of
-//!   `completed`/`canceled`, `Twiml` and `Url` mutually exclusive, `Twiml` at most 4000
-//!   characters.
-//! - Create, `POST /2010-04-01/Accounts/{AC…}/Calls.json`: `To` and `From` E.164 (21211,
-//!   21212), one of `Url`/`Twiml`/`ApplicationSid`, URLs absolute `http(s)` and at most 4000
-//!   characters (21205), `Method`s `GET`/`POST`, `MachineDetection` `Enable` or
-//!   `DetectMessageEnd`, `AsyncAmd` `true`/`false`, an `AsyncAmdStatusCallback` only with AMD;
-//!   answers 201 with a new `CA…` sid, `queued`.
-//!
-//! Records every accepted request with its arrival time; can be told to answer with a Twilio
-//! error instead. `media-sim call --twilio-rest-listen` and the tests use it.
+//! A loopback Twilio REST API for creating and updating calls, as strict as Twilio: Basic auth
+//! with the account SID and Auth Token, form-encoded, only documented fields, Twilio's limits
+//! and error codes. Records each accepted request with its arrival time, or answers with a Twilio
+//! error when told; `media-sim call --twilio-rest-listen` and the tests use it.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};

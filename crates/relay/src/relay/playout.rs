@@ -1,11 +1,8 @@
-//! Playout of agent audio into Twilio, as a pure state machine driven by the caller's clock:
-//! re-chunks to 20 ms frames, releases them at real time with a small bounded lead, places
-//! marks so we know what the caller has heard, and on barge-in discards everything still
-//! held (and late audio of the interrupted response).
-//!
-//! Model: Twilio plays what it receives back to back. `playhead` is when everything released
-//! so far will have finished playing; a frame is released while `playhead - now <= lead`.
-//! Echoed marks correct the estimate when Twilio plays later than we assumed.
+//! Playout of agent audio into Twilio, a pure state machine on the caller's clock: 20 ms frames
+//! released in real time with a small bounded lead, marks to learn what the caller has heard, and
+//! on barge-in everything held (and late audio of the interrupted response) dropped. Twilio plays
+//! what it receives back to back, so `playhead` (when all released audio will have played)
+//! gates release at `playhead - now <= lead`; echoed marks correct it when Twilio plays late.
 
 use std::collections::VecDeque;
 use std::time::Duration;

@@ -1,17 +1,9 @@
-//! Call control inside the relay: playout-gated endings (the agent's last words are heard,
-//! then hang-up or transfer), the client tools `end_call` and `transfer_to_number`, keypad
-//! digits to the agent, and the dead-agent timers.
-//!
-//! An ending (agent closed 1000, `end_call`, an allowed transfer, the call's time limit, the
-//! server's drain) runs in steps: while the agent leg is open its audio keeps playing and
-//! caller audio keeps reaching it (so the caller can still interrupt the goodbye; not in a
-//! forced ending, see [`super::limits`]); once the agent is done (closed, or quiet for
-//! [`END_QUIET`]) and the playout has released everything, a final mark goes to Twilio. Its
-//! echo (or `end_grace` without one) ends the relay with [`Then::HangUp`], or sends the
-//! transfer ([`Output::Transfer`](crate::relay::Output::Transfer)) with the agent leg still
-//! open: if Twilio refuses it, the agent is told and the call goes on. A barge-in cancels the
-//! final mark: Twilio echoes marks at once on `clear`, and that echo says nothing about the
-//! goodbye having played.
+//! Call control inside the relay: endings gated on playout, the client tools `end_call` and
+//! `transfer_to_number`, keypad digits to the agent, and the dead-agent timers.
+//! An ending waits until the agent is done (closed, or quiet for [`END_QUIET`]) and playout has
+//! released everything, then sends a final mark; its echo (or `end_grace`) hangs up, or sends
+//! the transfer with the agent leg still open so a refusal can be told to the agent. A barge-in
+//! cancels that mark: Twilio echoes marks at once on `clear`, not when their audio has played.
 
 use std::time::Duration;
 
