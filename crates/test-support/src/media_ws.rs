@@ -2,13 +2,12 @@
 //! log lines, and plays Twilio over a real WebSocket client.
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -42,41 +41,22 @@ impl Server {
             .env("PORT", "0")
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "debug")
-            .env("AGENT", "none")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .env("AGENT", "none");
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("spawn media-ws");
-        let logs = Arc::new(Mutex::new(Vec::new()));
         let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
         let mut addr_tx = Some(addr_tx);
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let sink = Arc::clone(&logs);
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                if line.contains("\"listening\"") {
-                    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-                    let addr: SocketAddr = v["addr"].as_str().unwrap().parse().unwrap();
-                    if let Some(tx) = addr_tx.take() {
-                        let _ = tx.send(addr.port());
-                    }
+        let (child, lines) = bins::spawn_collecting(&mut cmd, move |line| {
+            if line.contains("\"listening\"") {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap();
+                let addr: SocketAddr = v["addr"].as_str().unwrap().parse().unwrap();
+                if let Some(tx) = addr_tx.take() {
+                    let _ = tx.send(addr.port());
                 }
-                sink.lock().unwrap().push(line);
             }
         });
-        let sink = Arc::clone(&logs);
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                sink.lock().unwrap().push(line);
-            }
-        });
+        let logs = lines.all;
         let port = tokio::time::timeout(Duration::from_secs(20), addr_rx)
             .await
             .expect("server did not report its address")

@@ -1,14 +1,12 @@
 //! The real `media-lambda` process attached to a [`RuntimeApi`], its logs collected.
 
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use super::RuntimeApi;
-use crate::bins::workspace_bin;
+use crate::bins::{spawn_collecting, workspace_bin};
 
 /// The `media-lambda` binary (see [`workspace_bin`]).
 pub fn media_lambda_bin() -> String {
@@ -43,39 +41,15 @@ impl LambdaProcess {
             )
             .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/media-lambda-test")
             .env("LOG_FORMAT", "json")
-            .env("RUST_LOG", "trace")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
+            .env("RUST_LOG", "trace");
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("spawn media-lambda");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let stderr_lines = Arc::new(Mutex::new(Vec::new()));
-        let stdout = child.stdout.take().unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let sink = Arc::clone(&logs);
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stdout).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let sink = Arc::clone(&logs);
-        let err_sink = Arc::clone(&stderr_lines);
-        tokio::spawn(async move {
-            let mut lines = BufReader::new(stderr).lines();
-            while let Ok(Some(line)) = lines.next_line().await {
-                err_sink.lock().unwrap().push(line.clone());
-                sink.lock().unwrap().push(line);
-            }
-        });
+        let (child, lines) = spawn_collecting(&mut cmd, |_| {});
         Self {
             child,
-            logs,
-            stderr: stderr_lines,
+            logs: lines.all,
+            stderr: lines.stderr,
         }
     }
 
