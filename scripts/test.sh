@@ -37,6 +37,9 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --locked --workspace --all-targets -- -D warnings
 
+step "cargo doc (intra-doc links resolve; reuses clippy's dependency metadata)"
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --workspace
+
 step "release build of media-ws (the binary the image ships, same profile)"
 cargo build --locked --release --bin media-ws
 ls -l target/release/media-ws

@@ -1,6 +1,6 @@
 //! The `media-ws` server: one port for HTTP (`/`, `/health`, `/metrics`) and the Twilio
 //! WebSocket. Owns accepting, the call limit and the drain on shutdown; routing lives in
-//! [`http`], the handshake in [`handshake`], one call's life in [`call`].
+//! [`http`], the handshake in [`handshake`], one call's life in `call`.
 
 mod call;
 pub mod handshake;

@@ -8,7 +8,7 @@
 //! So every timing rule of a call is a plain function test here, on a made-up clock. The
 //! relay logs event names and counts through `tracing` (never call content) and owns no span.
 //!
-//! Modules, in import order: [`audio`] and [`json`] (codecs) → [`twilio`], [`elevenlabs`],
+//! Modules, in import order: [`audio`] and `json` (codecs) → [`twilio`], [`elevenlabs`],
 //! [`context`] (wire formats and call data) → [`relay`].
 
 pub mod audio;

@@ -8,7 +8,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// The workspace binary `name`, built beside the test running this (a test binary lives in
-/// target/<profile>/deps/, the binaries in target/<profile>/): Cargo builds a package's binaries
+/// `target/<profile>/deps/`, the binaries in `target/<profile>/`): Cargo builds a package's binaries
 /// for its integration tests; another member's tests need `cargo test --workspace`.
 pub fn workspace_bin(name: &str) -> String {
     let exe = std::env::current_exe().unwrap();

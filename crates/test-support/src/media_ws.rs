@@ -320,7 +320,7 @@ pub struct CallerLog {
     /// Every outbound media payload, decoded and concatenated.
     pub audio: Vec<u8>,
     pub media_messages: usize,
-    /// Items in arrival order: "media", "mark:<name>", "clear".
+    /// Items in arrival order: "media", `"mark:<name>"`, "clear".
     pub items: Vec<String>,
     pub close: Option<(u16, String)>,
     pub ended: bool,
