@@ -18,8 +18,8 @@ pub use stop::{CallStops, Shutdown, Stop};
 
 use crate::metrics::{Direction, Metrics};
 use crate::relay::{
-    twilio_gone, AgentMode, CallStart, EndReason, Ending, Input, Outcome, Output, Relay,
-    RelayConfig, Then, TwilioEnd, TwilioKind,
+    twilio_gone, AgentMode, CallFacts, CallStart, EndReason, Ending, Input, LatencyTally, Outcome,
+    Output, Relay, RelayConfig, Then, TwilioEnd, TwilioKind,
 };
 use crate::twilio::rest::RestError;
 use crate::ws::{Conn, Socket};
@@ -45,7 +45,7 @@ const FLUSH_EVERY: Duration = Duration::from_secs(10);
 const AGENT_BACKLOG_BYTES: usize = 64 * 1024;
 
 /// How a call ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Summary {
     /// Counted outcome.
     pub outcome: Outcome,
@@ -59,6 +59,22 @@ pub struct Summary {
     pub frames_out: u64,
     /// Frames dropped, any reason.
     pub dropped: u64,
+    /// What the call record needs beyond the summary, once the stream had started.
+    pub report: Option<Box<CallReport>>,
+}
+
+/// A started stream's record, as the driver saw it end: the relay's facts, the ending's
+/// cause, the latency the bridge added and a refused transfer's Twilio code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallReport {
+    /// Ids, timings and counts from the relay.
+    pub facts: CallFacts,
+    /// The ending's cause ([`crate::relay::EndReason::cause`]).
+    pub ending: &'static str,
+    /// The latency the bridge added to caller frames (inbound) and agent frames (outbound).
+    pub bridge: [LatencyTally; 2],
+    /// Twilio's error code when a transfer was refused.
+    pub transfer_code: Option<u32>,
 }
 
 impl Summary {
@@ -71,6 +87,7 @@ impl Summary {
             frames_in: 0,
             frames_out: 0,
             dropped: 0,
+            report: None,
         }
     }
 }
@@ -176,6 +193,8 @@ where
         shutdown,
         shutting_down: false,
         just_read: None,
+        bridge: Default::default(),
+        transfer_code: None,
     }
     .run()
     .await
@@ -220,6 +239,10 @@ struct CallTask<'a, T: Socket, A: AgentConnector, H: Host> {
     shutting_down: bool,
     /// The frame just read, for the latency the bridge adds: read → its outputs written.
     just_read: Option<(Direction, Instant)>,
+    /// That latency for this call's record, inbound and outbound.
+    bridge: [LatencyTally; 2],
+    /// Twilio's code for a refused transfer.
+    transfer_code: Option<u32>,
 }
 
 impl<'a, T: Socket, A: AgentConnector, H: Host> CallTask<'a, T, A, H> {
@@ -242,7 +265,9 @@ impl<'a, T: Socket, A: AgentConnector, H: Host> CallTask<'a, T, A, H> {
             };
             let action = drain(&mut self.relay, &mut self.tw, remote, metrics, read_at);
             if let Some((direction, at)) = self.just_read.take() {
-                metrics.bridge_latency(direction, since(at));
+                let latency = since(at);
+                metrics.bridge_latency(direction, latency);
+                self.bridge[direction as usize].record(latency);
             }
             match action {
                 Some(Action::Start(call)) => self.on_start(call),
@@ -366,6 +391,7 @@ impl<'a, T: Socket, A: AgentConnector, H: Host> CallTask<'a, T, A, H> {
             Wake::Transferred(result) => {
                 let started = self.transfer.take().map_or(now, |(_, at)| at);
                 let ok = rest_done(self.host.metrics(), "transfer", started, &result);
+                self.transfer_code = result.err().and_then(|e| e.code());
                 self.relay.handle(Input::TransferDone { ok }, now);
             }
             Wake::Deadline => {
@@ -417,6 +443,15 @@ impl<'a, T: Socket, A: AgentConnector, H: Host> CallTask<'a, T, A, H> {
             }
         }
         metrics.flush_call(&mut self.relay.counters);
+        let facts = self.relay.facts();
+        let report = facts.call_sid.is_some().then(|| {
+            Box::new(CallReport {
+                facts: facts.clone(),
+                ending: ending.cause,
+                bridge: self.bridge.clone(),
+                transfer_code: self.transfer_code,
+            })
+        });
         Summary {
             outcome: ending.outcome,
             close_code: ending.close_code,
@@ -424,6 +459,7 @@ impl<'a, T: Socket, A: AgentConnector, H: Host> CallTask<'a, T, A, H> {
             frames_in: self.relay.counters.frames_in,
             frames_out: self.relay.counters.frames_out,
             dropped: self.relay.counters.dropped,
+            report,
         }
     }
 }

@@ -91,6 +91,8 @@ pub struct Config {
     pub emf: Option<Emf>,
     /// Lifetime of secrets read from SSM.
     pub secrets_ttl: Duration,
+    /// Call events on EventBridge (`CALL_EVENTS_BUS`), when configured.
+    pub call_events: Option<crate::bus::BusConfig>,
     /// The fleet-wide call registry, when configured.
     pub call_registry: Option<CallRegistryConfig>,
     /// Fleet-wide admission against the agent plan (`AGENT_CONCURRENCY_LIMIT`).
@@ -329,6 +331,7 @@ impl Config {
             admission: admission(src, registry.as_ref())?,
             overflow: overflow(src)?,
             call_registry: registry,
+            call_events: call_events(src),
             call_control: CallControlConfig::from_source(src)?,
         })
     }
@@ -465,6 +468,16 @@ pub fn twilio_account_sid(src: &dyn Source) -> Result<Option<String>, ConfigErro
         ));
     }
     Ok(Some(sid))
+}
+
+/// `CALL_EVENTS_BUS`: where call events go; `None` when unset or blank.
+pub fn call_events(src: &dyn Source) -> Option<crate::bus::BusConfig> {
+    let bus = src.get(env::CALL_EVENTS_BUS)?.trim().to_string();
+    (!bus.is_empty()).then(|| crate::bus::BusConfig {
+        bus,
+        queue: 10_000,
+        timeout: Duration::from_secs(5),
+    })
 }
 
 /// The call registry's settings (`CALL_REGISTRY_TABLE` and its tuning); `None` when unset.

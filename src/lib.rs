@@ -14,6 +14,8 @@
 //! - [`audio`]: G.711 μ-law codec and resampling (re-exported from `media-relay`).
 //! - [`agent`]: the agent boundary (one session per call) and the built-in echo agent.
 //! - [`elevenlabs`]: the ElevenLabs conversational agent client.
+//! - [`bus`]: call events on EventBridge, batched off the call path.
+//! - [`record`]: one call record per call (a JSON log line, the `Call Ended` event).
 //! - [`registry`]: the fleet-wide call registry on DynamoDB (single-use tokens, one stream
 //!   per CallSid across every task).
 //! - [`relay`]: the call as a sans-IO state machine: protocol, playout pacing and barge-in,
@@ -36,6 +38,7 @@
 
 pub mod agent;
 pub mod auth;
+pub mod bus;
 pub mod call;
 pub mod config;
 pub mod context;
@@ -43,6 +46,7 @@ pub mod ecs;
 pub mod elevenlabs;
 pub mod lambda;
 pub mod metrics;
+pub mod record;
 pub mod registry;
 pub mod retry;
 pub mod secret;

@@ -42,9 +42,11 @@ struct EventLabels {
     event: &'static str,
 }
 
+/// A `result` label.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ResultLabels {
-    result: &'static str,
+pub struct ResultLabels {
+    /// The result.
+    pub result: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -85,6 +87,7 @@ pub struct Metrics {
     registry_requests: Family<RegistryLabels, Counter>,
     registry_seconds: Histogram,
     admissions: Family<ResultLabels, Counter>,
+    call_events: Family<ResultLabels, Counter>,
     agent_slots_in_use: Gauge<i64, AtomicI64>,
     bridge_inbound: Histogram,
     bridge_outbound: Histogram,
@@ -195,6 +198,12 @@ impl Metrics {
             "Admissions against AGENT_CONCURRENCY_LIMIT, by result (admitted, overflow, error)",
             admissions.clone(),
         );
+        let call_events = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "call_events",
+            "Call events for EventBridge (CALL_EVENTS_BUS), by result (published, failed, dropped)",
+            call_events.clone(),
+        );
         let agent_slots_in_use = Gauge::<i64, AtomicI64>::default();
         registry.register(
             "agent_slots_in_use",
@@ -247,6 +256,7 @@ impl Metrics {
             registry_requests,
             registry_seconds,
             admissions,
+            call_events,
             agent_slots_in_use,
             bridge_inbound,
             bridge_outbound,
@@ -310,6 +320,11 @@ impl Metrics {
             .get_or_create(&RegistryLabels { op, result })
             .inc();
         self.registry_seconds.observe(seconds);
+    }
+
+    /// The call-event counters, for the EventBridge publisher to count into.
+    pub fn call_events(&self) -> Family<ResultLabels, Counter> {
+        self.call_events.clone()
     }
 
     /// One admission against the agent plan, with the fleet's live slots when known.

@@ -34,6 +34,8 @@ use crate::twilio::stream_signature::StreamSignatureVerifier;
 
 /// How long calls still open at the drain deadline get to finish their close handshake.
 const CLOSE_GRACE: Duration = Duration::from_secs(3);
+/// How long queued call events may take to send once the calls are over.
+const EVENTS_FLUSH: Duration = Duration::from_secs(2);
 
 /// Everything a connection needs, shared by all of them.
 #[derive(Debug)]
@@ -52,6 +54,10 @@ pub struct AppState {
     pub registry: Option<Arc<CallRegistry>>,
     /// Twilio's REST API (hang-up, transfer), when configured.
     pub twilio: Option<crate::twilio::rest::TwilioRest>,
+    /// Where call records say they were made (task, version).
+    pub origin: crate::record::Origin,
+    /// Call events on EventBridge (`CALL_EVENTS_BUS`).
+    pub bus: Option<crate::bus::EventBus>,
     call_slots: Arc<Semaphore>,
     live_call_sids: Mutex<HashSet<String>>,
     active_calls: tokio::sync::watch::Sender<i64>,
@@ -94,11 +100,19 @@ impl AppState {
             .as_ref()
             .map(|rest| crate::twilio::rest::TwilioRest::new(rest, secrets))
             .transpose()?;
+        let metrics = Metrics::new();
         Ok(Self {
             twilio,
+            bus: config
+                .call_events
+                .clone()
+                .map(|c| crate::bus::EventBus::start(c, metrics.call_events())),
+            origin: crate::record::Origin::new(
+                std::env::var("HOSTNAME").unwrap_or_else(|_| "unknown".into()),
+            ),
             auth,
             stream_signature,
-            metrics: Metrics::new(),
+            metrics,
             agent,
             registry: config
                 .call_registry
@@ -112,6 +126,13 @@ impl AppState {
             calls: TaskTracker::new(),
             config,
         })
+    }
+
+    /// The same state, its records naming `origin` (the ECS task found at startup).
+    #[must_use]
+    pub fn with_origin(mut self, origin: crate::record::Origin) -> Self {
+        self.origin = origin;
+        self
     }
 
     /// Claims `call_sid` for one live agent session. `None` when another stream of the same
@@ -299,6 +320,10 @@ async fn drain(state: &AppState) -> DrainReport {
         }
     }
     tracing::info!(drained_cleanly, "drain complete");
+    // The calls' records: what is still queued for EventBridge goes now.
+    if let Some(bus) = &state.bus {
+        bus.close(EVENTS_FLUSH).await;
+    }
     DrainReport {
         calls_at_start,
         drained_cleanly,

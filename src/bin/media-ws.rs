@@ -41,8 +41,10 @@ async fn serve() -> ExitCode {
     telemetry::init(config.log_format);
     // Secrets: values, or `ssm:` references resolved once here (no AWS client otherwise).
     let secrets = Secrets::new(config.secrets_ttl);
+    let origin =
+        media_orchestrator::record::Origin::new(media_orchestrator::record::find_task().await);
     let state = match AppState::with_secrets(config, &secrets) {
-        Ok(s) => Arc::new(s),
+        Ok(s) => Arc::new(s.with_origin(origin)),
         Err(e) => {
             eprintln!("media-ws: cannot set up the agent client: {e}");
             return ExitCode::from(1);

@@ -111,6 +111,9 @@ pub const TWILIO_ACCOUNT_SID: &str = "TWILIO_ACCOUNT_SID";
 /// DynamoDB table of the fleet-wide call registry (single-use tokens, one stream per
 /// CallSid across every task). Unset: per-process checks only.
 pub const CALL_REGISTRY_TABLE: &str = "CALL_REGISTRY_TABLE";
+/// EventBridge bus (name or ARN) for call events: media-ws's `Call Ended` record per stream,
+/// media-lambda's `Call Completed` per final status. Unset: records are logged only.
+pub const CALL_EVENTS_BUS: &str = "CALL_EVENTS_BUS";
 /// Most agent conversations at once across the fleet (the ElevenLabs plan's concurrency);
 /// unset: no limit. Counted in the call-registry table.
 pub const AGENT_CONCURRENCY_LIMIT: &str = "AGENT_CONCURRENCY_LIMIT";

@@ -252,6 +252,7 @@ where
     F: Future<Output = Summary>,
 {
     let started = Instant::now();
+    let started_at = std::time::SystemTime::now();
     let active = state.metrics.call_started();
     state.publish_active_calls();
     tracing::info!(active_calls = active, "call accepted");
@@ -277,6 +278,15 @@ where
         duration_ms = elapsed.as_millis() as u64,
         "call closed"
     );
+    if let Some(report) = &summary.report {
+        let ended_at = started_at + elapsed;
+        let record =
+            crate::record::call_ended(&summary, report, started_at, ended_at, &state.origin);
+        crate::record::log("call record", &record);
+        if let Some(bus) = &state.bus {
+            bus.publish(crate::record::CALL_ENDED, &record);
+        }
+    }
     summary
 }
 

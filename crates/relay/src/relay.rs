@@ -9,13 +9,15 @@ mod events;
 mod machine;
 mod outcome;
 pub mod playout;
+pub mod record;
 pub mod session;
 pub mod transcode;
 
-pub use counters::{CallCounters, Drop};
+pub use counters::{CallCounters, Drop, LatencyTally};
 pub use events::{
     twilio_gone, AgentMode, CallStart, ControlPolicy, EndReason, Ending, Input, Output,
     RelayConfig, StreamConfig, Then, TwilioEnd, TwilioKind,
 };
 pub use machine::{Relay, PRE_METADATA_FRAMES};
 pub use outcome::Outcome;
+pub use record::{CallFacts, Direction};

@@ -124,7 +124,7 @@ fn count(audio: &[u8], byte: u8) -> usize {
 
 #[tokio::test(start_paused = true)]
 async fn barge_in_clears_at_once_and_drops_the_interrupted_response() {
-    let (_, (items, heard, close), (), metrics) = agent_call(
+    let (summary, (items, heard, close), (), metrics) = agent_call(
         false,
         1 << 16,
         |mut tw| async move { twilio_until(&mut tw, &[], |a| count(a, 0x22) == 1600).await },
@@ -167,6 +167,19 @@ async fn barge_in_clears_at_once_and_drops_the_interrupted_response() {
     assert!(
         metrics.contains("media_bargein_seconds_count 1"),
         "{metrics}"
+    );
+    // The call record's part: ids, the cause, timings and counts.
+    let report = summary.report.expect("a started stream has a record");
+    assert_eq!(report.ending, "caller_hangup");
+    assert_eq!(report.facts.call_sid.as_deref(), Some("CA1"));
+    assert_eq!(report.facts.conversation_id.as_deref(), Some("conv_1"));
+    assert_eq!(report.facts.agent_format, Some("ulaw_8000"));
+    assert_eq!(report.facts.barge_ins, 1);
+    let first = report.facts.first_audio.expect("agent audio was played");
+    assert!(first < Duration::from_millis(100), "{first:?}");
+    assert!(
+        report.bridge[1].count() >= 3,
+        "each agent frame read is timed"
     );
 }
 

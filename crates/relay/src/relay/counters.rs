@@ -140,6 +140,70 @@ impl CallCounters {
     }
 }
 
+/// Buckets of a [`LatencyTally`]: upper bounds 20 µs × 2^(i/4), to about 1.1 s.
+const LATENCY_BUCKETS: usize = 64;
+const LATENCY_FIRST_US: f64 = 20.0;
+
+/// One call's latency distribution in a fixed array (no allocation per sample): each bucket
+/// 19 % wider than the last, so a quantile is read to within that.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatencyTally {
+    counts: [u32; LATENCY_BUCKETS],
+    total: u64,
+}
+
+impl Default for LatencyTally {
+    fn default() -> Self {
+        Self {
+            counts: [0; LATENCY_BUCKETS],
+            total: 0,
+        }
+    }
+}
+
+impl LatencyTally {
+    fn bound_us(i: usize) -> f64 {
+        LATENCY_FIRST_US * (i as f64 / 4.0).exp2()
+    }
+
+    /// Counts one sample.
+    pub fn record(&mut self, latency: std::time::Duration) {
+        let us = latency.as_secs_f64() * 1e6;
+        let i = if us <= LATENCY_FIRST_US {
+            0
+        } else {
+            ((us / LATENCY_FIRST_US).log2() * 4.0).ceil() as usize
+        };
+        let slot = &mut self.counts[i.min(LATENCY_BUCKETS - 1)];
+        *slot = slot.saturating_add(1);
+        self.total += 1;
+    }
+
+    /// Samples counted.
+    pub fn count(&self) -> u64 {
+        self.total
+    }
+
+    /// The `q` quantile (0..=1) in milliseconds: the upper bound of its bucket; `None` with
+    /// no samples.
+    pub fn quantile_ms(&self, q: f64) -> Option<f64> {
+        if self.total == 0 {
+            return None;
+        }
+        let rank = ((q.clamp(0.0, 1.0) * self.total as f64).ceil() as u64).max(1);
+        let mut seen = 0u64;
+        let i = self
+            .counts
+            .iter()
+            .position(|&n| {
+                seen += u64::from(n);
+                seen >= rank
+            })
+            .unwrap_or(LATENCY_BUCKETS - 1);
+        Some((Self::bound_us(i) / 10.0).round() / 100.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -173,5 +237,23 @@ mod tests {
         let drained: Vec<_> = c.drain_drops().collect();
         assert_eq!(drained, [("agent_slow", 1), ("backpressure", 2)]);
         assert_eq!(c.dropped, 3, "the total stays for the summary");
+    }
+
+    #[test]
+    fn latency_quantiles_are_read_to_a_bucket() {
+        let mut t = LatencyTally::default();
+        assert_eq!(t.quantile_ms(0.5), None);
+        for _ in 0..98 {
+            t.record(std::time::Duration::from_micros(300));
+        }
+        t.record(std::time::Duration::from_millis(40));
+        t.record(std::time::Duration::from_secs(30));
+        assert_eq!(t.count(), 100);
+        let p50 = t.quantile_ms(0.5).unwrap();
+        assert!((0.3..0.36).contains(&p50), "{p50}");
+        let p99 = t.quantile_ms(0.99).unwrap();
+        assert!((40.0..48.0).contains(&p99), "{p99}");
+        // Beyond the last bucket: its bound, not a panic.
+        assert!(t.quantile_ms(1.0).unwrap() > 1000.0);
     }
 }

@@ -262,6 +262,32 @@ impl EndReason {
     }
 }
 
+impl EndReason {
+    /// The call record's `ending`: one constant per cause, fewer than the reasons (a caller
+    /// who hangs up is `caller_hangup` whichever way the socket then closes).
+    pub const fn cause(self) -> &'static str {
+        match self {
+            Self::StreamStopped | Self::PeerClosedAfterStop => "caller_hangup",
+            Self::PeerClosed | Self::PeerGone | Self::PeerReset | Self::ReadFailed => "caller_gone",
+            Self::InvalidUtf8 | Self::WebSocketProtocol => "protocol_error",
+            Self::IdleTimeout => "idle",
+            Self::KeepaliveTimeout => "keepalive",
+            Self::PeerTooSlow => "backpressure",
+            Self::AgentUnavailable | Self::AgentClosed | Self::AgentProtocolError => "agent_failed",
+            Self::AgentUnresponsive => "agent_dead",
+            Self::AgentEnded => "agent_end",
+            Self::AgentHungUp => "end_call",
+            Self::MaxDuration => "max_duration",
+            Self::ServerDraining | Self::ServerShuttingDown => "drain",
+            Self::Transferred => "transfer",
+            Self::TransferFailed => "transfer_failed",
+            Self::Duplicate | Self::RegistryUnavailable => "refused",
+            Self::AgentCapacity => "overflow",
+            Self::Ended => "ended",
+        }
+    }
+}
+
 impl From<EndReason> for Ending {
     fn from(reason: EndReason) -> Self {
         Self::of(reason)
@@ -277,6 +303,8 @@ pub struct Ending {
     pub close_code: Option<u16>,
     /// Constant reason.
     pub reason: &'static str,
+    /// The call record's `ending` ([`EndReason::cause`]).
+    pub cause: &'static str,
     /// What happens to the call after the relay.
     pub then: Then,
 }
@@ -293,8 +321,8 @@ impl Ending {
 
     /// The ending for `reason`, closing the stream.
     pub const fn of(reason: EndReason) -> Self {
-        let (outcome, close_code, reason) = reason.parts();
-        Self::new(outcome, close_code, reason)
+        let (outcome, close_code, text) = reason.parts();
+        Self::new(outcome, close_code, text, reason.cause())
     }
 
     /// The same ending, then this.
@@ -308,11 +336,13 @@ impl Ending {
         outcome: Outcome,
         close_code: Option<u16>,
         reason: &'static str,
+        cause: &'static str,
     ) -> Self {
         Self {
             outcome,
             close_code,
             reason,
+            cause,
             then: Then::Close,
         }
     }
@@ -320,7 +350,11 @@ impl Ending {
 
 impl From<CallError> for Ending {
     fn from(e: CallError) -> Self {
-        Self::new(e.outcome(), Some(e.close_code()), e.reason())
+        let cause = match e {
+            CallError::Protocol(_) => "protocol_error",
+            CallError::CallSidMismatch | CallError::AccountMismatch => "refused",
+        };
+        Self::new(e.outcome(), Some(e.close_code()), e.reason(), cause)
     }
 }
 

@@ -16,6 +16,7 @@ use super::events::{
     AgentMode, CallStart, EndReason, Ending, Input, Output, RelayConfig, TwilioKind,
 };
 use super::playout::{mark_name, parse_mark_name, Accepted, Playout, Release, FRAME_BYTES};
+use super::record::CallFacts;
 use super::session::{CallError, Event, Session};
 use super::transcode::{FromAgent, ToAgent};
 use crate::elevenlabs::message::InitiationClientData;
@@ -97,6 +98,8 @@ pub struct Relay {
     agent_ping_at: Instant,
     /// Per-call counters (flushed by the call loop).
     pub counters: CallCounters,
+    /// Ids, timings and counts for the call record.
+    facts: CallFacts,
 }
 
 impl std::fmt::Debug for Relay {
@@ -140,6 +143,7 @@ impl Relay {
             agent_seen_at: now,
             agent_ping_at: now,
             counters: CallCounters::default(),
+            facts: CallFacts::default(),
             config,
             bound,
         }
@@ -289,7 +293,7 @@ impl Relay {
                 tracing::info!("stream stopped");
                 self.end(Ending::of(EndReason::StreamStopped));
             }
-            Ok(Event::Started(start)) => self.on_start(*start),
+            Ok(Event::Started(start)) => self.on_start(*start, now),
             Ok(Event::Audio(bytes)) => {
                 self.counters.frame_in(bytes);
                 self.on_caller_audio(now);
@@ -297,7 +301,8 @@ impl Relay {
         }
     }
 
-    fn on_start(&mut self, start: tw::Start) {
+    fn on_start(&mut self, start: tw::Start, now: Instant) {
+        self.facts.started(&start, now);
         match self.config.agent {
             AgentMode::None => {}
             AgentMode::Echo(delay) => self.agent = Agent::Echo(EchoLine::new(delay)),
@@ -442,6 +447,7 @@ impl Relay {
                 tw::write_media(sid, &self.b64, &mut self.text);
                 let n = frame.len();
                 self.playout.recycle(frame);
+                self.facts.audio_out(now);
                 Some(Output::Twilio(&self.text, TwilioKind::Media(n)))
             }
             Release::Mark(id) => {
@@ -457,6 +463,11 @@ impl Relay {
             AgentMode::Remote { binary: true } => Output::AgentBinary(&self.caller_out.raw),
             _ => Output::Agent(&self.caller_out.text, true),
         }
+    }
+
+    /// What the call record needs from the relay (complete once the call has ended).
+    pub fn facts(&self) -> &CallFacts {
+        &self.facts
     }
 
     /// When the relay next needs a [`Input::Tick`] (`now`: at once).

@@ -44,8 +44,10 @@ impl Relay {
                     .agent_events
                     .bump("conversation_initiation_metadata");
                 if let Some(id) = conversation_id {
+                    self.facts.conversation_id = Some(id.clone());
                     self.pending.push_back(Pending::ConversationStarted(id));
                 }
+                self.facts.agent_ready(output.name(), now);
                 self.on_metadata(input, output);
             }
             ServerEvent::Audio {
@@ -77,6 +79,7 @@ impl Relay {
             }
             ServerEvent::Interruption { event_id } => {
                 self.counters.agent_events.bump("interruption");
+                self.facts.barge_ins += 1;
                 let held = self.playout.interrupt(event_id, now);
                 tracing::debug!(dropped_frames = held, "barge-in");
                 if self.session.stream_sid().is_some() {
@@ -106,6 +109,7 @@ impl Relay {
             ServerEvent::ClientToolCall(call) => {
                 self.counters.agent_events.bump("client_tool_call");
                 tracing::info!(tool = %call.tool_name.chars().take(64).collect::<String>(), "client tool call");
+                self.facts.tool_call(&call.tool_name);
                 self.on_tool_call(&call, now);
             }
             ServerEvent::AgentToolResponse {

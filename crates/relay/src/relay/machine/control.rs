@@ -217,6 +217,7 @@ impl Relay {
         let Some(transfer) = self.transfer.take() else {
             return;
         };
+        self.facts.transfer = Some(if ok { "accepted" } else { "refused" });
         if ok {
             self.end(Ending::of(EndReason::Transferred));
             return;
@@ -339,6 +340,7 @@ impl Relay {
         self.keypad.digits.clear();
         if matches!(self.agent, Agent::Remote(Remote::Ready(_))) {
             self.counters.control.bump("keypad_entry");
+            self.facts.keypad_entries += 1;
             self.pending
                 .push_back(Pending::AgentText(el::user_message(&text)));
         } else {

@@ -1,5 +1,6 @@
 //! Endings, tools, keypad and the dead-agent timers, as tables over the pure relay.
 
+use crate::relay::EndReason;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -489,7 +490,7 @@ fn keypad_digits_reach_the_agent_as_one_message_per_entry() {
 
 #[test]
 fn a_dead_agent_hands_the_call_back_to_twilio() {
-    let agent_dead = Ending::new(Outcome::agent_error, Some(1000), "agent unresponsive");
+    let agent_dead = Ending::of(EndReason::AgentUnresponsive);
     // No metadata within the timeout.
     let t0 = Instant::now();
     let mut r = Relay::new(config(AgentMode::Remote { binary: false }), None, t0);
@@ -531,11 +532,7 @@ fn an_agent_failure_hands_the_call_back_at_once() {
     r.handle(Input::AgentGone(Some(1011)), t0 + MS);
     assert_eq!(
         r.ending(),
-        Some(Ending::new(
-            Outcome::agent_error,
-            Some(1000),
-            "agent closed"
-        )),
+        Some(Ending::of(EndReason::AgentClosed)),
         "no goodbye wait for a failure: Twilio runs the fallback"
     );
 }
