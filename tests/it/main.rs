@@ -4,6 +4,7 @@
 
 mod agent_relay;
 mod as_shipped;
+mod call_records;
 mod call_registry;
 mod interop;
 mod lambda_cold_start;

@@ -143,6 +143,100 @@ impl Moto {
         keys
     }
 
+    /// An EventBridge bus whose every event (`Source` `media-orchestrator`) moto delivers to a
+    /// new SQS queue, as a rule with an SQS target does: returns the queue's URL.
+    pub async fn bus_to_queue(&self, bus: &str, queue: &str) -> String {
+        let events = events_client(&self.endpoint);
+        if bus != "default" {
+            events.create_event_bus().name(bus).send().await.unwrap();
+        }
+        let created = self
+            .sqs("CreateQueue", serde_json::json!({"QueueName": queue}))
+            .await;
+        let url = created["QueueUrl"].as_str().unwrap().to_string();
+        let rule = format!("{queue}-rule");
+        events
+            .put_rule()
+            .name(&rule)
+            .event_bus_name(bus)
+            .event_pattern(r#"{"source":["media-orchestrator"]}"#)
+            .send()
+            .await
+            .unwrap();
+        let target = aws_sdk_eventbridge::types::Target::builder()
+            .id("queue")
+            .arn(format!("arn:aws:sqs:us-east-1:123456789012:{queue}"))
+            .build()
+            .unwrap();
+        events
+            .put_targets()
+            .rule(&rule)
+            .event_bus_name(bus)
+            .targets(target)
+            .send()
+            .await
+            .unwrap();
+        url
+    }
+
+    /// The events in `queue_url` (each an EventBridge envelope: `source`, `detail-type`,
+    /// `detail`, …), received and deleted, until `count` came or `within` passed.
+    pub async fn events(
+        &self,
+        queue_url: &str,
+        count: usize,
+        within: Duration,
+    ) -> Vec<serde_json::Value> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut out = Vec::new();
+        while out.len() < count && tokio::time::Instant::now() < deadline {
+            let got = self
+                .sqs(
+                    "ReceiveMessage",
+                    serde_json::json!({"QueueUrl": queue_url, "MaxNumberOfMessages": 10}),
+                )
+                .await;
+            let messages = got["Messages"].as_array().cloned().unwrap_or_default();
+            if messages.is_empty() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            for m in messages {
+                let body = m["Body"].as_str().unwrap();
+                out.push(serde_json::from_str(body).unwrap());
+                self.sqs(
+                    "DeleteMessage",
+                    serde_json::json!({"QueueUrl": queue_url, "ReceiptHandle": m["ReceiptHandle"]}),
+                )
+                .await;
+            }
+        }
+        out
+    }
+
+    /// One SQS request in its JSON protocol (`X-Amz-Target: AmazonSQS.<action>`).
+    async fn sqs(&self, action: &str, body: serde_json::Value) -> serde_json::Value {
+        let addr: std::net::SocketAddr =
+            self.endpoint.trim_start_matches("http://").parse().unwrap();
+        let target = format!("AmazonSQS.{action}");
+        let (status, text) = crate::media_ws::http_request_with_body(
+            addr,
+            "POST",
+            "/",
+            &[
+                ("X-Amz-Target", target.as_str()),
+                ("Content-Type", "application/x-amz-json-1.0"),
+                (
+                    "Authorization",
+                    "AWS4-HMAC-SHA256 Credential=testing/20260101/us-east-1/sqs/aws4_request, SignedHeaders=host, Signature=0",
+                ),
+            ],
+            &body.to_string(),
+        )
+        .await;
+        assert_eq!(status, 200, "SQS {action}: {text}");
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null)
+    }
+
     /// The AWS environment pointing processes at this server.
     pub fn env(&self) -> Vec<(String, String)> {
         super::aws_env(&self.endpoint)
@@ -159,6 +253,18 @@ fn dynamodb_client(endpoint: &str) -> aws_sdk_dynamodb::Client {
         ))
         .build();
     aws_sdk_dynamodb::Client::from_conf(config)
+}
+
+fn events_client(endpoint: &str) -> aws_sdk_eventbridge::Client {
+    let config = aws_sdk_eventbridge::Config::builder()
+        .behavior_version(aws_sdk_eventbridge::config::BehaviorVersion::latest())
+        .region(aws_sdk_eventbridge::config::Region::new("us-east-1"))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_eventbridge::config::Credentials::new(
+            "testing", "testing", None, None, "tests",
+        ))
+        .build();
+    aws_sdk_eventbridge::Client::from_conf(config)
 }
 
 fn client(endpoint: &str) -> aws_sdk_ssm::Client {
