@@ -147,6 +147,78 @@ async fn client(timeout: Duration) -> aws_sdk_eventbridge::Client {
     aws_sdk_eventbridge::Client::new(&sdk)
 }
 
+fn entry(bus: &str, detail_type: &str, detail: &str) -> PutEventsRequestEntry {
+    PutEventsRequestEntry::builder()
+        .event_bus_name(bus)
+        .source(crate::record::SOURCE)
+        .detail_type(detail_type)
+        .detail(detail)
+        .build()
+}
+
+/// A publisher that sends each event before it returns (media-lambda: nothing may run after
+/// the response, the sandbox freezes). Two attempts within the request timeout.
+pub struct DirectBus {
+    config: BusConfig,
+    client: tokio::sync::OnceCell<aws_sdk_eventbridge::Client>,
+}
+
+impl std::fmt::Debug for DirectBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectBus").finish_non_exhaustive()
+    }
+}
+
+impl DirectBus {
+    /// A publisher for `config`; the client is built on first use.
+    pub fn new(config: BusConfig) -> Self {
+        Self {
+            config,
+            client: tokio::sync::OnceCell::new(),
+        }
+    }
+
+    /// Sends one event with `record` as its `Detail`.
+    ///
+    /// # Errors
+    /// EventBridge's error code (`unreachable` when it could not be asked) once both attempts
+    /// failed; never the record.
+    pub async fn publish(
+        &self,
+        detail_type: &'static str,
+        record: &Map<String, Value>,
+    ) -> Result<(), String> {
+        let client = self
+            .client
+            .get_or_init(|| client(self.config.timeout))
+            .await;
+        let detail = Value::Object(record.clone()).to_string();
+        let mut error = String::new();
+        for attempt in 0..2 {
+            if attempt > 0 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let sent = client
+                .put_events()
+                .entries(entry(&self.config.bus, detail_type, &detail))
+                .send()
+                .await;
+            match sent {
+                Ok(out) => match out.entries().first().and_then(|e| e.error_code()) {
+                    None => return Ok(()),
+                    Some(code) => error = code.to_string(),
+                },
+                Err(e) => {
+                    error = aws_sdk_eventbridge::error::ProvideErrorMetadata::code(&e)
+                        .unwrap_or("unreachable")
+                        .to_string();
+                }
+            }
+        }
+        Err(error)
+    }
+}
+
 /// The size `PutEvents` counts for an entry.
 fn entry_bytes(e: &Event) -> usize {
     crate::record::SOURCE.len() + e.detail_type.len() + e.detail.len()
@@ -193,14 +265,7 @@ async fn send(
     while !batch.is_empty() {
         let entries: Vec<PutEventsRequestEntry> = batch
             .iter()
-            .map(|(e, _)| {
-                PutEventsRequestEntry::builder()
-                    .event_bus_name(bus)
-                    .source(crate::record::SOURCE)
-                    .detail_type(e.detail_type)
-                    .detail(&e.detail)
-                    .build()
-            })
+            .map(|(e, _)| entry(bus, e.detail_type, &e.detail))
             .collect();
         // Which entries failed, retryable or not (an entry without an error code is in).
         let failed: Vec<Option<bool>> = match client

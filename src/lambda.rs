@@ -44,6 +44,8 @@ pub struct LambdaState {
     rest: Option<TwilioRest>,
     calls_api_key: Option<SecretHandle>,
     registry: Option<CallRegistry>,
+    /// `Call Completed` events, sent before the response.
+    events: Option<crate::bus::DirectBus>,
     /// Counters of the registry client (the function's own metrics are EMF lines).
     registry_metrics: Metrics,
     clock: Clock,
@@ -80,6 +82,7 @@ impl LambdaState {
             twilio_auth_token: secrets.handle(&config.twilio_auth_token),
             calls_api_key: config.calls_api_key.as_ref().map(|k| secrets.handle(k)),
             registry: config.call_registry.clone().map(CallRegistry::new),
+            events: config.call_events.clone().map(crate::bus::DirectBus::new),
             registry_metrics: Metrics::new(),
             rest,
             secrets,
@@ -160,7 +163,7 @@ pub async fn handle(state: &LambdaState, req: Request) -> Result<Response<Body>,
         }
         outbound::STATUS_ROUTE => {
             state.secrets.refresh_stale().await;
-            outbound::status(state, &req)
+            outbound::status(state, &req).await
         }
         transfer::RESULT_ROUTE => {
             state.secrets.refresh_stale().await;

@@ -100,6 +100,41 @@ pub fn call_ended(
     }
 }
 
+/// Twilio's final status of a call (media-lambda's `/calls/status`): joins the `Call Ended`
+/// record on `callSid`. `status` and `answered_by` are constants (Twilio's vocabularies, the
+/// latter kept only when it is one of them); the direction is reduced to in or out.
+pub fn call_completed(
+    call_sid: &str,
+    direction: Option<&str>,
+    status: &'static str,
+    duration_s: Option<u64>,
+    answered_by: Option<&str>,
+    at: SystemTime,
+) -> Map<String, Value> {
+    const ANSWERED_BY: &[&str] = &[
+        "human",
+        "machine_start",
+        "machine_end_beep",
+        "machine_end_silence",
+        "machine_end_other",
+        "fax",
+        "unknown",
+    ];
+    let answered_by = answered_by.and_then(|a| ANSWERED_BY.iter().find(|k| **k == a));
+    let record = json!({
+        "callSid": call_sid,
+        "direction": crate::relay::Direction::of(direction).as_str(),
+        "callStatus": status,
+        "callDurationSeconds": duration_s,
+        "answeredBy": answered_by,
+        "timestamp": rfc3339(at),
+    });
+    match record {
+        Value::Object(map) => map,
+        _ => Map::new(),
+    }
+}
+
 /// Prints `record` as one JSON log line, beside the `tracing` lines (`message`: `name`).
 pub fn log(name: &str, record: &Map<String, Value>) {
     let mut line = Map::new();

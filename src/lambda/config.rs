@@ -68,6 +68,8 @@ pub mod env {
     /// The call-registry table (as in `media-ws`): `Idempotency-Key`s of `POST /calls`,
     /// Twilio's retried AMD callbacks, and agent admission.
     pub const CALL_REGISTRY_TABLE: &str = crate::config::env::CALL_REGISTRY_TABLE;
+    /// EventBridge bus for `Call Completed` events (as in `media-ws`).
+    pub const CALL_EVENTS_BUS: &str = crate::config::env::CALL_EVENTS_BUS;
     /// CloudWatch namespace of the outbound-call metrics (EMF lines on stdout).
     pub const EMF_NAMESPACE: &str = crate::config::env::EMF_NAMESPACE;
     pub const EMF_NAMESPACE_DEFAULT: &str = crate::config::env::EMF_NAMESPACE_DEFAULT;
@@ -118,6 +120,8 @@ pub struct LambdaConfig {
     pub outbound_allowlist: Arc<Allowlist>,
     /// The call-registry table.
     pub call_registry: Option<CallRegistryConfig>,
+    /// Where `Call Completed` events go (`CALL_EVENTS_BUS`).
+    pub call_events: Option<crate::bus::BusConfig>,
     /// Fleet-wide admission against the agent plan (`AGENT_CONCURRENCY_LIMIT`).
     pub admission: Option<config::Admission>,
 }
@@ -264,6 +268,7 @@ impl LambdaConfig {
             outbound_allowlist: Arc::new(outbound_allowlist),
             admission: config::admission(src, call_registry.as_ref())?,
             call_registry,
+            call_events: config::call_events(src),
         })
     }
 }

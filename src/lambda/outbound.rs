@@ -389,12 +389,30 @@ impl Verdict {
 }
 
 /// `POST /calls/status`: Twilio's status callback (the `completed` event: the call's final
-/// status, whatever it was). Counted, logged with ids only, answered 200.
-pub(super) fn status(state: &LambdaState, req: &Request) -> Result<Response<Body>, LambdaError> {
+/// status, whatever it was), for outbound calls and for numbers whose status callback points
+/// here. Counted, logged with ids only, sent as `Call Completed` with `CALL_EVENTS_BUS`,
+/// answered 200 (a failing bus is logged, not retried by Twilio).
+pub(super) async fn status(
+    state: &LambdaState,
+    req: &Request,
+) -> Result<Response<Body>, LambdaError> {
     let url = signed_url(state, req, STATUS_ROUTE)?;
     let form = verified_form(state, req, &url)?;
     let status = outcome::status_label(form.field("CallStatus").unwrap_or_default());
     let duration_s = number(form.field("CallDuration"));
+    if let Some(bus) = &state.events {
+        let record = crate::record::call_completed(
+            form.call_sid(),
+            form.field("Direction"),
+            status,
+            duration_s,
+            form.field("AnsweredBy"),
+            std::time::SystemTime::now(),
+        );
+        if let Err(code) = bus.publish(crate::record::CALL_COMPLETED, &record).await {
+            tracing::warn!(error_code = %code, "Call Completed event not sent");
+        }
+    }
     tracing::info!(
         call_sid = form.call_sid(),
         status,

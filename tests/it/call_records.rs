@@ -229,3 +229,77 @@ async fn a_bus_that_refuses_costs_no_call_and_is_counted() {
         .expect("the failure is logged");
     assert!(line.contains("error_code"), "logged with its code: {line}");
 }
+
+#[tokio::test]
+async fn twilios_final_status_is_a_call_completed_event_joined_on_the_call_sid() {
+    use lambda_support::{sign_form, twilio_post, LambdaProcess, RuntimeApi};
+    let moto = Moto::start().await;
+    let queue = moto.bus_to_queue(BUS, "completed").await;
+    let api = RuntimeApi::start().await;
+    let mut env: Vec<(String, String)> = [
+        ("MINT_API_KEY", "records-mint-key"),
+        ("MEDIA_SHARED_SECRET", SECRET),
+        ("TWILIO_AUTH_TOKEN", AUTH_TOKEN),
+        ("TWILIO_ACCOUNT_SID", ACCOUNT_SID),
+        ("STREAM_URL_BASE", "wss://media.example.com/rtm/voice"),
+        ("CALL_EVENTS_BUS", BUS),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    env.extend(moto.env());
+    let _lambda = LambdaProcess::start(&api, &env);
+    api.wait_ready(Duration::from_secs(20)).await;
+
+    // The stream of an inbound call on media-ws, then Twilio's final status for it.
+    let rest = FakeTwilioRest::start("127.0.0.1:0", ACCOUNT_SID, AUTH_TOKEN)
+        .await
+        .unwrap();
+    let fake = FakeEl::start(Behaviour::default()).await;
+    let s = task(&moto, &fake, &rest, &[]).await;
+    let c = call(&s, &sid(7)).await;
+    c.play(&tone(7, 5), 2, Duration::from_millis(20)).await;
+    c.send(stop(10));
+    closed(&c).await;
+
+    let url = "https://api.example.com/calls/status";
+    let status = |call_sid: String, signed_with: &str| {
+        let mut e = twilio_post(url);
+        let fields = [
+            ("CallSid", call_sid.as_str()),
+            ("AccountSid", ACCOUNT_SID),
+            ("CallStatus", "completed"),
+            ("CallDuration", "42"),
+            ("Direction", "inbound"),
+            ("From", CALLER_NUMBER),
+        ];
+        sign_form(&mut e, &fields, url, signed_with);
+        e
+    };
+    // A forged callback is refused and publishes nothing.
+    assert_eq!(api.call(&status(sid(8), "not-the-token")).await.status, 403);
+    assert_eq!(api.call(&status(sid(7), AUTH_TOKEN)).await.status, 200);
+
+    let events = moto.events(&queue, 2, Duration::from_secs(20)).await;
+    let kinds: BTreeMap<&str, &Value> = events
+        .iter()
+        .map(|e| (e["detail-type"].as_str().unwrap(), &e["detail"]))
+        .collect();
+    assert_eq!(events.len(), 2, "{events:#?}");
+    let (ended, completed) = (kinds["Call Ended"], kinds["Call Completed"]);
+    assert_eq!(
+        ended["callSid"], completed["callSid"],
+        "they join on callSid"
+    );
+    assert_eq!(completed["callSid"], sid(7));
+    assert_eq!(completed["direction"], "inbound");
+    assert_eq!(completed["callStatus"], "completed");
+    assert_eq!(completed["callDurationSeconds"], 42);
+    assert_eq!(completed["answeredBy"], Value::Null);
+    assert!(!completed.to_string().contains(CALLER_NUMBER));
+    // Nothing more arrives (the forged one).
+    assert!(moto
+        .events(&queue, 1, Duration::from_secs(1))
+        .await
+        .is_empty());
+}
