@@ -121,18 +121,93 @@ pub fn emf_line(settings: &Emf, active_calls: i64, timestamp_ms: u128) -> String
     .to_string()
 }
 
-/// Prints an EMF line every interval (idle tasks report 0, so the per-task average is right).
-pub async fn publish_emf(settings: Emf, active: watch::Receiver<i64>) {
+/// Names of the per-interval counts, in [`crate::metrics::Metrics::emf_totals`]'s order.
+pub const INTERVAL_COUNTS: [&str; 3] =
+    ["HandshakeRejections", "RegistryErrors", "TwilioRestErrors"];
+
+/// One EMF line of what happened in the last interval: `counts` in [`INTERVAL_COUNTS`] order.
+pub fn interval_line(settings: &Emf, counts: [u64; 3], timestamp_ms: u128) -> String {
+    let mut line = serde_json::json!({
+        "_aws": {
+            "Timestamp": timestamp_ms as u64,
+            "CloudWatchMetrics": [{
+                "Namespace": settings.namespace,
+                "Dimensions": [["ServiceName"]],
+                "Metrics": INTERVAL_COUNTS
+                    .iter()
+                    .map(|name| serde_json::json!({"Name": name, "Unit": "Count"}))
+                    .collect::<Vec<_>>(),
+            }],
+        },
+        "ServiceName": settings.service_name,
+    });
+    for (name, n) in INTERVAL_COUNTS.iter().zip(counts) {
+        line[*name] = n.into();
+    }
+    line.to_string()
+}
+
+/// One EMF line per ended call: `Calls` by `Ending` (the record's cause) and, when agent
+/// audio was played, `FirstAudioMs` (start to the first agent audio written).
+pub fn call_line(
+    settings: &Emf,
+    ending: &str,
+    first_audio_ms: Option<u64>,
+    timestamp_ms: u128,
+) -> String {
+    let mut directives = vec![serde_json::json!({
+        "Namespace": settings.namespace,
+        "Dimensions": [["ServiceName", "Ending"]],
+        "Metrics": [{"Name": "Calls", "Unit": "Count"}],
+    })];
+    if first_audio_ms.is_some() {
+        directives.push(serde_json::json!({
+            "Namespace": settings.namespace,
+            "Dimensions": [["ServiceName"]],
+            "Metrics": [{"Name": "FirstAudioMs", "Unit": "Milliseconds"}],
+        }));
+    }
+    let mut line = serde_json::json!({
+        "_aws": {"Timestamp": timestamp_ms as u64, "CloudWatchMetrics": directives},
+        "ServiceName": settings.service_name,
+        "Ending": ending,
+        "Calls": 1,
+    });
+    if let Some(ms) = first_audio_ms {
+        line["FirstAudioMs"] = ms.into();
+    }
+    line.to_string()
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+/// Prints `line` on stdout (stdout gone means nothing can be reported; calls go on).
+pub fn print(line: &str) {
+    let _ = writeln!(std::io::stdout().lock(), "{line}");
+}
+
+/// Prints the EMF lines every interval: active calls (idle tasks report 0, so the per-task
+/// average is right) and the interval's counts from `totals` (running totals).
+pub async fn publish_emf(
+    settings: Emf,
+    active: watch::Receiver<i64>,
+    totals: impl Fn() -> [u64; 3],
+) {
     let mut tick = tokio::time::interval(settings.interval);
+    let mut last = totals();
     loop {
         tick.tick().await;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis());
-        let line = emf_line(&settings, *active.borrow(), now);
-        let mut out = std::io::stdout().lock();
-        // Stdout gone means nothing can be reported; keep serving calls.
-        let _ = writeln!(out, "{line}");
+        let now = now_ms();
+        print(&emf_line(&settings, *active.borrow(), now));
+        let current = totals();
+        let counts = std::array::from_fn(|i| current[i].saturating_sub(last[i]));
+        last = current;
+        print(&interval_line(&settings, counts, now));
     }
 }
 
@@ -157,6 +232,45 @@ mod tests {
         assert_eq!(m["Metrics"][0]["Unit"], "Count");
         assert_eq!(v["ServiceName"], "media-ws-prod");
         assert_eq!(v["ActiveCalls"], 7);
+    }
+
+    #[test]
+    fn call_and_interval_lines_declare_what_they_carry() {
+        let s = Emf {
+            interval: Duration::from_secs(10),
+            namespace: "MediaOrchestrator".into(),
+            service_name: "media-ws-prod".into(),
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(&call_line(&s, "agent_dead", Some(840), 1)).unwrap();
+        let d = &v["_aws"]["CloudWatchMetrics"];
+        assert_eq!(
+            d[0]["Dimensions"],
+            serde_json::json!([["ServiceName", "Ending"]])
+        );
+        assert_eq!(d[0]["Metrics"][0]["Name"], "Calls");
+        assert_eq!(d[1]["Metrics"][0]["Name"], "FirstAudioMs");
+        assert_eq!(
+            (v["Ending"].as_str(), v["Calls"].as_u64()),
+            (Some("agent_dead"), Some(1))
+        );
+        assert_eq!(v["FirstAudioMs"], 840);
+        // No agent audio: no FirstAudioMs, and no directive naming it.
+        let v: serde_json::Value =
+            serde_json::from_str(&call_line(&s, "caller_hangup", None, 1)).unwrap();
+        assert_eq!(v["_aws"]["CloudWatchMetrics"].as_array().unwrap().len(), 1);
+        assert!(v.get("FirstAudioMs").is_none());
+        let v: serde_json::Value = serde_json::from_str(&interval_line(&s, [3, 0, 1], 1)).unwrap();
+        assert_eq!(v["HandshakeRejections"], 3);
+        assert_eq!(v["RegistryErrors"], 0);
+        assert_eq!(v["TwilioRestErrors"], 1);
+        assert_eq!(
+            v["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+                .as_array()
+                .unwrap()
+                .len(),
+            3
+        );
     }
 
     #[test]

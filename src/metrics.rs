@@ -1,7 +1,7 @@
 //! The Prometheus metrics of one server instance (`GET /metrics`). Owns names, labels and
 //! rendering; callers only increment. One registry per [`Metrics`], no global state.
 
-use std::sync::atomic::AtomicI64;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -40,6 +40,13 @@ struct ReasonLabels {
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EventLabels {
     event: &'static str,
+}
+
+#[derive(Debug, Default)]
+struct EmfTotals {
+    handshake_rejections: AtomicU64,
+    registry_errors: AtomicU64,
+    rest_errors: AtomicU64,
 }
 
 /// A `result` label.
@@ -88,6 +95,8 @@ pub struct Metrics {
     registry_seconds: Histogram,
     admissions: Family<ResultLabels, Counter>,
     call_events: Family<ResultLabels, Counter>,
+    /// Running totals the EMF lines report as per-interval counts.
+    totals: EmfTotals,
     agent_slots_in_use: Gauge<i64, AtomicI64>,
     bridge_inbound: Histogram,
     bridge_outbound: Histogram,
@@ -257,6 +266,7 @@ impl Metrics {
             registry_seconds,
             admissions,
             call_events,
+            totals: EmfTotals::default(),
             agent_slots_in_use,
             bridge_inbound,
             bridge_outbound,
@@ -299,6 +309,9 @@ impl Metrics {
 
     /// Counts one Twilio REST request: `result` is `ok` or the error's label.
     pub fn twilio_rest(&self, op: &'static str, result: &'static str, code: Option<u32>) {
+        if result != "ok" && result != "call_gone" {
+            self.totals.rest_errors.fetch_add(1, Ordering::Relaxed);
+        }
         let code = code.map_or_else(|| "none".to_string(), |c| c.to_string());
         self.twilio_rest
             .get_or_create(&RestLabels { op, result, code })
@@ -316,10 +329,23 @@ impl Metrics {
 
     /// Counts one call registry request and records its latency.
     pub fn registry_request(&self, op: &'static str, result: &'static str, seconds: f64) {
+        if result == "error" {
+            self.totals.registry_errors.fetch_add(1, Ordering::Relaxed);
+        }
         self.registry_requests
             .get_or_create(&RegistryLabels { op, result })
             .inc();
         self.registry_seconds.observe(seconds);
+    }
+
+    /// Totals since start: refused handshakes, call-registry errors, failed Twilio REST
+    /// requests (a call already gone is not a failure).
+    pub fn emf_totals(&self) -> [u64; 3] {
+        [
+            self.totals.handshake_rejections.load(Ordering::Relaxed),
+            self.totals.registry_errors.load(Ordering::Relaxed),
+            self.totals.rest_errors.load(Ordering::Relaxed),
+        ]
     }
 
     /// The call-event counters, for the EventBridge publisher to count into.
@@ -375,6 +401,9 @@ impl Metrics {
 
     /// Counts a refused handshake.
     pub fn handshake_rejected(&self, reason: &'static str) {
+        self.totals
+            .handshake_rejections
+            .fetch_add(1, Ordering::Relaxed);
         self.handshake_rejections
             .get_or_create(&ReasonLabels { reason })
             .inc();

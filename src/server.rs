@@ -270,7 +270,12 @@ pub async fn run(
         ));
     }
     if let Some(emf) = state.config.emf.clone() {
-        background.spawn(crate::ecs::publish_emf(emf, state.active_calls.subscribe()));
+        let totals = Arc::clone(&state);
+        background.spawn(crate::ecs::publish_emf(
+            emf,
+            state.active_calls.subscribe(),
+            move || totals.metrics.emf_totals(),
+        ));
     }
     if let Some(registry) = state.registry.clone() {
         let state = Arc::clone(&state);

@@ -283,6 +283,11 @@ where
         let record =
             crate::record::call_ended(&summary, report, started_at, ended_at, &state.origin);
         crate::record::log("call record", &record);
+        if let Some(emf) = &state.config.emf {
+            let first_audio = report.facts.first_audio.map(|d| d.as_millis() as u64);
+            let line = crate::ecs::call_line(emf, report.ending, first_audio, crate::ecs::now_ms());
+            crate::ecs::print(&line);
+        }
         if let Some(bus) = &state.bus {
             bus.publish(crate::record::CALL_ENDED, &record);
         }
