@@ -16,7 +16,7 @@ pub mod transcode;
 pub use counters::{CallCounters, Drop, LatencyTally};
 pub use events::{
     twilio_gone, AgentMode, CallStart, ControlPolicy, EndReason, Ending, Input, Output,
-    RelayConfig, StreamConfig, Then, TwilioEnd, TwilioKind,
+    RelayConfig, StreamConfig, Then, TwilioEnd, TwilioKind, ENDINGS,
 };
 pub use machine::{Relay, PRE_METADATA_FRAMES};
 pub use outcome::Outcome;

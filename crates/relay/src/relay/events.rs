@@ -262,6 +262,28 @@ impl EndReason {
     }
 }
 
+/// Every `ending` a call record can carry ([`EndReason::cause`], and protocol errors'):
+/// the `Ending` dimension's values in EMF, which alarms may name.
+pub const ENDINGS: &[&str] = &[
+    "caller_hangup",
+    "caller_gone",
+    "protocol_error",
+    "idle",
+    "keepalive",
+    "backpressure",
+    "agent_failed",
+    "agent_dead",
+    "agent_end",
+    "end_call",
+    "max_duration",
+    "drain",
+    "transfer",
+    "transfer_failed",
+    "refused",
+    "overflow",
+    "ended",
+];
+
 impl EndReason {
     /// The call record's `ending`: one constant per cause, fewer than the reasons (a caller
     /// who hangs up is `caller_hangup` whichever way the socket then closes).
@@ -465,4 +487,48 @@ pub enum TwilioEnd {
     InvalidUtf8,
     /// A WebSocket protocol violation.
     Protocol,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_cause_is_a_listed_ending() {
+        use EndReason::*;
+        let all = [
+            StreamStopped,
+            PeerClosedAfterStop,
+            PeerClosed,
+            PeerGone,
+            PeerReset,
+            ReadFailed,
+            InvalidUtf8,
+            WebSocketProtocol,
+            IdleTimeout,
+            KeepaliveTimeout,
+            PeerTooSlow,
+            AgentUnavailable,
+            AgentClosed,
+            AgentProtocolError,
+            AgentUnresponsive,
+            AgentEnded,
+            AgentHungUp,
+            MaxDuration,
+            ServerDraining,
+            ServerShuttingDown,
+            Transferred,
+            TransferFailed,
+            Duplicate,
+            RegistryUnavailable,
+            AgentCapacity,
+            Ended,
+        ];
+        for reason in all {
+            assert!(ENDINGS.contains(&reason.cause()), "{reason:?}");
+        }
+        for e in [CallError::AccountMismatch, CallError::CallSidMismatch] {
+            assert!(ENDINGS.contains(&Ending::from(e).cause));
+        }
+    }
 }
