@@ -58,12 +58,15 @@ Rules:
 Resources:
   Table: {Type: AWS::DynamoDB::Table, Properties: {}}
   Lb: {Type: AWS::ElasticLoadBalancingV2::LoadBalancer, Properties: {}}
+  Bus: {Type: AWS::Events::EventBus, Properties: {Name: !Sub '${AWS::StackName}-bus'}}
   Thing:
     Type: AWS::SNS::Topic
     Properties:
       Sub1: !Sub 'ssm:${Path}/secret'
       Sub2: !Sub ['wss://${Host}${Path}/${AWS::Region}/${!Keep}', {Host: !GetAtt Lb.DNSName}]
       Sub3: !Sub '${Table.Arn}|${Table}|${AWS::StackName}'
+      Sub4: !Sub '${Bus}|${Bus.Arn}'
+      Split: !Select [1, !Split [':', 'a:b:c']]
       Env:
         - {Name: A, Value: '1'}
         - !If [HasSecret, {Name: S, Value: !Ref Secret}, !Ref AWS::NoValue]
@@ -87,6 +90,9 @@ Resources:
           p["Sub2"] == "wss://st-alb.us-east-1.elb.amazonaws.com/app/prod/us-east-1/${Keep}", p["Sub2"])
     check("Sub ${Res.Attr} table Arn, ${Res}, AWS::StackName",
           p["Sub3"] == "arn:aws:dynamodb:us-east-1:123456789012:table/st-Table|st-Table|st", p["Sub3"])
+    check("Sub ${Bus} is the bus's Name, ${Bus.Arn} its ARN",
+          p["Sub4"] == "st-bus|arn:aws:events:us-east-1:123456789012:event-bus/st-bus", p["Sub4"])
+    check("Select over Split", p["Split"] == "b", repr(p["Split"]))
     check("If/NoValue drops list items", p["Env"] == [{"Name": "A", "Value": "1"}, {"Name": "M", "Value": "25000"}],
           repr(p["Env"]))
     check("If/NoValue drops map keys", p["Map"] == {"Kept": "x"}, repr(p["Map"]))
@@ -426,6 +432,139 @@ Resources:
                  lambda: rules.check_admission({"OVERFLOW_NUMBER": "+1555-777"}, "e.env", "env file"),
                  "is not an E.164 number")
 
+    # --- call events: CALL_EVENTS_BUS and its events:PutEvents grant, one bus -----------
+    here = "arn:aws:events:us-east-1:123456789012:event-bus/"
+    shared = "arn:aws:events:eu-west-1:210987654321:event-bus/shared"
+    r = ecs(valid)
+    check("shipped media-ws: no call events by default (no CALL_EVENTS_BUS, no events action, no bus output)",
+          "CALL_EVENTS_BUS" not in r["env"] and "events" not in r["actions"] and not r["events_resources"]
+          and "CallEventsBusArn" not in r["outputs"], repr((r["actions"], r["outputs"])))
+    r = ecs({**valid, "CallEventsBus": "create"})
+    check("shipped media-ws: CallEventsBus=create makes bus <stack>-call-events, CALL_EVENTS_BUS names it, "
+          "PutEvents on it only, output CallEventsBusArn",
+          (r["env"].get("CALL_EVENTS_BUS"), r["actions"].get("events"), r["events_resources"],
+           r["outputs"].get("CallEventsBusArn"))
+          == ("st-call-events", rules.EVENTS_ACTIONS, [here + "st-call-events"], here + "st-call-events")
+          and resolve.Stack(shipped, files.ECS_TEMPLATE, "st", {**valid, "CallEventsBus": "create"})
+          .of_type("AWS::Events::EventBus") == ["CallEventsEventBus"], repr(r["env"].get("CALL_EVENTS_BUS")))
+    for given, arn in (("ops-calls", here + "ops-calls"), (shared, shared), ("arn", here + "arn")):
+        r = ecs({**valid, "CallEventsBus": given})
+        check(f"shipped media-ws: CallEventsBus={given} is CALL_EVENTS_BUS as given, PutEvents on {arn} only, no bus made",
+              (r["env"].get("CALL_EVENTS_BUS"), r["actions"].get("events"), r["events_resources"],
+               r["outputs"].get("CallEventsBusArn"))
+              == (given, rules.EVENTS_ACTIONS, [arn], arn)
+              and not resolve.Stack(shipped, files.ECS_TEMPLATE, "st", {**valid, "CallEventsBus": given})
+              .of_type("AWS::Events::EventBus"), repr((r["env"].get("CALL_EVENTS_BUS"), r["events_resources"])))
+    for bad in ("my bus", "arn:aws:sns:us-east-1:123456789012:calls", "a:b", "x" * 257):
+        expect_error(f"shipped media-ws: CallEventsBus={repr(bad) if len(bad) < 100 else f'<{len(bad)} characters>'} refused",
+                     lambda: ecs({**valid, "CallEventsBus": bad}), "AllowedPattern")
+
+    def ecs_events(change):
+        """The shipped template with its PublishCallEvents statement changed (or removed: None)."""
+        t = copy.deepcopy(shipped)
+        statements = t["Resources"]["TaskRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        i = next(i for i, st in enumerate(statements) if isinstance(st, dict) and "Fn::If" in st
+                 and isinstance(st["Fn::If"][1], dict) and st["Fn::If"][1].get("Sid") == "PublishCallEvents")
+        if change is None:
+            statements.pop(i)
+        else:
+            change(statements, i)
+        return t
+
+    def grant_set(key, value):
+        return lambda statements, i: statements[i]["Fn::If"][1].__setitem__(key, value)
+
+    made = {**valid, "CallEventsBus": "create"}
+    expect_error("a media-ws grant of events:* does not render",
+                 lambda: ecs(made, ecs_events(grant_set("Action", "events:*"))),
+                 "CALL_EVENTS_BUS=st-call-events: must be granted exactly ['events:PutEvents'], not ['events:*']")
+    expect_error("a media-ws grant of PutEvents and PutRule does not render",
+                 lambda: ecs(made, ecs_events(grant_set("Action", ["events:PutEvents", "events:PutRule"]))),
+                 "must be granted exactly ['events:PutEvents']")
+    expect_error("a media-ws PutEvents grant on every resource does not render",
+                 lambda: ecs(made, ecs_events(grant_set("Resource", "*"))), "grant must name that bus only")
+    expect_error("a media-ws PutEvents grant on every bus does not render",
+                 lambda: ecs(made, ecs_events(grant_set(
+                     "Resource", {"Fn::Sub": "arn:${AWS::Partition}:events:${AWS::Region}:${AWS::AccountId}:event-bus/*"}))),
+                 "grant must name that bus only")
+    expect_error("a media-ws PutEvents grant on another bus than CALL_EVENTS_BUS does not render",
+                 lambda: ecs(made, ecs_events(grant_set("Resource", here + "default"))),
+                 f"grant must name that bus only ({here}st-call-events)")
+    expect_error("a media-ws task role with CALL_EVENTS_BUS and no PutEvents grant does not render",
+                 lambda: ecs(made, ecs_events(None)), "must be granted exactly ['events:PutEvents'], not []")
+    expect_error("a media-ws container given CALL_EVENTS_BUS without the stack's grant does not render",
+                 lambda: ecs(valid, ecs_env("CALL_EVENTS_BUS", "ops-calls")),
+                 "CALL_EVENTS_BUS=ops-calls: must be granted exactly ['events:PutEvents'], not []")
+    expect_error("a media-ws PutEvents grant without CALL_EVENTS_BUS does not render",
+                 lambda: ecs(valid, ecs_events(lambda statements, i: statements.__setitem__(
+                     i, {"Effect": "Allow", "Action": "events:PutEvents", "Resource": here + "ops-calls"}))),
+                 "is granted ['events:PutEvents'] but has no CALL_EVENTS_BUS")
+    expect_error("a media-ws CALL_EVENTS_BUS that is neither a bus name nor an ARN does not render",
+                 lambda: ecs(valid, ecs_env("CALL_EVENTS_BUS", "arn:aws:sqs:us-east-1:123456789012:q")),
+                 "is neither an event bus name nor an event bus ARN")
+    expect_error("an Allow with NotAction (grants what cannot be checked) does not render",
+                 lambda: ecs(valid, ecs_events(lambda statements, i: statements.__setitem__(
+                     i, {"Effect": "Allow", "NotAction": "iam:*", "Resource": "*"}))), "NotAction/NotResource")
+
+    r = lam(lam_valid)
+    check("shipped lambda: no call events by default (no CALL_EVENTS_BUS, no events action)",
+          "CALL_EVENTS_BUS" not in r["env"] and "events" not in r["role_actions"] and not r["events_resources"],
+          repr((r["env"], r["role_actions"])))
+    r = lam({**lam_valid, "CallEventsBus": here + "media-ws-prod-call-events"})
+    check("shipped lambda: CallEventsBus = the media-ws stack's CallEventsBusArn, PutEvents on it only",
+          (r["env"].get("CALL_EVENTS_BUS"), r["role_actions"].get("events"), r["events_resources"])
+          == (here + "media-ws-prod-call-events", rules.EVENTS_ACTIONS, [here + "media-ws-prod-call-events"]),
+          repr((r["env"].get("CALL_EVENTS_BUS"), r["role_actions"], r["events_resources"])))
+    r = lam({**lam_valid, "CallEventsBus": "create"})
+    check("shipped lambda: CallEventsBus=create makes bus <stack>-call-events and grants PutEvents on it only",
+          (r["env"].get("CALL_EVENTS_BUS"), r["events_resources"]) == ("st-call-events", [here + "st-call-events"]),
+          repr((r["env"].get("CALL_EVENTS_BUS"), r["events_resources"])))
+
+    def lam_events(change):
+        def patch(props):
+            statements = props["Policies"][0]["Statement"]
+            change(next(st["Fn::If"][1] for st in statements if isinstance(st, dict) and "Fn::If" in st
+                        and st["Fn::If"][1].get("Sid") == "PublishCallEvents"))
+        return lam_patched(patch)
+
+    lam_bus = {**lam_valid, "CallEventsBus": "ops-calls"}
+    expect_error("a function grant of events:* does not render",
+                 lambda: lam(lam_bus, lam_events(lambda st: st.__setitem__("Action", "events:*"))),
+                 "CALL_EVENTS_BUS=ops-calls: must be granted exactly ['events:PutEvents'], not ['events:*']")
+    expect_error("a function PutEvents grant on every resource does not render",
+                 lambda: lam(lam_bus, lam_events(lambda st: st.__setitem__("Resource", "*"))),
+                 "grant must name that bus only")
+    expect_error("a function given CALL_EVENTS_BUS without the stack's grant does not render",
+                 lambda: lam(lam_valid, lam_patched(env_set("CALL_EVENTS_BUS", "ops-calls"))),
+                 "CALL_EVENTS_BUS=ops-calls: must be granted exactly ['events:PutEvents'], not []")
+    expect_error("a function granted PutEvents without CALL_EVENTS_BUS does not render",
+                 lambda: lam(lam_bus, lam_patched(lambda props: props["Environment"]["Variables"].pop("CALL_EVENTS_BUS"))),
+                 "is granted ['events:PutEvents'] but has no CALL_EVENTS_BUS")
+    expect_error("a SAM EventBridgePutEventsPolicy (unverifiable grants) does not render",
+                 lambda: lam(lam_bus, lam_patched(lambda props: props["Policies"].append(
+                     {"EventBridgePutEventsPolicy": {"EventBusName": "ops-calls"}}))),
+                 "not an inline policy statement list")
+    expect_error("media-lambda and media-ws on different buses refused (the events join on one bus)",
+                 lambda: rules.check_shared_bus({"CALL_EVENTS_BUS": "other"}, {"CALL_EVENTS_BUS": "st-call-events"}, "x"),
+                 f"give media-lambda's CallEventsBus the media-ws stack's CallEventsBusArn output ({here}st-call-events)")
+    for lam_env, ecs_env_, what in (
+        ({"CALL_EVENTS_BUS": here + "st-call-events"}, {"CALL_EVENTS_BUS": "st-call-events"}, "a bus's name and its ARN"),
+        ({"CALL_EVENTS_BUS": "ops-calls"}, {}, "a bus on media-lambda only"),
+        ({}, {"CALL_EVENTS_BUS": "ops-calls"}, "a bus on media-ws only"),
+    ):
+        accepted(f"accepted: {what}", lambda: rules.check_shared_bus(lam_env, ecs_env_, "x"))
+    bus_st = resolve.Stack(shipped, files.ECS_TEMPLATE, "svc-prod", made)
+    got = files.fill({"CallEventsBus": "<svc-prod.Outputs.CallEventsBusArn>"}, {"svc-prod": bus_st}, "s.toml")
+    r = lam({**lam_valid, **got})
+    accepted("the media-ws stack's CallEventsBusArn output as media-lambda's CallEventsBus: one bus",
+             lambda: rules.check_shared_bus(r["env"], rules.render_ecs(bus_st)["env"], "x"))
+    expect_error("an EC2 env file with a CALL_EVENTS_BUS that is neither a bus name nor an ARN refused",
+                 lambda: rules.events_bus({"CALL_EVENTS_BUS": "my bus"}, "e.env", "env file"),
+                 "is neither an event bus name nor an event bus ARN")
+    check("the variable and the action are the binaries' (src/config/env.rs, src/bus.rs)",
+          '"CALL_EVENTS_BUS"' in (files.REPO / "src/config/env.rs").read_text(encoding="utf-8")
+          and ".put_events()" in (files.REPO / "src/bus.rs").read_text(encoding="utf-8"))
+
     # --- placeholders: shell variables and other stacks' outputs ------------------------
     ecs_st = resolve.Stack(shipped, files.ECS_TEMPLATE, "svc-prod", valid)
     got = files.fill({"CallRegistryTable": "<svc-prod.Outputs.CallRegistryTableName>", "I": "<REGISTRY>/x:<TAG>"},
@@ -482,6 +621,10 @@ Resources:
           == "media-ws-prod-CallRegistryTable"
           and result["lambda"]["env"]["STREAM_URL_BASE"] == result["ecs"]["env"]["PUBLIC_STREAM_BASE"],
           repr(result["ssm_parameters"]))
+    check("the shipped files render with call events off (no CALL_EVENTS_BUS, no events action anywhere)",
+          all("CALL_EVENTS_BUS" not in env for env in (result["ecs"]["env"], result["lambda"]["env"], result["ec2"]["env"]))
+          and "events" not in result["ecs_task_role_actions"] and "events" not in result["lambda"]["role_actions"],
+          repr((result["ecs_task_role_actions"], result["lambda"]["role_actions"])))
 
     print(f"render-deploy self-test: {'FAILED ' + ', '.join(failures) if failures else 'all passed'}")
     return 1 if failures else 0

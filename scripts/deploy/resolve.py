@@ -1,5 +1,5 @@
 """One CloudFormation template, decoded by cfn-lint, resolved with one set of parameter values:
-parameter checks (parameters.py), Rules, Conditions, Ref, Sub, If, Join, Select, FindInMap and GetAtt."""
+parameter checks (parameters.py), Rules, Conditions, Ref, Sub, If, Join, Select, Split, FindInMap and GetAtt."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def table_arn(name: str) -> str:
 
 class Stack:
     """The template deployed as stack `name` with `overrides`. A resource's physical name is
-    "<stack>-<LogicalId>" (a table's: its TableName)."""
+    "<stack>-<LogicalId>" (a table's: its TableName; an event bus's: its Name)."""
 
     def __init__(self, template: dict, label: str, name: str, overrides: dict[str, str]):
         self.t, self.label, self.name = template, label, name
@@ -86,8 +86,9 @@ class Stack:
         if name not in self.resources:
             raise DeployError(self.label, f"Ref to unknown name {name}")
         props = self.resources[name].get("Properties") or {}
-        if self.resources[name].get("Type") == "AWS::DynamoDB::Table" and "TableName" in props:
-            return cfn_str(self.resolve(props["TableName"]))
+        key = {"AWS::DynamoDB::Table": "TableName", "AWS::Events::EventBus": "Name"}.get(self.resources[name].get("Type"))
+        if key in props:
+            return cfn_str(self.resolve(props[key]))
         return f"{self.name}-{name}"
 
     def get_att(self, logical: str, attr: str) -> str:
@@ -96,6 +97,8 @@ class Stack:
         rtype = self.resources[logical].get("Type")
         if rtype == "AWS::DynamoDB::Table" and attr == "Arn":
             return table_arn(self.ref(logical))
+        if rtype == "AWS::Events::EventBus" and attr == "Arn":
+            return f"arn:aws:events:{PSEUDO['AWS::Region']}:{PSEUDO['AWS::AccountId']}:event-bus/{self.ref(logical)}"
         if rtype == "AWS::ElasticLoadBalancingV2::LoadBalancer" and attr == "DNSName":
             return f"{self.name}-alb.{PSEUDO['AWS::Region']}.elb.amazonaws.com"
         return f"{self.name}-{logical}.{attr}"
@@ -137,6 +140,8 @@ class Stack:
             if not 0 <= index < len(items):
                 raise DeployError(self.label, f"Fn::Select index {index} out of range")
             return items[index]
+        if fn == "Fn::Split":
+            return cfn_str(self.resolve(arg[1])).split(cfn_str(arg[0]))
         if fn == "Fn::FindInMap":
             keys = [cfn_str(self.resolve(x)) for x in arg[:3]]
             try:

@@ -7,7 +7,7 @@ import re
 
 from . import DeployError
 from .files import EC2_ENV, ECS_TEMPLATE, LAMBDA_TEMPLATE, SSM_LIST
-from .resolve import Stack, cfn_str, table_arn
+from .resolve import PSEUDO, Stack, cfn_str, table_arn
 
 # Stop timings (docs/deploy.md, "What a stop does to a live call").
 DRAIN_TIMEOUT_MS_DEFAULT = 25000  # media-ws's default (src/config/env.rs)
@@ -22,10 +22,15 @@ AGENT_LIMIT_MAX = 10000  # src/config.rs, admission()
 ECS_REGISTRY_ACTIONS = ["dynamodb:BatchGetItem", "dynamodb:DeleteItem", "dynamodb:PutItem"]
 LAMBDA_REGISTRY_ACTIONS = ["dynamodb:BatchGetItem", "dynamodb:DeleteItem", "dynamodb:GetItem",
                            "dynamodb:PutItem", "dynamodb:UpdateItem"]
+# With CALL_EVENTS_BUS both binaries call PutEvents on that bus, and nothing else (src/bus.rs).
+EVENTS_ACTIONS = ["events:PutEvents"]
+# An event bus name, or the ARN of one (EventBridge's EventBusName: a name or an ARN).
+BUS_NAME = r"[A-Za-z0-9._/-]{1,256}"
+BUS_ARN = r"arn:aws[a-zA-Z-]*:events:[a-z0-9-]+:[0-9]{12}:event-bus/" + BUS_NAME
 
 
 # ----------------------------------------------------------------------------------
-# Grants: exactly what each binary does on the call-registry table
+# Grants: exactly what each binary does on the call-registry table and the event bus
 
 
 def strings(env: dict, label: str, where: str) -> dict[str, str]:
@@ -35,11 +40,12 @@ def strings(env: dict, label: str, where: str) -> dict[str, str]:
     return {k: cfn_str(v) for k, v in env.items()}
 
 
-def grants(documents: list, label: str, who: str) -> tuple[dict[str, list[str]], set[str]]:
-    """The actions the policy documents allow, by service, and the resources of their
-    DynamoDB grants. Only inline statements can be checked: anything else is refused."""
+def grants(documents: list, label: str, who: str) -> tuple[dict[str, list[str]], dict[str, set[str]]]:
+    """The actions the policy documents allow, by service, and the resources granted, by
+    service (an action `*` under `*`: it reaches every service). Only inline statements with
+    Action and Resource can be checked: anything else is refused."""
     actions: dict[str, set[str]] = {}
-    dynamodb: set[str] = set()
+    resources: dict[str, set[str]] = {}
     for doc in documents:
         if not isinstance(doc, dict) or set(doc) - {"Statement", "Version"}:
             raise DeployError(label, f"{who} Policies: {doc!r} is not an inline policy statement list "
@@ -48,18 +54,27 @@ def grants(documents: list, label: str, who: str) -> tuple[dict[str, list[str]],
         for st in [statements] if isinstance(statements, dict) else statements:
             if st.get("Effect") != "Allow":
                 continue
+            if "NotAction" in st or "NotResource" in st:
+                raise DeployError(label, f"{who} Policies: an Allow with NotAction/NotResource grants what cannot "
+                                         f"be checked here: {st!r}")
             acts, res = st.get("Action") or [], st.get("Resource") or []
             for act in [acts] if isinstance(acts, str) else acts:
-                actions.setdefault(act.split(":")[0], set()).add(act)
-                if act.split(":")[0] in ("dynamodb", "*"):
-                    dynamodb.update(cfn_str(r) for r in ([res] if isinstance(res, str) else res))
-    return {k: sorted(v) for k, v in sorted(actions.items())}, dynamodb
+                service = act.split(":")[0].lower()
+                actions.setdefault(service, set()).add(act)
+                resources.setdefault(service, set()).update(cfn_str(r) for r in ([res] if isinstance(res, str) else res))
+    return {k: sorted(v) for k, v in sorted(actions.items())}, resources
 
 
-def check_registry(table: str, actions: dict, resources: set, expected: list[str], label: str, who: str):
+def on(service: str, actions: dict, resources: dict) -> tuple[list[str], set[str]]:
+    """The actions granted on that service (its own and `*`) and the resources they are on."""
+    return (sorted(set(actions.get(service, [])) | set(actions.get("*", []))),
+            resources.get(service, set()) | resources.get("*", set()))
+
+
+def check_registry(table: str, actions: dict, resources: dict, expected: list[str], label: str, who: str):
     """Exactly the actions the binary uses, on the one table it is told about; no DynamoDB
     access without a table."""
-    granted = sorted(set(actions.get("dynamodb", [])) | set(actions.get("*", [])))
+    granted, resources = on("dynamodb", actions, resources)
     if not table:
         if granted:
             raise DeployError(label, f"{who} is granted {granted} but has no CALL_REGISTRY_TABLE")
@@ -69,6 +84,38 @@ def check_registry(table: str, actions: dict, resources: set, expected: list[str
     elif resources != {table_arn(table)}:
         raise DeployError(label, f"{who}, CALL_REGISTRY_TABLE={table}: its DynamoDB grant must name that "
                                  f"table only ({table_arn(table)}), not {sorted(resources)}")
+
+
+def events_bus(env: dict[str, str], label: str, where: str) -> str:
+    """CALL_EVENTS_BUS as the binaries read it (trimmed; blank = unset, src/config.rs
+    call_events), checked to be a bus name or ARN, or PutEvents would refuse every event."""
+    bus = env.get("CALL_EVENTS_BUS", "").strip()
+    if bus and not re.fullmatch(f"{BUS_ARN}|{BUS_NAME}", bus):
+        raise DeployError(label, f"{where} CALL_EVENTS_BUS={bus!r} is neither an event bus name nor an event bus ARN")
+    return bus
+
+
+def bus_arn(bus: str) -> str:
+    """The ARN of the bus CALL_EVENTS_BUS names: the ARN as given, or that name's bus in
+    this account and region."""
+    if bus.startswith("arn:"):
+        return bus
+    return f"arn:aws:events:{PSEUDO['AWS::Region']}:{PSEUDO['AWS::AccountId']}:event-bus/{bus}"
+
+
+def check_events(bus: str, actions: dict, resources: dict, label: str, who: str) -> None:
+    """events:PutEvents exactly when CALL_EVENTS_BUS is set, on the bus it names only: no
+    other EventBridge action (events:*), no other bus (event-bus/*, *); none without a bus."""
+    granted, buses = on("events", actions, resources)
+    if not bus:
+        if granted:
+            raise DeployError(label, f"{who} is granted {granted} but has no CALL_EVENTS_BUS")
+    elif granted != EVENTS_ACTIONS:
+        raise DeployError(label, f"{who}, CALL_EVENTS_BUS={bus}: must be granted exactly {EVENTS_ACTIONS}, "
+                                 f"not {granted}")
+    elif buses != {bus_arn(bus)}:
+        raise DeployError(label, f"{who}, CALL_EVENTS_BUS={bus}: its events:PutEvents grant must name that bus "
+                                 f"only ({bus_arn(bus)}), not {sorted(buses)}")
 
 
 # ----------------------------------------------------------------------------------
@@ -231,11 +278,13 @@ def render_ecs(stack: Stack) -> dict:
     if role not in stack.resources:
         raise DeployError(label, f"task role {role} is not a resource")
     policies = stack.resolve((stack.resources[role].get("Properties") or {}).get("Policies") or [])
-    actions, dynamodb = grants([p.get("PolicyDocument") for p in policies], label, f"task role {role}")
+    actions, resources = grants([p.get("PolicyDocument") for p in policies], label, f"task role {role}")
     table = env.get("CALL_REGISTRY_TABLE")
     if table is not None and table not in {t["name"] for t in tables.values()}:
         raise DeployError(label, f"CALL_REGISTRY_TABLE={table} is not a table of this stack")
-    check_registry(table or "", actions, dynamodb, ECS_REGISTRY_ACTIONS, label, f"task role {role}")
+    check_registry(table or "", actions, resources, ECS_REGISTRY_ACTIONS, label, f"task role {role}")
+    bus = events_bus(env, label, "media-ws container env")
+    check_events(bus, actions, resources, label, f"task role {role}")
     check_admission(env, label, "media-ws container env")
     stream_url = stack.outputs().get("StreamUrlBase")
     if stream_url is not None and env.get("PUBLIC_STREAM_BASE") != stream_url:
@@ -245,7 +294,8 @@ def render_ecs(stack: Stack) -> dict:
     stop_timeout = whole(container.get("StopTimeout", FARGATE_DEFAULT_STOP_S), label, "media-ws container StopTimeout")
     check_ecs_stop(env, delay, stop_timeout, label)
     return {"stack": stack.name, "parameters": stack.parameters, "env": env, "tables": tables,
-            "actions": actions, "deregistration_delay_seconds": delay, "stop_timeout_seconds": stop_timeout}
+            "actions": actions, "events_resources": sorted(on("events", actions, resources)[1]),
+            "outputs": stack.outputs(), "deregistration_delay_seconds": delay, "stop_timeout_seconds": stop_timeout}
 
 
 def deregistration_delay(stack: Stack) -> int:
@@ -274,12 +324,14 @@ def render_lambda(stack: Stack) -> dict:
     variables.update(stack.resolve((props.get("Environment") or {}).get("Variables") or {}))
     env = strings(variables, label, f"{logical} env")
     policies = stack.resolve(props.get("Policies") or [])
-    actions, dynamodb = grants([policies] if isinstance(policies, (str, dict)) else policies, label, logical)
+    actions, resources = grants([policies] if isinstance(policies, (str, dict)) else policies, label, logical)
     check_lambda_outbound(env, label, f"{logical} env")
-    check_registry(env.get("CALL_REGISTRY_TABLE", ""), actions, dynamodb, LAMBDA_REGISTRY_ACTIONS, label, logical)
+    check_registry(env.get("CALL_REGISTRY_TABLE", ""), actions, resources, LAMBDA_REGISTRY_ACTIONS, label, logical)
     check_admission(env, label, f"{logical} env")
+    check_events(events_bus(env, label, f"{logical} env"), actions, resources, label, logical)
     return {"stack": stack.name, "parameters": stack.parameters, "env": env, "role_actions": actions,
-            "dynamodb_resources": sorted(dynamodb)}
+            "dynamodb_resources": sorted(on("dynamodb", actions, resources)[1]),
+            "events_resources": sorted(on("events", actions, resources)[1])}
 
 
 # ----------------------------------------------------------------------------------
@@ -310,9 +362,20 @@ def check_shared_registry(lam_env: dict[str, str], tables: dict, label: str) -> 
                                  f"the registry needs pk / expires_at")
 
 
+def check_shared_bus(lam_env: dict[str, str], ecs_env: dict[str, str], label: str) -> None:
+    """Call Completed (media-lambda) joins Call Ended (media-ws) on callSid: with both
+    stacks sending events, one bus (a name and its ARN are the same bus)."""
+    lam, ecs = lam_env.get("CALL_EVENTS_BUS", "").strip(), ecs_env.get("CALL_EVENTS_BUS", "").strip()
+    if lam and ecs and bus_arn(lam) != bus_arn(ecs):
+        raise DeployError(label, f"media-lambda CALL_EVENTS_BUS={lam} but the media-ws stack's is {ecs}: Call "
+                                 f"Completed and Call Ended join on one bus; give media-lambda's CallEventsBus the "
+                                 f"media-ws stack's CallEventsBusArn output ({bus_arn(ecs)})")
+
+
 def check_across(ecs: dict, lam: dict, ec2_env: dict[str, str], created: list[str]) -> None:
     """One SsmParameterPath holding every listed parameter and every ssm: reference, one
-    stream URL, one registry table and one agent limit across the stacks and the EC2 env file."""
+    stream URL, one registry table, one agent limit and one event bus across the stacks and the
+    EC2 env file."""
     path = ecs["parameters"].get("SsmParameterPath")
     if lam["parameters"].get("SsmParameterPath") != path:
         raise DeployError(f"{ECS_TEMPLATE} vs {LAMBDA_TEMPLATE}", f"the stacks use different SsmParameterPath: "
@@ -329,6 +392,8 @@ def check_across(ecs: dict, lam: dict, ec2_env: dict[str, str], created: list[st
                           f"{lam['env'].get('STREAM_URL_BASE')} is not the media-ws StreamUrlBase/PUBLIC_STREAM_BASE {stream}")
     check_shared_registry(lam["env"], ecs["tables"], f"{LAMBDA_TEMPLATE} vs {ECS_TEMPLATE}")
     check_agent_limits(lam["env"], ecs["env"], f"{LAMBDA_TEMPLATE} vs {ECS_TEMPLATE}")
+    check_shared_bus(lam["env"], ecs["env"], f"{LAMBDA_TEMPLATE} vs {ECS_TEMPLATE}")
+    events_bus(ec2_env, EC2_ENV, "env file")
     ec2_base, ec2_path = ec2_env.get("PUBLIC_STREAM_BASE", ""), ec2_env.get("WS_PATH", "/rtm/voice")
     if ec2_base and not (ec2_base.startswith("wss://") and ec2_base.endswith(ec2_path)):
         raise DeployError(EC2_ENV, f"PUBLIC_STREAM_BASE={ec2_base} is not wss://<host>{ec2_path}")
