@@ -14,8 +14,9 @@ shell variable $NAME (given a test value here) and `<stack.Outputs.Key>` that ou
 rendered stack. scripts/deploy/ holds the pieces: files.py reads those files, resolve.py
 resolves a template decoded by cfn-lint, rules.py holds the deployment rules.
 
-Exits 1 naming the file when the files disagree, or a process would not start, would not be
-least privilege, or would have its calls cut by a stop (the self-test shows each rule).
+Exits 1 naming the file when the files disagree, a process would not start, would not be
+least privilege, or would have its calls cut by a stop, or an alarm would watch a metric that is
+not emitted (the self-test shows each rule). "alarms" lists every alarm of both stacks.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from deploy.files import (EC2_ENV, EC2_UNIT, ECS_PARAMS, ECS_TEMPLATE, LAMBDA_TE
                           SSM_LIST, fill, parse_env_file, read, read_cfn_parameters, read_samconfig,
                           read_ssm_list, template, unit_timeout_stop)
 from deploy.resolve import Stack  # noqa: E402
-from deploy.rules import check_across, check_admission, check_ec2_stop, render_ecs, render_lambda  # noqa: E402
+from deploy.rules import (check_across, check_admission, check_ec2_stop, render_alarms, render_ecs,  # noqa: E402
+                          render_lambda)
 
 
 def render() -> dict:
@@ -44,12 +46,14 @@ def render() -> dict:
     ecs = render_ecs(ecs_stack)
     lam_name, lam_overrides = read_samconfig(read(SAMCONFIG), SAMCONFIG)
     lam_overrides = fill(lam_overrides, {ecs_name: ecs_stack}, SAMCONFIG)
-    lam = render_lambda(Stack(template(LAMBDA_TEMPLATE), f"{LAMBDA_TEMPLATE} with {SAMCONFIG}", lam_name, lam_overrides))
+    lam_stack = Stack(template(LAMBDA_TEMPLATE), f"{LAMBDA_TEMPLATE} with {SAMCONFIG}", lam_name, lam_overrides)
+    lam = render_lambda(lam_stack)
     ec2_env = parse_env_file(read(EC2_ENV), EC2_ENV)
     ec2_timeout_stop = unit_timeout_stop(read(EC2_UNIT), EC2_UNIT)
     check_ec2_stop(ec2_env, ec2_timeout_stop, EC2_ENV, EC2_UNIT)
     check_admission(ec2_env, EC2_ENV, "env file")
     check_across(ecs, lam, ec2_env, created)
+    alarms = render_alarms(ecs_stack, "media-ws", ecs["env"]) + render_alarms(lam_stack, "media-lambda", lam["env"])
     return {
         "ssm_parameters": created,
         "ecs": {k: ecs[k] for k in ("stack", "parameters", "env", "deregistration_delay_seconds", "stop_timeout_seconds")},
@@ -57,6 +61,7 @@ def render() -> dict:
         "ecs_task_role_actions": ecs["actions"],
         "lambda": lam,
         "ec2": {"env": ec2_env, "timeout_stop_seconds": ec2_timeout_stop},
+        "alarms": alarms,
     }
 
 

@@ -7,6 +7,8 @@ changed to break it. Needs what the renderer needs (cfn-lint, the SAM CLI).
 from __future__ import annotations
 
 import copy
+import json
+import re
 
 from . import DeployError, files, resolve, rules
 
@@ -565,6 +567,192 @@ Resources:
           '"CALL_EVENTS_BUS"' in (files.REPO / "src/config/env.rs").read_text(encoding="utf-8")
           and ".put_events()" in (files.REPO / "src/bus.rs").read_text(encoding="utf-8"))
 
+    # --- alarms: each watches a metric that is emitted, with its dimensions --------------
+    def ecs_alarms(overrides, template=shipped, name="st"):
+        st = resolve.Stack(template, files.ECS_TEMPLATE, name, overrides)
+        return rules.render_alarms(st, "media-ws", rules.render_ecs(st)["env"])
+
+    def lam_alarms(overrides, template=lam_tpl):
+        st = resolve.Stack(template, files.LAMBDA_TEMPLATE, "st", overrides)
+        return rules.render_alarms(st, "media-lambda", rules.render_lambda(st)["env"])
+
+    def alarm_props(template, overrides, label):
+        st = resolve.Stack(template, label, "st", overrides)
+        return {a: st.resolve(st.resources[a]["Properties"]) for a in st.of_type("AWS::CloudWatch::Alarm")}
+
+    def alarm_patched(template, logical, change):
+        t = copy.deepcopy(template)
+        change(t["Resources"][logical]["Properties"])
+        return t
+
+    def dim_set(name, value=None):
+        """An alarm change: dimension NAME set to VALUE (None: removed)."""
+        def change(props):
+            props["Dimensions"] = [d for d in props.get("Dimensions") or [] if d["Name"] != name] \
+                + ([{"Name": name, "Value": value}] if value is not None else [])
+        return change
+
+    def prop_set(key, value):
+        return lambda props: props.__setitem__(key, value)
+
+    emf_alarms = ["AgentFailedAlarm", "AgentDeadAlarm", "TransferFailedAlarm", "HandshakeRejectionsAlarm",
+                  "RegistryErrorsAlarm", "TwilioRestErrorsAlarm", "FirstAudioP95Alarm"]
+    got = ecs_alarms(valid)
+    r = ecs(valid)
+    check("shipped media-ws: the EMF alarms watch EMF_NAMESPACE with ServiceName = EMF_SERVICE_NAME, the ALB ones "
+          "its LoadBalancerFullName",
+          [a["name"] for a in got] == emf_alarms + ["AlbElb5xxAlarm", "AlbTarget5xxAlarm"]
+          and all((a["namespace"], a["dimensions"]["ServiceName"]) == (r["env"]["EMF_NAMESPACE"], r["env"]["EMF_SERVICE_NAME"])
+                  == ("MediaOrchestrator", "st") for a in got[:7])
+          and all(a["dimensions"] == {"LoadBalancer": "app/st-alb/0123456789abcdef"} for a in got[7:]), repr(got))
+    check("shipped media-ws: Calls by Ending agent_failed, agent_dead, transfer_failed; FirstAudioMs at p95",
+          [(a["metric"], a["dimensions"].get("Ending")) for a in got[:3]]
+          == [("Calls", "agent_failed"), ("Calls", "agent_dead"), ("Calls", "transfer_failed")]
+          and (got[6]["metric"], got[6]["statistic"], got[6]["extended_statistic"]) == ("FirstAudioMs", None, "p95"),
+          repr(got))
+    got = ecs_alarms({**valid, "MetricNamespace": "Voice/Prod"}, name="svc-b")
+    check("shipped media-ws: the alarms follow MetricNamespace and the stack name (the container's own expressions)",
+          all((a["namespace"], a["dimensions"]["ServiceName"]) == ("Voice/Prod", "svc-b") for a in got[:7]), repr(got))
+    got = lam_alarms(lam_valid)
+    check("shipped lambda: Errors and Throttles of the function (FunctionName = its Ref), no admission alarm without a limit",
+          [(a["name"], a["namespace"], a["metric"], a["dimensions"]) for a in got]
+          == [("FunctionErrorsAlarm", "AWS/Lambda", "Errors", {"FunctionName": "st-MediaLambdaFunction"}),
+              ("FunctionThrottlesAlarm", "AWS/Lambda", "Throttles", {"FunctionName": "st-MediaLambdaFunction"})],
+          repr(got))
+    got = lam_alarms({**lam_admission, "MetricNamespace": "Voice/Prod"})
+    check("shipped lambda: with a limit, AdmissionOverflowAlarm on Voice/Prod Admissions Result=overflow passes the rule",
+          {"stack": "media-lambda", "name": "AdmissionOverflowAlarm", "namespace": "Voice/Prod", "metric": "Admissions",
+           "dimensions": {"Result": "overflow"}, "statistic": "Sum", "extended_statistic": None} in got, repr(got))
+    topic = "arn:aws:sns:us-east-1:123456789012:ops-pager"
+    actions = [(a, p.get("AlarmActions"), p.get("OKActions"))
+               for tpl, ov, label in ((shipped, {**valid, "AlarmTopicArn": topic}, files.ECS_TEMPLATE),
+                                      (lam_tpl, {**lam_admission, "AlarmTopicArn": topic}, files.LAMBDA_TEMPLATE))
+               for a, p in alarm_props(tpl, ov, label).items()]
+    check("shipped: AlarmTopicArn set, every alarm of both stacks (AdmissionOverflowAlarm too) notifies it on ALARM and OK",
+          len(actions) == 12 and all(x[1] == x[2] == [topic] for x in actions), repr(actions))
+    actions = [(a, p.get("AlarmActions"), p.get("OKActions"))
+               for tpl, ov, label in ((shipped, valid, files.ECS_TEMPLATE), (lam_tpl, lam_admission, files.LAMBDA_TEMPLATE))
+               for a, p in alarm_props(tpl, ov, label).items()]
+    check("shipped: AlarmTopicArn empty, no alarm has an action",
+          len(actions) == 12 and all(x[1] is None and x[2] is None for x in actions), repr(actions))
+    st = resolve.Stack(shipped, files.ECS_TEMPLATE, "st", {**valid, "MetricNamespace": "Voice/Prod"})
+    body = json.loads(st.resolve(st.resources["Dashboard"]["Properties"])["DashboardBody"])
+    shown = [a for w in body["widgets"] if w["type"] == "alarm" for a in w["properties"]["alarms"]]
+    check("shipped media-ws: the dashboard body is JSON, on MetricNamespace, and its alarm widget shows every alarm",
+          shown == [f"st-{a}.Arn" for a in st.of_type("AWS::CloudWatch::Alarm")]
+          and body["widgets"][0]["properties"]["metrics"][0][:4] == ["Voice/Prod", "ActiveCalls", "ServiceName", "st"],
+          repr(shown))
+    expect_error("shipped: AlarmTopicArn must be an SNS topic ARN",
+                 lambda: ecs_alarms({**valid, "AlarmTopicArn": "arn:aws:sqs:us-east-1:123456789012:q"}), "AllowedPattern")
+
+    expect_error("an alarm whose ServiceName is not the container's EMF_SERVICE_NAME does not render",
+                 lambda: ecs_alarms(valid, alarm_patched(shipped, "AgentFailedAlarm", dim_set("ServiceName", "media-ws"))),
+                 "alarm AgentFailedAlarm: dimension ServiceName=media-ws is not the media-ws container's "
+                 "EMF_SERVICE_NAME (st)")
+    expect_error("a container EMF_SERVICE_NAME the alarms do not use does not render",
+                 lambda: ecs_alarms(valid, ecs_env("EMF_SERVICE_NAME", "media-ws-blue")),
+                 "dimension ServiceName=st is not the media-ws container's EMF_SERVICE_NAME (media-ws-blue)")
+    expect_error("an alarm on a misspelt metric (Call) does not render",
+                 lambda: ecs_alarms(valid, alarm_patched(shipped, "AgentDeadAlarm", prop_set("MetricName", "Call"))),
+                 "alarm AgentDeadAlarm: media-ws prints no metric Call in MediaOrchestrator")
+    expect_error("an alarm on Calls without Ending (a dimension set never printed) does not render",
+                 lambda: ecs_alarms(valid, alarm_patched(shipped, "AgentFailedAlarm", dim_set("Ending"))),
+                 "media-ws prints Calls with the dimensions [Ending, ServiceName], not [ServiceName]")
+    expect_error("an alarm on HandshakeRejections by Ending does not render",
+                 lambda: ecs_alarms(valid, alarm_patched(shipped, "HandshakeRejectionsAlarm", dim_set("Ending", "refused"))),
+                 "prints HandshakeRejections with the dimensions [ServiceName], not [Ending, ServiceName]")
+    expect_error("an alarm on an Ending no call ends with (agent_fail) does not render",
+                 lambda: ecs_alarms(valid, alarm_patched(shipped, "AgentFailedAlarm", dim_set("Ending", "agent_fail"))),
+                 "dimension Ending=agent_fail is not a value media-ws prints")
+    expect_error("an alarm with the namespace written out, MetricNamespace changed, does not render",
+                 lambda: ecs_alarms({**valid, "MetricNamespace": "Voice/Prod"},
+                                    alarm_patched(shipped, "RegistryErrorsAlarm", prop_set("Namespace", "MediaOrchestrator"))),
+                 "alarm RegistryErrorsAlarm watches namespace MediaOrchestrator, which is neither media-ws's "
+                 "EMF_NAMESPACE (Voice/Prod)")
+    for value in (None, "0"):
+        expect_error(f"EMF alarms with EMF_INTERVAL_MS {'unset' if value is None else value} (no EMF line) do not render",
+                     lambda: ecs_alarms(valid, ecs_env("EMF_INTERVAL_MS", value)), "media-ws prints no EMF line")
+    expect_error("a metric-math alarm (unverifiable) does not render",
+                 lambda: ecs_alarms(valid, alarm_patched(shipped, "AgentDeadAlarm", lambda props: [
+                     props.pop(k) for k in ("Namespace", "MetricName", "Dimensions", "Statistic", "Period")]
+                     and props.__setitem__("Metrics", [{"Id": "e1", "Expression": "SUM(METRICS())"}]))),
+                 "is not a single-metric alarm")
+    expect_error("an alarm with both Statistic and ExtendedStatistic does not render",
+                 lambda: ecs_alarms(valid, alarm_patched(shipped, "FirstAudioP95Alarm", prop_set("Statistic", "Average"))),
+                 "needs exactly one of Statistic and ExtendedStatistic")
+    expect_error("an ALB alarm on the load balancer's ARN (Ref), not its full name, does not render",
+                 lambda: ecs_alarms(valid, alarm_patched(shipped, "AlbElb5xxAlarm",
+                                                         dim_set("LoadBalancer", {"Ref": "LoadBalancer"}))),
+                 "must have the one dimension LoadBalancer, naming a resource of this stack (app/st-alb/0123456789abcdef)")
+    expect_error("an ALB alarm on a misspelt metric does not render",
+                 lambda: ecs_alarms(valid, alarm_patched(shipped, "AlbElb5xxAlarm",
+                                                         prop_set("MetricName", "HTTPCode_ELB_5xx_Count"))),
+                 "AWS/ApplicationELB metric HTTPCode_ELB_5xx_Count is not one known here")
+    expect_error("an AWS/Lambda alarm in the media-ws stack (no function there) does not render",
+                 lambda: ecs_alarms(valid, alarm_patched(shipped, "AlbElb5xxAlarm", lambda props: props.update(
+                     Namespace="AWS/Lambda", MetricName="Errors", Dimensions=[{"Name": "FunctionName", "Value": "x"}]))),
+                 "must have the one dimension FunctionName, naming a resource of this stack (none)")
+    expect_error("an alarm without the topic, AlarmTopicArn set, does not render",
+                 lambda: ecs_alarms({**valid, "AlarmTopicArn": topic},
+                                    alarm_patched(shipped, "TwilioRestErrorsAlarm", lambda props: props.pop("OKActions"))),
+                 f"alarm TwilioRestErrorsAlarm OKActions is None: it must be [AlarmTopicArn] when AlarmTopicArn is "
+                 f"set ({topic})")
+    expect_error("an alarm with an action of its own, AlarmTopicArn empty, does not render",
+                 lambda: ecs_alarms(valid, alarm_patched(shipped, "TwilioRestErrorsAlarm", prop_set("AlarmActions", [topic]))),
+                 "AlarmActions is ['arn:aws:sns:us-east-1:123456789012:ops-pager']: it must be [AlarmTopicArn]")
+    expect_error("a function alarm on Admissions Result=overflowed (never printed) does not render",
+                 lambda: lam_alarms(lam_admission, alarm_patched(lam_tpl, "AdmissionOverflowAlarm",
+                                                                 dim_set("Result", "overflowed"))),
+                 "dimension Result=overflowed is not a value media-lambda prints (admitted, overflow, error)")
+    expect_error("a function alarm on Admissions by ServiceName (media-ws's dimension) does not render",
+                 lambda: lam_alarms(lam_admission, alarm_patched(lam_tpl, "AdmissionOverflowAlarm",
+                                                                 dim_set("ServiceName", "media-lambda"))),
+                 "media-lambda prints Admissions with the dimensions [Result], not [Result, ServiceName]")
+    expect_error("a function alarm on media-ws's Calls (the namespace they share) does not render",
+                 lambda: lam_alarms(lam_admission, alarm_patched(lam_tpl, "AdmissionOverflowAlarm",
+                                                                 prop_set("MetricName", "Calls"))),
+                 "media-lambda prints no metric Calls in MediaOrchestrator")
+    expect_error("a Lambda alarm on another function does not render",
+                 lambda: lam_alarms(lam_valid, alarm_patched(lam_tpl, "FunctionErrorsAlarm",
+                                                             dim_set("FunctionName", "media-lambda"))),
+                 "FunctionName, naming a resource of this stack (st-MediaLambdaFunction)")
+
+    def source(path):
+        return (files.REPO / path).read_text(encoding="utf-8")
+
+    def strings_of(text):
+        return re.findall(r'"([^"]*)"', text)
+
+    ecs_rs, outcome_rs = source("src/ecs.rs"), source("src/lambda/outcome.rs")
+    interval = strings_of(re.search(r"INTERVAL_COUNTS: \[&str; \d+\] =\s*\[(.*?)\];", ecs_rs, re.S).group(1))
+    ws_printed = {}
+    for m in re.finditer(r'"Dimensions": \[\[([^\]]*)\]\],\s*"Metrics": (?:\[\{"Name": "(\w+)"|INTERVAL_COUNTS)', ecs_rs):
+        for name in [m.group(2)] if m.group(2) else interval:
+            ws_printed[name] = sorted(strings_of(m.group(1)))
+    check("the media-ws metrics and dimension sets are src/ecs.rs's", ws_printed == rules.EMF_METRICS["media-ws"],
+          repr(ws_printed))
+    lam_printed = {}
+    for dim, count, duration in re.findall(r'=> \(\s*"(\w+)",\s*\w+,\s*"(\w+)",\s*"(\w*)"', outcome_rs):
+        lam_printed.update({count: [dim], **({duration: [dim]} if duration else {})})
+    check("the media-lambda metrics and dimensions are src/lambda/outcome.rs's",
+          lam_printed == rules.EMF_METRICS["media-lambda"], repr(lam_printed))
+    vocab = {d: strings_of(re.search(rf"const {c}: \[&str; \d+\] = \[(.*?)\];", outcome_rs, re.S).group(1)) + ["other"]
+             for d, c in (("AnsweredBy", "ANSWERED_BY"), ("CallStatus", "CALL_STATUS"),
+                          ("DialCallStatus", "DIAL_CALL_STATUS"))}
+    vocab["Ending"] = strings_of(re.search(r"pub const ENDINGS: &\[&str\] = &\[(.*?)\];",
+                                           source("crates/relay/src/relay/events.rs"), re.S).group(1))
+    vocab["Result"] = re.findall(r'publish\("(\w+)"', source("src/lambda/admission.rs"))
+    consts = dict(re.findall(r'pub const (\w+_ROUTE): &str = "([^"]+)"',
+                             source("src/lambda/outbound.rs") + source("src/lambda/transfer.rs")))
+    routes = re.search(r"const TWIML_ROUTES: \[&str; \d+\] = \[(.*?)\];", source("src/lambda.rs"), re.S).group(1)
+    vocab["Route"] = [consts.get(x.strip().split("::")[-1], x.strip().strip('"')) for x in routes.split(",")]
+    check("the dimension values are the binaries' (outcome.rs, relay ENDINGS, admission.rs, TWIML_ROUTES)",
+          vocab == rules.EMF_VALUES, repr(vocab))
+    env_rs = source("src/config/env.rs")
+    check("the EMF defaults are src/config/env.rs's",
+          f'EMF_NAMESPACE_DEFAULT: &str = "{rules.EMF_NAMESPACE_DEFAULT}"' in env_rs
+          and f'EMF_SERVICE_NAME_DEFAULT: &str = "{rules.EMF_SERVICE_NAME_DEFAULT}"' in env_rs)
+
     # --- placeholders: shell variables and other stacks' outputs ------------------------
     ecs_st = resolve.Stack(shipped, files.ECS_TEMPLATE, "svc-prod", valid)
     got = files.fill({"CallRegistryTable": "<svc-prod.Outputs.CallRegistryTableName>", "I": "<REGISTRY>/x:<TAG>"},
@@ -625,6 +813,14 @@ Resources:
           all("CALL_EVENTS_BUS" not in env for env in (result["ecs"]["env"], result["lambda"]["env"], result["ec2"]["env"]))
           and "events" not in result["ecs_task_role_actions"] and "events" not in result["lambda"]["role_actions"],
           repr((result["ecs_task_role_actions"], result["lambda"]["role_actions"])))
+
+    ws_env = result["ecs"]["env"]
+    check("the shipped files render eleven alarms, the EMF ones on media-ws's EMF_NAMESPACE and EMF_SERVICE_NAME",
+          len(result["alarms"]) == 11
+          and [(a["stack"], a["namespace"]) for a in result["alarms"]].count(("media-ws", "MediaOrchestrator")) == 7
+          and all(a["dimensions"].get("ServiceName") == ws_env["EMF_SERVICE_NAME"] == "media-ws-prod"
+                  for a in result["alarms"] if a["namespace"] == ws_env["EMF_NAMESPACE"]),
+          repr(result["alarms"]))
 
     print(f"render-deploy self-test: {'FAILED ' + ', '.join(failures) if failures else 'all passed'}")
     return 1 if failures else 0

@@ -101,6 +101,8 @@ class Stack:
             return f"arn:aws:events:{PSEUDO['AWS::Region']}:{PSEUDO['AWS::AccountId']}:event-bus/{self.ref(logical)}"
         if rtype == "AWS::ElasticLoadBalancingV2::LoadBalancer" and attr == "DNSName":
             return f"{self.name}-alb.{PSEUDO['AWS::Region']}.elb.amazonaws.com"
+        if rtype == "AWS::ElasticLoadBalancingV2::LoadBalancer" and attr == "LoadBalancerFullName":
+            return f"app/{self.name}-alb/0123456789abcdef"
         return f"{self.name}-{logical}.{attr}"
 
     def sub(self, text: str, variables: dict) -> str:

@@ -1,5 +1,6 @@
 """The deployment rules: what each process is given must let it start, be least privilege, and
-survive a stop with calls live; the stacks, the EC2 env file and the SSM list must agree."""
+survive a stop with calls live; every alarm must watch a metric that is emitted; the stacks, the
+EC2 env file and the SSM list must agree."""
 
 from __future__ import annotations
 
@@ -27,6 +28,49 @@ EVENTS_ACTIONS = ["events:PutEvents"]
 # An event bus name, or the ARN of one (EventBridge's EventBusName: a name or an ARN).
 BUS_NAME = r"[A-Za-z0-9._/-]{1,256}"
 BUS_ARN = r"arn:aws[a-zA-Z-]*:events:[a-z0-9-]+:[0-9]{12}:event-bus/" + BUS_NAME
+# What the binaries print as CloudWatch EMF, for the alarms. Both default the namespace to
+# MediaOrchestrator, media-ws its ServiceName to media-ws (src/config/env.rs); an empty variable
+# is unset. media-ws prints only while EMF_INTERVAL_MS > 0, media-lambda always.
+EMF_NAMESPACE_DEFAULT, EMF_SERVICE_NAME_DEFAULT = "MediaOrchestrator", "media-ws"
+# A call record's ending, the Ending of media-ws's Calls (crates/relay/src/relay/events.rs ENDINGS).
+ENDINGS = ["caller_hangup", "caller_gone", "protocol_error", "idle", "keepalive", "backpressure",
+           "agent_failed", "agent_dead", "agent_end", "end_call", "max_duration", "drain", "transfer",
+           "transfer_failed", "refused", "overflow", "ended"]
+# Each metric a binary prints, with its one dimension set: media-ws's interval and per-call
+# lines (src/ecs.rs), media-lambda's outcome lines (src/lambda/outcome.rs emf_line).
+EMF_METRICS = {
+    "media-ws": {"ActiveCalls": ["ServiceName"], "HandshakeRejections": ["ServiceName"],
+                 "RegistryErrors": ["ServiceName"], "TwilioRestErrors": ["ServiceName"],
+                 "FirstAudioMs": ["ServiceName"], "Calls": ["Ending", "ServiceName"]},
+    "media-lambda": {"OutboundAmdVerdicts": ["AnsweredBy"], "AmdDetectionTime": ["AnsweredBy"],
+                     "OutboundCalls": ["CallStatus"], "OutboundCallDuration": ["CallStatus"],
+                     "WebhookErrors": ["Route"], "Admissions": ["Result"], "AgentSlotsInUse": ["Result"],
+                     "Transfers": ["DialCallStatus"], "TransferDuration": ["DialCallStatus"]},
+}
+# The values each dimension is printed with (outcome.rs prints an unknown Twilio value as
+# `other`; Route: src/lambda.rs TWIML_ROUTES; Result: src/lambda/admission.rs). ServiceName:
+# media-ws's EMF_SERVICE_NAME.
+EMF_VALUES = {
+    "Ending": ENDINGS,
+    "AnsweredBy": ["human", "unknown", "fax", "machine_start", "machine_end_beep", "machine_end_silence",
+                   "machine_end_other", "other"],
+    "CallStatus": ["queued", "initiated", "ringing", "in-progress", "completed", "busy", "no-answer", "failed",
+                   "canceled", "other"],
+    "DialCallStatus": ["completed", "answered", "busy", "no-answer", "failed", "canceled", "other"],
+    "Route": ["/twiml", "/calls/answer", "/transfer/result"],
+    "Result": ["admitted", "overflow", "error"],
+}
+# The AWS namespaces an alarm may watch: the one dimension, which names a resource of the
+# stack of these types (by this GetAtt attribute; None: by its Ref), and the metrics known here.
+AWS_METRICS = {
+    "AWS/ApplicationELB": ("LoadBalancer", ["AWS::ElasticLoadBalancingV2::LoadBalancer"], "LoadBalancerFullName",
+                           ["HTTPCode_ELB_5XX_Count", "HTTPCode_Target_5XX_Count", "HTTPCode_ELB_4XX_Count",
+                            "HTTPCode_Target_4XX_Count", "RequestCount", "ActiveConnectionCount",
+                            "NewConnectionCount", "RejectedConnectionCount", "TargetConnectionErrorCount",
+                            "TargetResponseTime"]),
+    "AWS/Lambda": ("FunctionName", ["AWS::Serverless::Function", "AWS::Lambda::Function"], None,
+                   ["Errors", "Throttles", "Invocations", "Duration", "ConcurrentExecutions"]),
+}
 
 
 # ----------------------------------------------------------------------------------
@@ -332,6 +376,92 @@ def render_lambda(stack: Stack) -> dict:
     return {"stack": stack.name, "parameters": stack.parameters, "env": env, "role_actions": actions,
             "dynamodb_resources": sorted(on("dynamodb", actions, resources)[1]),
             "events_resources": sorted(on("events", actions, resources)[1])}
+
+
+# ----------------------------------------------------------------------------------
+# Alarms: each watches a metric that is emitted, with the dimensions it is emitted with
+
+
+def emf_of(program: str, env: dict[str, str], label: str) -> tuple[str, str | None, dict[str, list[str]]]:
+    """The namespace the binary prints its EMF lines in, why it prints none (None: it does),
+    and the values each dimension is printed with, from its env as the binary reads it."""
+    namespace = env.get("EMF_NAMESPACE") or EMF_NAMESPACE_DEFAULT
+    if program == "media-lambda":
+        return namespace, None, EMF_VALUES
+    interval = env.get("EMF_INTERVAL_MS") or "0"
+    if not re.fullmatch(r"[0-9]+", interval):
+        raise DeployError(label, f"media-ws container env EMF_INTERVAL_MS={interval!r} is not a whole number of "
+                                 f"milliseconds (media-ws refuses to start)")
+    off = None if int(interval) > 0 else "media-ws prints no EMF line (EMF_INTERVAL_MS is 0 or unset)"
+    return namespace, off, {**EMF_VALUES, "ServiceName": [env.get("EMF_SERVICE_NAME") or EMF_SERVICE_NAME_DEFAULT]}
+
+
+def check_alarm_metric(stack: Stack, alarm: dict, emf: tuple, label: str) -> None:
+    """On the binary's EMF namespace: a metric it prints, with exactly its dimension set (each
+    set is a metric of its own in CloudWatch) and values it prints. On AWS/…: a known metric
+    of a resource of this stack. Any other namespace has no data."""
+    namespace, off, values = emf
+    where, program = f"alarm {alarm['name']}", alarm["stack"]
+    ns, metric, dims = alarm["namespace"], alarm["metric"], alarm["dimensions"]
+    if ns == namespace:
+        printed = EMF_METRICS[program]
+        if off:
+            raise DeployError(label, f"{where} watches {ns}/{metric}, but {off}")
+        if metric not in printed:
+            raise DeployError(label, f"{where}: {program} prints no metric {metric} in {ns} (it prints "
+                                     f"{', '.join(sorted(printed))})")
+        if sorted(dims) != printed[metric]:
+            raise DeployError(label, f"{where}: {program} prints {metric} with the dimensions "
+                                     f"[{', '.join(printed[metric])}], not [{', '.join(sorted(dims))}]: that "
+                                     f"dimension set is another metric, which never has data")
+        for name, value in sorted(dims.items()):
+            if value not in values[name]:
+                what = "the media-ws container's EMF_SERVICE_NAME" if name == "ServiceName" else f"a value {program} prints"
+                raise DeployError(label, f"{where}: dimension {name}={value} is not {what} ({', '.join(values[name])})")
+    elif ns in AWS_METRICS:
+        dim, types, attr, metrics = AWS_METRICS[ns]
+        if metric not in metrics:
+            raise DeployError(label, f"{where}: {ns} metric {metric} is not one known here ({', '.join(metrics)}; "
+                                     f"add it to rules.AWS_METRICS if AWS publishes it)")
+        names = sorted(cfn_str(stack.resolve({"Fn::GetAtt": [r, attr]} if attr else {"Ref": r}))
+                       for t in types for r in stack.of_type(t))
+        if list(dims) != [dim] or dims[dim] not in names:
+            raise DeployError(label, f"{where}: {ns}/{metric} must have the one dimension {dim}, naming a resource "
+                                     f"of this stack ({', '.join(names) or 'none'}), not {dims}")
+    else:
+        raise DeployError(label, f"{where} watches namespace {ns}, which is neither {program}'s EMF_NAMESPACE "
+                                 f"({namespace}) nor one of {', '.join(AWS_METRICS)}: its metric never has data")
+
+
+def render_alarms(stack: Stack, program: str, env: dict[str, str]) -> list[dict]:
+    """Every AWS::CloudWatch::Alarm of the stack whose Condition holds, resolved and checked
+    (check_alarm_metric) against `program`'s env. Single-metric alarms only (metric math cannot
+    be checked); AlarmActions and OKActions are [AlarmTopicArn] when it is set, absent when not."""
+    label, emf = stack.label, emf_of(program, env, stack.label)
+    topic = stack.parameters.get("AlarmTopicArn")
+    out = []
+    for logical in stack.of_type("AWS::CloudWatch::Alarm"):
+        props = stack.resolve(stack.resources[logical].get("Properties") or {})
+        if "Metrics" in props or not props.get("MetricName") or not props.get("Namespace"):
+            raise DeployError(label, f"alarm {logical} is not a single-metric alarm (Namespace and MetricName, no "
+                                     f"Metrics): metric math cannot be checked here")
+        dims: dict[str, str] = {}
+        for d in props.get("Dimensions") or []:
+            if cfn_str(d["Name"]) in dims:
+                raise DeployError(label, f"alarm {logical} gives the dimension {d['Name']} twice")
+            dims[cfn_str(d["Name"])] = cfn_str(d["Value"])
+        alarm = {"stack": program, "name": logical, "namespace": cfn_str(props["Namespace"]),
+                 "metric": cfn_str(props["MetricName"]), "dimensions": dims,
+                 "statistic": props.get("Statistic"), "extended_statistic": props.get("ExtendedStatistic")}
+        if (alarm["statistic"] is None) == (alarm["extended_statistic"] is None):
+            raise DeployError(label, f"alarm {logical} needs exactly one of Statistic and ExtendedStatistic")
+        check_alarm_metric(stack, alarm, emf, label)
+        for key in ("AlarmActions", "OKActions"):
+            if props.get(key) != ([topic] if topic else None):
+                raise DeployError(label, f"alarm {logical} {key} is {props.get(key)!r}: it must be [AlarmTopicArn] "
+                                         f"when AlarmTopicArn is set ({topic or 'it is empty'}), and absent when not")
+        out.append(alarm)
+    return out
 
 
 # ----------------------------------------------------------------------------------
