@@ -372,6 +372,17 @@ async fn the_shipped_files_run_as_one_system() {
     let log = caller.wait("the close", |l| l.close.is_some()).await;
     assert_eq!(log.close, Some((1000, "stream stopped".into())));
 
+    // The alarms of both templates watch what these processes print: the task's interval
+    // line (its counts of the replayed handshake above) and per-call lines, the function's.
+    let interval = "\"HandshakeRejections\":1";
+    for _ in 0..150 {
+        if task.logs().contains(interval) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_alarms_watch_what_is_emitted(&rendered, &[task.logs(), lambda.logs()]);
+
     // The Fargate call's CallSid claim was released when it ended.
     for _ in 0..100 {
         if !moto
@@ -388,6 +399,96 @@ async fn the_shipped_files_run_as_one_system() {
         "call claim not released: {:?}",
         moto.table_keys(&registry_table).await
     );
+}
+
+/// EMF metrics in `logs`: (namespace, metric, dimension names sorted) → the dimension
+/// values seen with it.
+type Emitted = BTreeMap<(String, String, Vec<String>), Vec<BTreeMap<String, String>>>;
+
+fn emitted(logs: &[String]) -> Emitted {
+    let mut out = Emitted::new();
+    for line in logs.iter().flat_map(|l| l.lines()) {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let Some(directives) = v["_aws"]["CloudWatchMetrics"].as_array() else {
+            continue;
+        };
+        for d in directives {
+            let ns = d["Namespace"].as_str().unwrap().to_string();
+            for set in d["Dimensions"].as_array().unwrap() {
+                let mut names: Vec<String> = set
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|n| n.as_str().unwrap().to_string())
+                    .collect();
+                names.sort();
+                let values: BTreeMap<String, String> = names
+                    .iter()
+                    .map(|n| (n.clone(), v[n].as_str().unwrap_or_default().to_string()))
+                    .collect();
+                for m in d["Metrics"].as_array().unwrap() {
+                    let key = (
+                        ns.clone(),
+                        m["Name"].as_str().unwrap().to_string(),
+                        names.clone(),
+                    );
+                    out.entry(key).or_default().push(values.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Every rendered alarm on one of our namespaces watches a metric these processes printed,
+/// with exactly its dimension names, and values they printed — an `Ending` may also be any
+/// the binaries can print ([`media_orchestrator::relay::ENDINGS`]), since one run cannot end
+/// calls every way. AWS's own namespaces (`AWS/…`) are AWS's to emit.
+fn assert_alarms_watch_what_is_emitted(rendered: &Value, logs: &[String]) {
+    let emitted = emitted(logs);
+    let alarms = rendered["alarms"]
+        .as_array()
+        .expect("the renderer lists the alarms");
+    assert!(!alarms.is_empty());
+    let mut ours = 0;
+    for alarm in alarms {
+        let ns = alarm["namespace"].as_str().unwrap();
+        if ns.starts_with("AWS/") {
+            continue;
+        }
+        ours += 1;
+        let dims: BTreeMap<String, String> = alarm["dimensions"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+            .collect();
+        let key = (
+            ns.to_string(),
+            alarm["metric"].as_str().unwrap().to_string(),
+            dims.keys().cloned().collect::<Vec<_>>(),
+        );
+        let seen = emitted.get(&key).unwrap_or_else(|| {
+            panic!(
+                "alarm {} watches {key:?}, which no binary printed; printed: {:#?}",
+                alarm["name"],
+                emitted.keys().collect::<Vec<_>>()
+            )
+        });
+        for (name, value) in &dims {
+            let printed = seen.iter().any(|s| &s[name] == value);
+            let possible =
+                name == "Ending" && media_orchestrator::relay::ENDINGS.contains(&value.as_str());
+            assert!(
+                printed || possible,
+                "alarm {} wants {name}={value}; printed: {seen:?}",
+                alarm["name"]
+            );
+        }
+    }
+    assert!(ours > 0, "no alarm on our own metrics");
 }
 
 /// An outbound call on the shipped files: `POST /calls` on the function as `template.yaml`
