@@ -1,8 +1,7 @@
-//! moto's server as SSM Parameter Store on a free loopback port, killed on drop, with an SSM
-//! client for the test's own parameter writes. A missing `moto_server` fails the test
+//! moto's server (SSM, DynamoDB, EventBridge, SQS) on a loopback port it picks, killed on
+//! drop, with clients for the test's own writes. A missing `moto_server` fails the test
 //! (`scripts/test.sh` installs it from `scripts/requirements-test.txt`).
 
-use std::net::TcpListener as StdListener;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -21,27 +20,47 @@ pub struct Moto {
 impl Moto {
     /// Starts `moto_server` (or `python3 -m moto.server`) and waits until it answers.
     pub async fn start() -> Self {
-        let port = {
-            let probe = StdListener::bind("127.0.0.1:0").unwrap();
-            probe.local_addr().unwrap().port()
-        };
-        let port_s = port.to_string();
-        let args = ["-H", "127.0.0.1", "-p", port_s.as_str()];
+        // Port 0: moto binds a free port itself and says which ("Running on http://…"), so
+        // no other test can take it between a probe and the bind.
+        let args = ["-H", "127.0.0.1", "-p", "0"];
         let spawn = |program: &str, pre: &[&str]| {
             Command::new(program)
                 .args(pre)
                 .args(args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stderr(Stdio::piped())
                 .kill_on_drop(true)
                 .spawn()
         };
-        let child = spawn("moto_server", &[])
+        let mut child = spawn("moto_server", &[])
             .or_else(|_| spawn("python3", &["-m", "moto.server"]))
             .expect(
                 "moto is required for the secrets tests: pip install -r scripts/requirements-test.txt",
             );
+        let stderr = child.stderr.take().unwrap();
+        let (port_tx, port_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt as _;
+            let mut port_tx = Some(port_tx);
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            // Read to the end: moto logs every request here, and a full pipe would stall it.
+            while let Ok(Some(line)) = lines.next_line().await {
+                let port = line
+                    .split("Running on http://127.0.0.1:")
+                    .nth(1)
+                    .and_then(|p| p.trim().parse::<u16>().ok());
+                if let Some(port) = port {
+                    if let Some(tx) = port_tx.take() {
+                        let _ = tx.send(port);
+                    }
+                }
+            }
+        });
+        let port = tokio::time::timeout(Duration::from_secs(15), port_rx)
+            .await
+            .expect("moto_server did not say its port within 15 s")
+            .expect("moto_server exited at start-up (is moto[server] installed?)");
         let endpoint = format!("http://127.0.0.1:{port}");
         let mut moto = Self {
             child,
