@@ -133,18 +133,8 @@ fn count(counts: &Family<ResultLabels, Counter>, result: Result_, n: u64) {
 }
 
 async fn client(timeout: Duration) -> aws_sdk_eventbridge::Client {
-    let timeouts = aws_config::timeout::TimeoutConfig::builder()
-        .operation_timeout(timeout)
-        .connect_timeout(timeout / 2)
-        .build();
     // Retries are ours (per entry, with the queue in mind); the SDK makes one attempt.
-    let retry = aws_config::retry::RetryConfig::standard().with_max_attempts(1);
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .timeout_config(timeouts)
-        .retry_config(retry)
-        .load()
-        .await;
-    aws_sdk_eventbridge::Client::new(&sdk)
+    aws_sdk_eventbridge::Client::new(&crate::aws::sdk_config(timeout, 1).await)
 }
 
 fn entry(bus: &str, detail_type: &str, detail: &str) -> PutEventsRequestEntry {

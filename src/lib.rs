@@ -14,6 +14,7 @@
 //! - [`audio`]: G.711 μ-law codec and resampling (re-exported from `media-relay`).
 //! - [`agent`]: the agent boundary (one session per call) and the built-in echo agent.
 //! - [`elevenlabs`]: the ElevenLabs conversational agent client.
+//! - [`aws`]: the AWS SDK configuration the registry and the bus share.
 //! - [`bus`]: call events on EventBridge, batched off the call path.
 //! - [`record`]: one call record per call (a JSON log line, the `Call Ended` event).
 //! - [`registry`]: the fleet-wide call registry on DynamoDB (single-use tokens, one stream
@@ -38,6 +39,7 @@
 
 pub mod agent;
 pub mod auth;
+pub mod aws;
 pub mod bus;
 pub mod call;
 pub mod config;

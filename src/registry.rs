@@ -109,18 +109,7 @@ impl CallRegistry {
     async fn client(&self) -> &aws_sdk_dynamodb::Client {
         self.client
             .get_or_init(|| async {
-                let timeouts = aws_config::timeout::TimeoutConfig::builder()
-                    .operation_timeout(self.config.timeout)
-                    .operation_attempt_timeout(self.config.timeout / 2)
-                    .connect_timeout(self.config.timeout / 2)
-                    .build();
-                let retry = aws_config::retry::RetryConfig::standard().with_max_attempts(2);
-                let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                    .timeout_config(timeouts)
-                    .retry_config(retry)
-                    .load()
-                    .await;
-                aws_sdk_dynamodb::Client::new(&sdk)
+                aws_sdk_dynamodb::Client::new(&crate::aws::sdk_config(self.config.timeout, 2).await)
             })
             .await
     }
