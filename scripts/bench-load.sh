@@ -38,6 +38,9 @@ if [[ -n $PREV ]]; then
     (cd "$prev_dir" && CARGO_TARGET_DIR="$target_abs" cargo build --release --bin media-ws >&2)
     cp "$target_abs/release/media-ws" "$PREV_WS"
     git worktree remove --force "$prev_dir"
+    # Cargo hashes a path package by its path inside the workspace, so the worktree's build
+    # left its artefacts under this tree's names, newer than this tree's sources: clean them.
+    cargo clean --release -p media-relay -p media-orchestrator >&2
 fi
 # After PREV: target/release/media-ws is this tree's.
 cargo build --release --workspace --bins --examples >&2
