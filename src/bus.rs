@@ -90,20 +90,19 @@ impl EventBus {
     pub fn publish(&self, detail_type: &'static str, record: &Map<String, Value>) -> bool {
         let event = Event {
             detail_type,
-            detail: Value::Object(record.clone()).to_string(),
+            detail: serde_json::to_string(record).unwrap_or_default(),
         };
-        let sent = match &*lock(&self.tx) {
-            Some(tx) => tx.try_send(event).is_ok(),
-            None => false,
-        };
-        match sent {
-            true => true,
-            false => {
-                count(&self.counts, Result_::Dropped, 1);
-                tracing::warn!(detail_type, "call event dropped: the event queue is full");
-                false
-            }
+        let sent = lock(&self.tx)
+            .as_ref()
+            .is_some_and(|tx| tx.try_send(event).is_ok());
+        if !sent {
+            count(&self.counts, Result_::Dropped, 1);
+            tracing::warn!(
+                detail_type,
+                "call event dropped: the queue is full or closed"
+            );
         }
+        sent
     }
 
     /// Sends what is queued and stops, within `deadline` (on SIGTERM, after the calls);
@@ -182,7 +181,7 @@ impl DirectBus {
             .client
             .get_or_init(|| client(self.config.timeout))
             .await;
-        let detail = Value::Object(record.clone()).to_string();
+        let detail = serde_json::to_string(record).unwrap_or_default();
         let mut error = String::new();
         for attempt in 0..2 {
             if attempt > 0 {
